@@ -1,0 +1,65 @@
+"""The project's own errors. Domain code raises these; only the portal turns them into HTTP.
+
+::
+
+    EdcError                      safe to show the user: ``message`` is a full sentence
+    ├── NotFound                  no such submission (or not yours)
+    ├── InvalidUpload             the upload is refused; ``code`` says which rule
+    │   └── UploadTooLarge        over EDC_MAX_UPLOAD_MB, refused while streaming
+    ├── StorageFull               the upload disk is full: nothing was kept
+    ├── ServiceUnavailable        the database or the queue does not answer
+    ├── SandboxUnavailable        no sandbox backend can run untrusted code here
+    └── RunFailed                 a submission's run ended badly; ``reason`` is a FailureReason
+"""
+
+from __future__ import annotations
+
+from edc.models import FailureReason
+
+
+class EdcError(Exception):
+    """Base class: ``message`` is a sentence a participant or operator can act on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(EdcError):
+    pass
+
+
+class InvalidUpload(EdcError):
+    def __init__(self, message: str, *, code: str = "invalid_archive") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UploadTooLarge(InvalidUpload):
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(
+            f"The upload is larger than the limit of {limit_bytes // (1024 * 1024)} MB.",
+            code="too_large",
+        )
+        self.limit_bytes = limit_bytes
+
+
+class StorageFull(EdcError):
+    pass
+
+
+class ServiceUnavailable(EdcError):
+    pass
+
+
+class SandboxUnavailable(EdcError):
+    pass
+
+
+class RunFailed(EdcError):
+    """Raised inside the worker; the executor records ``reason`` and ``message`` on the row."""
+
+    def __init__(self, reason: FailureReason, message: str, *, logs: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.logs = logs

@@ -1,0 +1,109 @@
+"""Shared fixtures: real PostgreSQL, real Redis, real SQLite, cleaned per test.
+
+Several test runs may share this machine's servers at once, so each run takes its own PostgreSQL
+database (created here, dropped at the end) and its own Redis database index (claimed with a key).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from sqlalchemy import text
+
+from edc import db
+from edc.config import Settings
+from edc.models import Base
+
+PG_ADMIN_DSN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_HOST_URL = os.environ.get("EDC_TEST_REDIS", "redis://127.0.0.1:6379")
+_CLAIM_KEY = "edc:test-run-owner"
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    name = f"edc_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = f"{base}/{name}"
+    db.upgrade(Settings(database_url=url))
+    yield url
+    db.dispose_engines()
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_db_url() -> Iterator[str]:
+    """Claim a free Redis database index for this run (1..15); index 0 is left to humans."""
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    for index in range(1, 16):
+        conn = redis.Redis.from_url(f"{REDIS_HOST_URL}/{index}")
+        if conn.set(_CLAIM_KEY, token, nx=True, ex=6 * 3600):
+            conn.close()
+            break
+        conn.close()
+    else:
+        pytest.fail("every Redis database index 1..15 is claimed by another test run")
+    url = f"{REDIS_HOST_URL}/{index}"
+    yield url
+    conn = redis.Redis.from_url(url)
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def redis_url(redis_db_url: str) -> Iterator[str]:
+    """The run's Redis database, flushed before each test (the claim key is kept)."""
+    conn = redis.Redis.from_url(redis_db_url)
+    token = conn.get(_CLAIM_KEY)
+    conn.flushdb()
+    if token is not None:
+        conn.set(_CLAIM_KEY, token, ex=6 * 3600)
+    conn.close()
+    return redis_db_url
+
+
+def _clean_tables(settings: Settings) -> None:
+    with db.session_scope(settings) as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            session.execute(text(f"DELETE FROM {table.name}"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, db_kind: str
+) -> Iterator[Settings]:
+    """Settings on a fresh data dir, for SQLite and for PostgreSQL (the test runs once on each)."""
+    database_url = None
+    if db_kind == "postgres":
+        database_url = request.getfixturevalue("pg_database_url")
+    s = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        redis_url=redis_url,
+        env="dev",
+    )
+    db.upgrade(s)
+    _clean_tables(s)
+    yield s
+    _clean_tables(s)
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path, redis_url: str) -> Settings:
+    """Settings on SQLite only, for tests where the database kind does not matter."""
+    s = Settings(data_dir=tmp_path / "data", redis_url=redis_url, env="dev")
+    db.upgrade(s)
+    return s
