@@ -19,7 +19,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from edc.config import Settings
 
 # Where things appear inside every sandbox, whatever the backend.
 SUBMISSION_DIR = "/submission"  # the unpacked submission, read-only, the working directory
@@ -104,6 +107,11 @@ class Sandbox(abc.ABC):
     """A backend. Instances are cheap and hold no run state."""
 
     name: ClassVar[str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Sandbox:
+        """Build the backend from the platform's settings (image, devices, ...)."""
+        return cls()
 
     @property
     @abc.abstractmethod

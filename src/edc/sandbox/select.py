@@ -1,0 +1,40 @@
+"""Choosing a sandbox backend. Never falls back to running code unsandboxed."""
+
+from __future__ import annotations
+
+import importlib
+
+from edc.config import Settings
+from edc.errors import SandboxUnavailable
+from edc.sandbox.base import Sandbox
+
+# Imported lazily: the docker SDK is only needed where the docker backend is used.
+BACKENDS: dict[str, str] = {
+    "docker": "edc.sandbox.docker:DockerSandbox",
+    "bwrap": "edc.sandbox.bwrap:BwrapSandbox",
+}
+# `auto` prefers Docker (the production backend) when an engine answers.
+AUTO_ORDER = ("docker", "bwrap")
+
+
+def backend_class(name: str) -> type[Sandbox]:
+    module_name, _, class_name = BACKENDS[name].partition(":")
+    cls: type[Sandbox] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def choose_sandbox(settings: Settings) -> Sandbox:
+    """The backend ``EDC_SANDBOX`` names, or for ``auto`` the first that can run here."""
+    kind = settings.sandbox
+    names = AUTO_ORDER if kind == "auto" else (kind,)
+    reasons = []
+    for name in names:
+        cls = backend_class(name)
+        reason = cls.unavailable_reason()
+        if reason is None:
+            return cls.from_settings(settings)
+        reasons.append(f"{name}: {reason}")
+    raise SandboxUnavailable(
+        "No sandbox can run submissions on this machine, so none will be run. "
+        + " ".join(reasons)
+    )
