@@ -65,7 +65,7 @@ class SandboxSpec:
     cpus: float = 1.0  # CPU share (cores)
     scratch_mb: int = 256  # size of the writable /tmp
     output_cap_bytes: int = 64 * 1024  # kept per stream; the rest is dropped
-    gpus: tuple[str, ...] = ()  # device ids the run may use (CUDA_VISIBLE_DEVICES / device_requests)
+    gpus: tuple[str, ...] = ()  # devices the run may use (CUDA_VISIBLE_DEVICES, device_requests)
     labels: Mapping[str, str] = field(default_factory=dict)  # e.g. submission id, worker id
 
 

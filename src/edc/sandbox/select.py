@@ -35,6 +35,5 @@ def choose_sandbox(settings: Settings) -> Sandbox:
             return cls.from_settings(settings)
         reasons.append(f"{name}: {reason}")
     raise SandboxUnavailable(
-        "No sandbox can run submissions on this machine, so none will be run. "
-        + " ".join(reasons)
+        "No sandbox can run submissions on this machine, so none will be run. " + " ".join(reasons)
     )

@@ -7,7 +7,7 @@ The job id is derived from (submission id, attempt), and jobs are enqueued with 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import redis
 from rq import Queue, Worker
@@ -54,7 +54,7 @@ def enqueue_submission(settings: Settings, submission_id: int, attempt: int = 1)
     job_id = job_id_for(submission_id, attempt)
     with redis_errors():
         queue = submission_queue(settings)
-        try:
+        with suppress(DuplicateJobError):
             queue.enqueue_call(
                 JOB_FUNCTION,
                 args=(submission_id,),
@@ -66,8 +66,6 @@ def enqueue_submission(settings: Settings, submission_id: int, attempt: int = 1)
                 description=f"evaluate submission {submission_id} (attempt {attempt})",
                 unique=True,
             )
-        except DuplicateJobError:
-            pass
     return job_id
 
 

@@ -34,8 +34,13 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
         sa.Column(
             "status",
-            sa.Enum(*STATUSES, name="submission_status", native_enum=False, length=32,
-                    create_constraint=False),
+            sa.Enum(
+                *STATUSES,
+                name="submission_status",
+                native_enum=False,
+                length=32,
+                create_constraint=False,
+            ),
             nullable=False,
         ),
         sa.Column("file_path", sa.String(512), nullable=False),
@@ -48,8 +53,13 @@ def upgrade() -> None:
         sa.Column("result_metrics", sa.JSON(), nullable=True),
         sa.Column(
             "failure_reason",
-            sa.Enum(*REASONS, name="failure_reason", native_enum=False, length=32,
-                    create_constraint=False),
+            sa.Enum(
+                *REASONS,
+                name="failure_reason",
+                native_enum=False,
+                length=32,
+                create_constraint=False,
+            ),
             nullable=True,
         ),
         sa.Column("failure_message", sa.Text(), nullable=True),
