@@ -27,7 +27,7 @@ def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
     engine = make_engine(url)
-    engine.pool = pool.NullPool(engine.pool._creator)  # type: ignore[attr-defined]
+    engine.pool = pool.NullPool(engine.pool._creator)
     with engine.connect() as connection:
         # render_as_batch: SQLite can only alter tables by copying them.
         context.configure(
