@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     log_cap_bytes: int = Field(default=64 * 1024, gt=0)
 
     worker_id: str | None = None
+    # Infrastructure failures are retried up to this many attempts in all, then marked failed.
+    max_attempts: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
