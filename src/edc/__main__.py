@@ -1,0 +1,3 @@
+from edc.cli import app
+
+app(prog_name="edc")

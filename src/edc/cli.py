@@ -1,0 +1,124 @@
+"""`edc`: one command line for operators, admins and participants."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edc import __version__, db
+from edc.config import Settings, get_settings
+from edc.errors import EdcError
+
+app = typer.Typer(help="Efficient-Decode Competition platform.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        err_console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the platform's version."""
+    console.print(__version__)
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Address the portal listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the portal.")] = 8000,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes to run.")] = 1,
+) -> None:
+    """Run everything on this machine: database migration, Redis, the portal and workers."""
+    from edc.supervisor import run_up
+
+    _setup_logging()
+    settings = _settings()
+
+    def announce(url: str) -> None:
+        console.print(f"[bold green]Efficient-Decode Competition is up:[/bold green] {url}")
+        console.print("Stop with Ctrl-C.")
+
+    raise typer.Exit(run_up(settings, host=host, port=port, workers=workers, on_ready=announce))
+
+
+@app.command()
+def portal(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the web portal and API (production: behind a reverse proxy)."""
+    import uvicorn
+
+    _setup_logging()
+    _settings()
+    uvicorn.run("edc.portal.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+    name_suffix: Annotated[
+        str | None, typer.Option(help="Distinguishes several workers on one host.")
+    ] = None,
+) -> None:
+    """Run a worker: take submission ids from the queue and evaluate them in a sandbox."""
+    from edc.sandbox.select import choose_sandbox
+    from edc.scheduler.queue import make_worker
+
+    _setup_logging()
+    settings = _settings()
+    try:
+        sandbox = choose_sandbox(settings)
+    except EdcError as exc:
+        err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
+        raise typer.Exit(3) from exc
+    name = settings.worker_id or f"{socket.gethostname()}-{name_suffix or 'w'}"
+    removed = sandbox.remove_leftovers({"worker": name})
+    logging.getLogger("edc.worker").info(
+        "worker %s: sandbox backend %s; removed %d leftover sandboxes", name, sandbox.name, removed
+    )
+    try:
+        make_worker(settings, name=name).work(burst=burst, with_scheduler=False)
+    except EdcError as exc:
+        err_console.print(f"[red]Worker stopped:[/red] {exc.message}")
+        raise typer.Exit(3) from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply database migrations (safe to run repeatedly)."""
+    settings = _settings()
+    db.upgrade(settings, revision)
+    console.print(f"Database at {revision}: {settings.resolved_database_url.split('@')[-1]}")
+
+
+def main() -> None:
+    app(prog_name="edc")
+
+
+if __name__ == "__main__":
+    main()

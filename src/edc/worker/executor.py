@@ -1,0 +1,195 @@
+"""The worker's one job: claim a submission, run it sandboxed, store what happened.
+
+The row moves ``queued → processing`` only through an atomic conditional UPDATE, so a duplicate
+delivery of the same job does nothing. Every way out of :func:`run_submission` ends with the row
+``completed`` or ``failed`` (with a reason and a sentence), or handed back to the queue for an
+infrastructure retry: never stuck in ``processing``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+
+from edc import archive, db
+from edc.config import Settings, get_settings
+from edc.errors import InvalidUpload, RunFailed, SandboxUnavailable
+from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
+from edc.scheduler import queue
+from edc.worker.evaluation import evaluate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one evaluation produced, ready to be written on the row."""
+
+    status: SubmissionStatus
+    metrics: dict[str, Any] | None
+    logs: str
+    reason: FailureReason | None = None
+    message: str | None = None
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_submission(submission_id: int, attempt: int | None = None) -> None:
+    """RQ entry point: only the id travels through Redis; everything else is read from the DB."""
+    from rq import get_current_job  # only meaningful inside an RQ work-horse
+
+    job = get_current_job()
+    settings = get_settings()
+    worker_id = settings.worker_id or (job.worker_name if job else None) or default_worker_id()
+    run_submission(settings, submission_id, attempt=attempt, worker_id=worker_id)
+
+
+def claim(settings: Settings, submission_id: int, *, attempt: int | None, worker_id: str) -> bool:
+    """Atomically move a queued row to processing; False when someone else has it (or nobody)."""
+    conditions = [Submission.id == submission_id, Submission.status == SubmissionStatus.QUEUED]
+    if attempt is not None:
+        conditions.append(Submission.attempt == attempt)
+    with db.session_scope(settings) as session:
+        result = session.execute(
+            update(Submission)
+            .where(*conditions)
+            .values(
+                status=SubmissionStatus.PROCESSING,
+                started_at=utcnow(),
+                finished_at=None,
+                worker_id=worker_id,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def run_submission(
+    settings: Settings, submission_id: int, *, attempt: int | None, worker_id: str
+) -> Outcome | None:
+    """Claim, evaluate and record one submission. Returns None when the claim was lost."""
+    if not claim(settings, submission_id, attempt=attempt, worker_id=worker_id):
+        log.info(
+            "submission %s attempt %s: not queued for us; nothing to do", submission_id, attempt
+        )
+        return None
+    with db.session_scope(settings) as session:
+        row = session.get(Submission, submission_id)
+        assert row is not None
+        archive_path = settings.data_dir / row.file_path
+        current_attempt = row.attempt
+
+    run_dir = settings.runs_dir / f"{submission_id}-{current_attempt}-{uuid.uuid4().hex[:8]}"
+    try:
+        outcome = _evaluate_archive(settings, archive_path, run_dir, submission_id, worker_id)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    if outcome.reason is FailureReason.INFRASTRUCTURE and current_attempt < settings.max_attempts:
+        _hand_back(settings, submission_id, current_attempt, outcome)
+    else:
+        _record(settings, submission_id, current_attempt, outcome)
+    return outcome
+
+
+def _evaluate_archive(
+    settings: Settings, archive_path: Path, run_dir: Path, submission_id: int, worker_id: str
+) -> Outcome:
+    """The single catch-all at the job boundary: every exception becomes an Outcome."""
+    try:
+        submission_dir = run_dir / "submission"
+        archive.unpack(archive_path, submission_dir, archive.ArchiveLimits.from_settings(settings))
+        evaluation = evaluate(
+            settings,
+            submission_dir=submission_dir,
+            run_dir=run_dir,
+            labels={"submission": str(submission_id), "worker": worker_id},
+        )
+        return Outcome(SubmissionStatus.COMPLETED, evaluation.metrics, evaluation.logs)
+    except RunFailed as exc:
+        return Outcome(SubmissionStatus.FAILED, None, exc.logs, exc.reason, exc.message)
+    except InvalidUpload as exc:
+        return Outcome(
+            SubmissionStatus.FAILED, None, "", FailureReason.INVALID_ARCHIVE, exc.message
+        )
+    except SandboxUnavailable as exc:
+        return Outcome(SubmissionStatus.FAILED, None, "", FailureReason.INFRASTRUCTURE, exc.message)
+    except Exception:
+        log.exception("submission %s: internal error", submission_id)
+        return Outcome(
+            SubmissionStatus.FAILED,
+            None,
+            traceback.format_exc(limit=20),
+            FailureReason.INFRASTRUCTURE,
+            "The platform hit an internal error while evaluating this submission; "
+            "it was not your code's fault.",
+        )
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters dropped]"
+
+
+def _record(settings: Settings, submission_id: int, attempt: int, outcome: Outcome) -> None:
+    """Store the outcome, unless a newer attempt owns the row (a late result is discarded)."""
+    with db.session_scope(settings) as session:
+        result = session.execute(
+            update(Submission)
+            .where(
+                Submission.id == submission_id,
+                Submission.status == SubmissionStatus.PROCESSING,
+                Submission.attempt == attempt,
+            )
+            .values(
+                status=outcome.status,
+                finished_at=utcnow(),
+                result_metrics=outcome.metrics,
+                failure_reason=outcome.reason,
+                failure_message=outcome.message,
+                logs=_truncate(outcome.logs, 2 * settings.log_cap_bytes),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            log.warning("submission %s attempt %s: result discarded", submission_id, attempt)
+
+
+def _hand_back(settings: Settings, submission_id: int, attempt: int, outcome: Outcome) -> None:
+    """An infrastructure failure is not the participant's: queue a fresh attempt."""
+    log.warning(
+        "submission %s attempt %s: infrastructure failure, retrying: %s",
+        submission_id,
+        attempt,
+        outcome.message,
+    )
+    with db.session_scope(settings) as session:
+        session.execute(
+            update(Submission)
+            .where(
+                Submission.id == submission_id,
+                Submission.status == SubmissionStatus.PROCESSING,
+                Submission.attempt == attempt,
+            )
+            .values(
+                status=SubmissionStatus.QUEUED,
+                attempt=attempt + 1,
+                worker_id=None,
+                started_at=None,
+                logs=_truncate(outcome.logs, 2 * settings.log_cap_bytes),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    queue.enqueue_submission(settings, submission_id, attempt + 1)
