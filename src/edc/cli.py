@@ -86,6 +86,7 @@ def worker(
     """Run a worker: take submission ids from the queue and evaluate them in a sandbox."""
     from edc.sandbox.select import choose_sandbox
     from edc.scheduler.queue import make_worker
+    from edc.scheduler.reconcile import Reconciler
 
     _setup_logging()
     settings = _settings()
@@ -99,11 +100,15 @@ def worker(
     logging.getLogger("edc.worker").info(
         "worker %s: sandbox backend %s; removed %d leftover sandboxes", name, sandbox.name, removed
     )
+    reconciler = Reconciler(settings)
+    reconciler.start()
     try:
         make_worker(settings, name=name).work(burst=burst, with_scheduler=False)
     except EdcError as exc:
         err_console.print(f"[red]Worker stopped:[/red] {exc.message}")
         raise typer.Exit(3) from exc
+    finally:
+        reconciler.stop()
 
 
 @db_app.command("upgrade")

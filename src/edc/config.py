@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     worker_id: str | None = None
     # Infrastructure failures are retried up to this many attempts in all, then marked failed.
     max_attempts: int = Field(default=3, ge=1)
+    # A processing submission whose heartbeat is older than the timeout goes back to the queue;
+    # the reconciler looks every interval, so recovery takes at most timeout + interval.
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    reconcile_interval_s: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

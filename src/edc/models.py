@@ -90,6 +90,8 @@ class Submission(Base):
     # Bumped each time the submission is (re)queued; the RQ job id is derived from it.
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     worker_id: Mapped[str | None] = mapped_column(String(128))
+    # Refreshed by the worker while it evaluates; a stale one means the worker died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     logs: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:

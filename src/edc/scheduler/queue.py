@@ -11,7 +11,8 @@ from contextlib import contextmanager, suppress
 
 import redis
 from rq import Queue, Worker
-from rq.exceptions import DuplicateJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job
 
 from edc.config import Settings
 from edc.errors import ServiceUnavailable
@@ -49,11 +50,46 @@ def submission_queue(settings: Settings, connection: redis.Redis | None = None) 
     return Queue(settings.queue_name, connection=connection or redis_connection(settings))
 
 
-def enqueue_submission(settings: Settings, submission_id: int, attempt: int = 1) -> str:
-    """Put the id on the queue; returns the job id. A second call for a live attempt is a no-op."""
+def _fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
+    try:
+        return Job.fetch(job_id, connection=connection)
+    except NoSuchJobError:
+        return None
+
+
+def live_job_ids(settings: Settings) -> set[str]:
+    """Ids of the jobs RQ will still run by itself: waiting in the queue or being worked on.
+
+    Read from the queue and its registries rather than from job hashes, so a job whose hash
+    survived but whose queue entry was lost counts as dead.
+    """
+    with redis_errors():
+        q = submission_queue(settings)
+        ids = set(q.get_job_ids())
+        for registry in (q.started_job_registry, q.deferred_job_registry, q.scheduled_job_registry):
+            ids.update(registry.get_job_ids())
+        return ids
+
+
+def job_is_live(settings: Settings, submission_id: int, attempt: int) -> bool:
+    return job_id_for(submission_id, attempt) in live_job_ids(settings)
+
+
+def enqueue_submission(
+    settings: Settings, submission_id: int, attempt: int = 1, *, replace_dead: bool = False
+) -> str:
+    """Put the id on the queue; returns the job id. A second call for a live attempt is a no-op.
+
+    ``replace_dead`` first deletes a finished, failed or stopped job of the same id, so the
+    reconciler can give a stranded ``queued`` row a job again.
+    """
     job_id = job_id_for(submission_id, attempt)
     with redis_errors():
         queue = submission_queue(settings)
+        if replace_dead and job_id not in live_job_ids(settings):
+            old = _fetch_job(queue.connection, job_id)
+            if old is not None:
+                old.delete()
         with suppress(DuplicateJobError):
             queue.enqueue_call(
                 JOB_FUNCTION,

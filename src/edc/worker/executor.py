@@ -26,6 +26,7 @@ from edc.errors import InvalidUpload, RunFailed, SandboxUnavailable
 from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
 from edc.scheduler import queue
 from edc.worker.evaluation import evaluate
+from edc.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def claim(settings: Settings, submission_id: int, *, attempt: int | None, worker
             .values(
                 status=SubmissionStatus.PROCESSING,
                 started_at=utcnow(),
+                heartbeat_at=utcnow(),
                 finished_at=None,
                 worker_id=worker_id,
             )
@@ -92,7 +94,8 @@ def run_submission(
 
     run_dir = settings.runs_dir / f"{submission_id}-{current_attempt}-{uuid.uuid4().hex[:8]}"
     try:
-        outcome = _evaluate_archive(settings, archive_path, run_dir, submission_id, worker_id)
+        with Heartbeat(settings, submission_id, current_attempt):
+            outcome = _evaluate_archive(settings, archive_path, run_dir, submission_id, worker_id)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -65,6 +65,7 @@ def upgrade() -> None:
         sa.Column("failure_message", sa.Text(), nullable=True),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("worker_id", sa.String(128), nullable=True),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("logs", sa.Text(), nullable=True),
     )
     op.create_index("ix_submissions_status", "submissions", ["status"])

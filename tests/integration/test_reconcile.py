@@ -1,0 +1,102 @@
+"""The reconciler rebuilds the queue from the database on real Redis, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import redis
+
+from edc import db
+from edc.config import Settings
+from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
+from edc.scheduler import queue, reconcile
+from edc.worker import heartbeat
+
+
+def _insert(settings: Settings, **values: object) -> int:
+    with db.session_scope(settings) as session:
+        row = Submission(
+            file_path="uploads/x.zip", sha256="0" * 64, size_bytes=1, original_filename="x.zip"
+        )
+        for key, value in values.items():
+            setattr(row, key, value)
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def _get(settings: Settings, submission_id: int) -> Submission:
+    with db.session_scope(settings) as session:
+        row = session.get(Submission, submission_id)
+        assert row is not None
+        return row
+
+
+def test_queued_rows_lost_by_redis_are_enqueued_again(settings: Settings) -> None:
+    ids = [_insert(settings) for _ in range(3)]
+    queue.enqueue_submission(settings, ids[0])
+    redis.Redis.from_url(str(settings.redis_url)).delete(f"rq:queue:{settings.queue_name}")
+
+    report = reconcile.reconcile_once(settings)
+
+    assert report.requeued == ids
+    assert sorted(queue.queued_job_ids(settings)) == sorted(queue.job_id_for(i, 1) for i in ids)
+    # A second pass finds nothing to do: the jobs are live now.
+    assert reconcile.reconcile_once(settings).requeued == []
+
+
+def test_a_dead_job_of_a_queued_row_is_replaced(settings: Settings) -> None:
+    submission_id = _insert(settings)
+    queue.enqueue_submission(settings, submission_id)
+    # Play a worker that took the job off the queue and then lost it.
+    rq_queue = queue.submission_queue(settings)
+    rq_queue.remove(queue.job_id_for(submission_id, 1))
+    assert not queue.job_is_live(settings, submission_id, 1)
+
+    assert reconcile.reconcile_once(settings).requeued == [submission_id]
+    assert queue.job_is_live(settings, submission_id, 1)
+
+
+def test_stale_processing_row_goes_back_with_a_new_attempt(settings: Settings) -> None:
+    stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 5)
+    submission_id = _insert(
+        settings, status=SubmissionStatus.PROCESSING, attempt=1, heartbeat_at=stale, worker_id="w"
+    )
+    fresh_id = _insert(
+        settings, status=SubmissionStatus.PROCESSING, attempt=1, heartbeat_at=utcnow()
+    )
+
+    report = reconcile.reconcile_once(settings)
+
+    assert report.recovered == [submission_id]
+    row = _get(settings, submission_id)
+    assert (row.status, row.attempt, row.worker_id) == (SubmissionStatus.QUEUED, 2, None)
+    assert queue.queued_job_ids(settings) == [queue.job_id_for(submission_id, 2)]
+    assert _get(settings, fresh_id).status is SubmissionStatus.PROCESSING
+    # The presumed-dead worker's late heartbeat no longer touches the row.
+    assert not heartbeat.beat(settings, submission_id, 1)
+
+
+def test_out_of_attempts_ends_failed_as_infrastructure(settings: Settings) -> None:
+    stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 5)
+    submission_id = _insert(
+        settings,
+        status=SubmissionStatus.PROCESSING,
+        attempt=settings.max_attempts,
+        heartbeat_at=stale,
+    )
+    report = reconcile.reconcile_once(settings)
+    assert report.abandoned == [submission_id]
+    row = _get(settings, submission_id)
+    assert row.status is SubmissionStatus.FAILED
+    assert row.failure_reason is FailureReason.INFRASTRUCTURE
+    assert "not your code's fault" in (row.failure_message or "")
+    assert queue.queued_job_ids(settings) == []
+
+
+def test_only_one_reconciler_holds_the_lock(sqlite_settings: Settings) -> None:
+    first = reconcile.Reconciler(sqlite_settings)
+    second = reconcile.Reconciler(sqlite_settings)
+    assert first._hold_lock()
+    assert not second._hold_lock()
+    assert first._hold_lock()  # renewing our own hold works
