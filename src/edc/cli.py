@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from typing import Annotated
@@ -95,7 +96,8 @@ def worker(
     except EdcError as exc:
         err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
         raise typer.Exit(3) from exc
-    name = settings.worker_id or f"{socket.gethostname()}-{name_suffix or 'w'}"
+    # The pid keeps a restarted worker from colliding with its dead predecessor's registration.
+    name = settings.worker_id or f"{socket.gethostname()}-{name_suffix or 'w'}-{os.getpid()}"
     removed = sandbox.remove_leftovers({"worker": name})
     logging.getLogger("edc.worker").info(
         "worker %s: sandbox backend %s; removed %d leftover sandboxes", name, sandbox.name, removed

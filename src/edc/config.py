@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     sandbox: SandboxKind = "auto"
     sandbox_image: str = "edc-sandbox:latest"
+    # The competition's task directory (task.toml, model/, prompts/); unset: the bundled tiny task.
+    task_dir: Path | None = None
 
     max_upload_mb: int = Field(default=200, gt=0)
     # Zip-bomb guards, checked before anything is unpacked.
@@ -60,6 +62,8 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
     reconcile_interval_s: float = Field(default=15.0, gt=0)
+    # How long the worker keeps retrying a write while the database is unreachable.
+    db_retry_s: float = Field(default=300.0, ge=0)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edc.config import Settings
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -65,6 +70,31 @@ def session_scope(settings: Settings) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+T = TypeVar("T")
+
+
+def retry_while_unreachable(
+    settings: Settings, work: Callable[[], T], *, what: str, give_up_after_s: float | None = None
+) -> T:
+    """Run ``work`` again (with backoff) while the database does not answer.
+
+    For the worker's writes: a result measured over minutes must survive a database restart.
+    Errors that are not about the connection are raised at once.
+    """
+    limit = settings.db_retry_s if give_up_after_s is None else give_up_after_s
+    deadline = time.monotonic() + limit
+    delay = 0.2
+    while True:
+        try:
+            return work()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable while %s (%s); retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def alembic_config(url: str) -> AlembicConfig:

@@ -8,10 +8,13 @@ infrastructure retry: never stuck in ``processing``.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -30,6 +33,8 @@ from edc.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -46,11 +51,29 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _die_with_worker() -> None:
+    """Ask the kernel to SIGKILL this work-horse when the worker process dies.
+
+    RQ's work-horse otherwise outlives a SIGKILLed worker and keeps running its job unseen
+    (rq/rq#646); dying with it lets the reconciler hand the job to a live worker instead.
+    The sandbox, started with die-with-parent, goes down with the horse.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def process_submission(submission_id: int, attempt: int | None = None) -> None:
     """RQ entry point: only the id travels through Redis; everything else is read from the DB."""
     from rq import get_current_job  # only meaningful inside an RQ work-horse
 
     job = get_current_job()
+    if job is not None:
+        _die_with_worker()
     settings = get_settings()
     worker_id = settings.worker_id or (job.worker_name if job else None) or default_worker_id()
     run_submission(settings, submission_id, attempt=attempt, worker_id=worker_id)
@@ -100,9 +123,14 @@ def run_submission(
         shutil.rmtree(run_dir, ignore_errors=True)
 
     if outcome.reason is FailureReason.INFRASTRUCTURE and current_attempt < settings.max_attempts:
-        _hand_back(settings, submission_id, current_attempt, outcome)
+        store = _hand_back
     else:
-        _record(settings, submission_id, current_attempt, outcome)
+        store = _record
+    db.retry_while_unreachable(
+        settings,
+        lambda: store(settings, submission_id, current_attempt, outcome),
+        what=f"storing the result of submission {submission_id}",
+    )
     return outcome
 
 

@@ -1,0 +1,217 @@
+"""Intake benchmark: `edc up` on PostgreSQL and Redis, measured from outside over HTTP.
+
+Prints three figures, each measured in this one run (the machine is shared and noisy):
+1. accepted uploads per second, 1 MB zips from 20 concurrent clients (no worker running);
+2. p50/p99 of "accepted → claimed by an idle worker" (the sandbox starts right after unpacking);
+3. the portal's peak memory while it receives one 500 MB upload, over its idle baseline
+   (goal: under 100 MB).
+
+Usage: python bench/intake.py [--uploads 200] [--big-mb 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+import redis
+
+PG_ADMIN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("EDC_BENCH_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def zip_bytes(payload_bytes: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("submission.py", "print('ok')\n")
+        archive.writestr("weights.bin", random.randbytes(payload_bytes))
+    return buffer.getvalue()
+
+
+def fresh_database(name: str) -> str:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}"
+
+
+class Platform:
+    def __init__(self, data_dir: Path, database_url: str, workers: int, max_upload_mb: int) -> None:
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
+        env.update(
+            EDC_DATA_DIR=str(data_dir),
+            EDC_DATABASE_URL=database_url,
+            EDC_REDIS_URL=REDIS_URL,
+            EDC_SANDBOX="bwrap",
+            EDC_MAX_UPLOAD_MB=str(max_upload_mb),
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "edc", "up", "--port", str(self.port), "--workers", str(workers)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("edc up did not become ready")
+
+    def portal_process(self) -> psutil.Process:
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            if "portal" in child.cmdline():
+                return child
+        raise RuntimeError("no portal process found")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+
+
+def upload(client: httpx.Client, payload: bytes) -> tuple[int, float]:
+    response = client.post("/api/v1/submissions", files={"file": ("s.zip", payload)})
+    return response.status_code, time.time()
+
+
+def bench_accept_rate(url: str, uploads: int, clients: int) -> None:
+    payload = zip_bytes(1024 * 1024)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            codes = [c for c, _ in pool.map(lambda _: upload(client, payload), range(uploads))]
+        elapsed = time.perf_counter() - started
+    accepted = codes.count(201)
+    print(f"1. {accepted}/{uploads} uploads of 1 MB accepted from {clients} clients "
+          f"in {elapsed:.2f} s: {accepted / elapsed:.1f} accepted/s")
+
+
+def bench_claim_latency(url: str, count: int) -> None:
+    payload = zip_bytes(1024)
+    waits = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(count):
+            code, accepted_at = upload(client, payload)
+            assert code == 201
+            submission_id = client.get("/api/v1/submissions?limit=1").json()["items"][0]["id"]
+            while True:
+                body = client.get(f"/api/v1/submissions/{submission_id}").json()
+                if body["status"] in ("completed", "failed"):
+                    break
+                time.sleep(0.05)
+            started = datetime.fromisoformat(body["started_at"]).timestamp()
+            waits.append(max(0.0, started - accepted_at) * 1000)
+    waits.sort()
+    p99 = waits[min(len(waits) - 1, int(0.99 * len(waits)))]
+    print(f"2. accepted → claimed by an idle worker over {count} submissions: "
+          f"p50 {statistics.median(waits):.1f} ms, p99 {p99:.1f} ms")
+
+
+def chunks_of(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while block := f.read(size):
+            yield block
+
+
+def bench_big_upload_memory(platform: Platform, big_mb: int, scratch: Path) -> None:
+    portal = platform.portal_process()
+    time.sleep(1.0)
+    baseline = portal.memory_info().rss
+    big = scratch / "big.zip"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("submission.py", "print('ok')\n")
+        with archive.open("weights.bin", "w", force_zip64=True) as member:
+            block = random.randbytes(1024 * 1024)
+            for _ in range(big_mb):
+                member.write(block)
+    peak = baseline
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, portal.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    boundary = "edcbenchboundary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.zip"\r\n'
+            "Content-Type: application/zip\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield head
+        yield from chunks_of(big)
+        yield tail
+
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{platform.url}/api/v1/submissions",
+        content=body(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        timeout=600,
+    )
+    elapsed = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    over = (peak - baseline) / 2**20
+    print(f"3. one {big_mb} MB upload ({response.status_code}) in {elapsed:.1f} s: portal RSS "
+          f"{baseline / 2**20:.0f} MB idle, {peak / 2**20:.0f} MB peak, "
+          f"+{over:.1f} MB over baseline (goal < 100 MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--uploads", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--claims", type=int, default=30)
+    parser.add_argument("--big-mb", type=int, default=500)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        platform = Platform(scratch / "a", fresh_database("edc_bench_intake"), 0, args.big_mb + 10)
+        try:
+            bench_accept_rate(platform.url, args.uploads, args.clients)
+            bench_big_upload_memory(platform, args.big_mb, scratch)
+        finally:
+            platform.stop()
+        platform = Platform(scratch / "b", fresh_database("edc_bench_intake"), 1, 10)
+        try:
+            bench_claim_latency(platform.url, args.claims)
+        finally:
+            platform.stop()
+
+
+if __name__ == "__main__":
+    main()
