@@ -1,0 +1,88 @@
+"""Helpers for end-to-end tests: the real `edc up` as a subprocess, driven over HTTP."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def zip_of(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+class RunningPlatform:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, data_dir: Path) -> None:
+        self.process = process
+        self.url = url
+        self.data_dir = data_dir
+        self.client = httpx.Client(base_url=url, timeout=30)
+
+    def upload(self, name: str, payload: bytes) -> httpx.Response:
+        return self.client.post(
+            "/api/v1/submissions", files={"file": (name, payload, "application/zip")}
+        )
+
+    def wait_final(self, submission_id: int, timeout_s: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            body: dict[str, Any] = self.client.get(f"/api/v1/submissions/{submission_id}").json()
+            if body["status"] in ("completed", "failed", "cancelled"):
+                return body
+            time.sleep(0.2)
+        raise AssertionError(f"submission {submission_id} did not finish: {body}")
+
+
+def start_platform(
+    tmp_path: Path, *extra_env: tuple[str, str], workers: int = 1
+) -> RunningPlatform:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
+    env.update({"EDC_DATA_DIR": str(tmp_path / "data"), "EDC_SANDBOX": "bwrap"})
+    env.update(dict(extra_env))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edc", "up", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            out = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"edc up exited early with {process.returncode}:\n{out}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return RunningPlatform(process, url, tmp_path / "data")
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("edc up did not become ready in 60 s")
+
+
+def stop_platform(platform: RunningPlatform) -> str:
+    platform.client.close()
+    platform.process.send_signal(signal.SIGTERM)
+    out, _ = platform.process.communicate(timeout=40)
+    return out.decode(errors="replace")

@@ -1,0 +1,83 @@
+"""Fault injection with real processes and services: nothing is lost, nothing runs twice."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+
+from tests.e2e.running import RunningPlatform, start_platform, stop_platform, zip_of
+
+pytestmark = pytest.mark.slow
+
+# Recovery settles in seconds instead of the production minute.
+FAST_RECOVERY = (
+    ("EDC_HEARTBEAT_INTERVAL_S", "0.5"),
+    ("EDC_HEARTBEAT_TIMEOUT_S", "3"),
+    ("EDC_RECONCILE_INTERVAL_S", "1"),
+)
+
+
+def sleeper(seconds: float) -> bytes:
+    return zip_of({"submission.py": f"import time\nprint('start')\ntime.sleep({seconds})\n"})
+
+
+def wait_status(
+    platform: RunningPlatform, submission_id: int, status: str, timeout_s: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = platform.client.get(f"/api/v1/submissions/{submission_id}").json()
+        if body["status"] == status:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"submission {submission_id} never reached {status}: {body}")
+
+
+def worker_pid(worker_id: str) -> int:
+    # Worker names end with the worker's pid (see `edc worker`).
+    return int(worker_id.rsplit("-", 1)[1])
+
+
+def test_kill_9_of_a_worker_mid_run_completes_once_elsewhere(
+    tmp_path: Path, redis_url: str
+) -> None:
+    platform = start_platform(tmp_path, ("EDC_REDIS_URL", redis_url), *FAST_RECOVERY, workers=2)
+    try:
+        submission_id = platform.upload("s.zip", sleeper(3)).json()["id"]
+        running = wait_status(platform, submission_id, "processing", 30)
+        victim = psutil.Process(worker_pid(running["worker_id"]))
+        horses = victim.children(recursive=True)
+        assert horses, "the worker should be running a work-horse and its sandbox"
+        killed_at = time.monotonic()
+        victim.kill()
+
+        final = platform.wait_final(submission_id, timeout_s=60)
+        recovery_s = time.monotonic() - killed_at
+        assert final["status"] == "completed", final
+        assert final["attempt"] == 2
+        assert final["worker_id"] != running["worker_id"]
+        # The dead worker's work-horse and sandbox died with it: no second run went on unseen.
+        _gone, alive = psutil.wait_procs(horses, timeout=5)
+        assert alive == []
+        print(f"recovered from a killed worker in {recovery_s:.1f} s")
+    finally:
+        stop_platform(platform)
+
+
+def test_redis_flushed_with_20_queued_all_complete(tmp_path: Path, redis_url: str) -> None:
+    platform = start_platform(tmp_path, ("EDC_REDIS_URL", redis_url), *FAST_RECOVERY, workers=1)
+    try:
+        ids = [platform.upload(f"s{i}.zip", sleeper(0.2)).json()["id"] for i in range(20)]
+        redis.Redis.from_url(redis_url).flushdb()
+        flushed_at = time.monotonic()
+        finals = [platform.wait_final(i, timeout_s=120) for i in ids]
+        assert [f["status"] for f in finals] == ["completed"] * 20
+        print(f"20 submissions done {time.monotonic() - flushed_at:.1f} s after the flush")
+    finally:
+        stop_platform(platform)
