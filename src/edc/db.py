@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,6 +70,12 @@ def session_scope(settings: Settings) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def ping(settings: Settings) -> None:
+    """Raise the driver's error when the database does not answer."""
+    with get_engine(settings).connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 T = TypeVar("T")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import psutil
 import pytest
 import redis
 
+from tests.e2e.own_postgres import OwnPostgres
 from tests.e2e.running import RunningPlatform, start_platform, stop_platform, zip_of
 
 pytestmark = pytest.mark.slow
@@ -79,5 +81,41 @@ def test_redis_flushed_with_20_queued_all_complete(tmp_path: Path, redis_url: st
         finals = [platform.wait_final(i, timeout_s=120) for i in ids]
         assert [f["status"] for f in finals] == ["completed"] * 20
         print(f"20 submissions done {time.monotonic() - flushed_at:.1f} s after the flush")
+    finally:
+        stop_platform(platform)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    server = OwnPostgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+def test_postgres_restart_mid_run_keeps_the_result(
+    tmp_path: Path, redis_url: str, own_postgres: OwnPostgres
+) -> None:
+    platform = start_platform(
+        tmp_path,
+        ("EDC_REDIS_URL", redis_url),
+        ("EDC_DATABASE_URL", own_postgres.url),
+        *FAST_RECOVERY,
+        workers=1,
+    )
+    try:
+        submission_id = platform.upload("s.zip", sleeper(4)).json()["id"]
+        wait_status(platform, submission_id, "processing", 30)
+        own_postgres.stop()
+        down = platform.client.get(f"/api/v1/submissions/{submission_id}")
+        assert down.status_code == 503
+        assert "database" in down.json()["detail"].lower()
+        time.sleep(5)  # the run ends while the database is down
+        own_postgres.start()
+
+        final = platform.wait_final(submission_id, timeout_s=60)
+        assert final["status"] == "completed", final
+        assert final["attempt"] == 1
+        assert final["result_metrics"]["exit_code"] == 0
     finally:
         stop_platform(platform)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import redis
@@ -100,3 +101,22 @@ def test_only_one_reconciler_holds_the_lock(sqlite_settings: Settings) -> None:
     assert first._hold_lock()
     assert not second._hold_lock()
     assert first._hold_lock()  # renewing our own hold works
+
+
+def test_heartbeats_are_judged_only_after_a_full_timeout_of_database_contact(
+    sqlite_settings: Settings,
+) -> None:
+    quick = sqlite_settings.model_copy(update={"heartbeat_timeout_s": 0.3})
+    reconciler = reconcile.Reconciler(quick)
+    assert not reconciler._may_judge_heartbeats()
+    time.sleep(0.35)
+    assert reconciler._may_judge_heartbeats()
+    reconciler._db_up_since = None  # what a failed database ping does
+    assert not reconciler._may_judge_heartbeats()
+
+
+def test_a_pass_that_may_not_judge_heartbeats_leaves_processing_rows(settings: Settings) -> None:
+    stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 5)
+    submission_id = _insert(settings, status=SubmissionStatus.PROCESSING, heartbeat_at=stale)
+    assert reconcile.reconcile_once(settings, recover_stale=False).recovered == []
+    assert _get(settings, submission_id).status is SubmissionStatus.PROCESSING

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from edc import db
 from edc.config import Settings
@@ -107,10 +109,11 @@ def _requeue_orphans(settings: Settings, report: ReconcileReport) -> None:
             report.requeued.append(submission_id)
 
 
-def reconcile_once(settings: Settings) -> ReconcileReport:
+def reconcile_once(settings: Settings, *, recover_stale: bool = True) -> ReconcileReport:
     """One pass over the database; safe to run concurrently (updates are conditional)."""
     report = ReconcileReport()
-    _recover_stale(settings, report)
+    if recover_stale:
+        _recover_stale(settings, report)
     _requeue_orphans(settings, report)
     if report.requeued or report.recovered or report.abandoned:
         log.info(
@@ -130,6 +133,16 @@ class Reconciler(threading.Thread):
         self.settings = settings
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
+        # Since when this process has seen the database answer without a break. Workers cannot
+        # beat while the database is down, so heartbeats are judged only after a full timeout
+        # of continuous contact: a database restart must not make live workers look dead.
+        self._db_up_since: float | None = None
+
+    def _may_judge_heartbeats(self) -> bool:
+        now = time.monotonic()
+        if self._db_up_since is None:
+            self._db_up_since = now
+        return now - self._db_up_since >= self.settings.heartbeat_timeout_s
 
     def _hold_lock(self) -> bool:
         """Take the lock or extend our hold; False while another process holds it."""
@@ -147,7 +160,11 @@ class Reconciler(threading.Thread):
             try:
                 with queue.redis_errors():
                     if self._hold_lock():
-                        reconcile_once(self.settings)
+                        db.ping(self.settings)
+                        reconcile_once(self.settings, recover_stale=self._may_judge_heartbeats())
+            except (OperationalError, InterfaceError) as exc:
+                self._db_up_since = None
+                log.warning("reconciler: database unreachable: %s", exc)
             except EdcError as exc:
                 log.warning("reconciler: %s", exc.message)
             except Exception:
