@@ -1,0 +1,56 @@
+"""The portal's FastAPI application, built by a factory that takes its settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from edc import storage
+from edc.config import Settings, get_settings
+from edc.errors import EdcError
+from edc.portal import presentation
+from edc.portal.errors import edc_error_handler, validation_error_handler
+from edc.portal.routes import api, health, pages
+
+PORTAL_DIR = Path(__file__).parent
+STATIC_DIR = PORTAL_DIR / "static"
+TEMPLATES_DIR = PORTAL_DIR / "templates"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        storage.remove_stale_parts(settings)
+        yield
+
+    app = FastAPI(
+        title="Efficient-Decode Competition",
+        description="Upload a decoder; it is run sandboxed, checked token by token and ranked.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.templates = make_templates()
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_exception_handler(EdcError, edc_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.include_router(pages.router)
+    app.include_router(api.router, prefix="/api/v1")
+    app.include_router(health.router)
+    return app
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    templates.env.globals["status_badge"] = presentation.STATUS_BADGE
+    templates.env.globals["key_figures"] = presentation.key_figures
+    templates.env.filters["when"] = presentation.when
+    return templates

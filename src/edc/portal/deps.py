@@ -1,0 +1,37 @@
+"""Dependencies declared once, used as type annotations in the routes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from edc import db
+from edc.config import Settings
+from edc.submissions import database_errors
+
+
+def get_app_settings(request: Request) -> Settings:
+    return cast(Settings, request.app.state.settings)
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    """A unit of work per request: committed when the route returns, rolled back if it raises."""
+    with database_errors(), db.session_scope(settings) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_templates(request: Request) -> Jinja2Templates:
+    return cast(Jinja2Templates, request.app.state.templates)
+
+
+TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]

@@ -1,0 +1,95 @@
+"""How submissions look on the pages: status badges and the key figures of a result."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from edc.models import SubmissionStatus
+
+# Bootstrap colour per status.
+STATUS_BADGE: dict[SubmissionStatus, str] = {
+    SubmissionStatus.QUEUED: "secondary",
+    SubmissionStatus.PROCESSING: "primary",
+    SubmissionStatus.COMPLETED: "success",
+    SubmissionStatus.FAILED: "danger",
+    SubmissionStatus.CANCELLED: "dark",
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    value: str
+
+
+def _number(value: float) -> str:
+    if value == int(value) and abs(value) < 1e6:
+        return f"{int(value)}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _bytes(value: float) -> str:
+    return f"{value / (1024 * 1024):,.1f} MB"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s"
+
+
+def _ms(value: float) -> str:
+    return f"{_number(value)} ms"
+
+
+def _per_s(value: float) -> str:
+    return f"{_number(value)}/s"
+
+
+# (label, path into the metrics, format): shown in this order, each only when present.
+_FIGURES: list[tuple[str, tuple[str, ...], Callable[[float], str]]] = [
+    ("score", ("score",), _number),
+    ("TPOT p50", ("latency", "tpot_ms", "p50"), _ms),
+    ("TTFT p50", ("latency", "ttft_ms", "p50"), _ms),
+    ("throughput", ("throughput", "output_tokens_per_s"), _per_s),
+    ("wall", ("wall_s",), _seconds),
+    ("exit code", ("exit_code",), _number),
+    ("peak memory", ("peak_memory_bytes",), _bytes),
+]
+
+
+def _lookup(metrics: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = metrics
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def key_figures(metrics: Mapping[str, Any] | None) -> list[Figure]:
+    """The figures worth a glance; anything missing or not a number is left out, not guessed."""
+    if not isinstance(metrics, Mapping):
+        return []
+    figures = []
+    correct = metrics.get("correct")
+    if isinstance(correct, bool):
+        figures.append(Figure("correct", "yes" if correct else "no"))
+    for label, path, fmt in _FIGURES:
+        value = _lookup(metrics, path)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            figures.append(Figure(label, fmt(float(value))))
+    return figures
+
+
+def when(moment: datetime | None) -> str:
+    """A time in UTC (SQLite hands back naive UTC times, PostgreSQL aware ones)."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,226 @@
+"""Streaming multipart intake: the request body is parsed as it arrives and never held whole.
+
+FastAPI's ``UploadFile`` spools the entire body before the route runs, so a 10 GB body would be
+read (and written to a temporary file) before any limit applied. Here python-multipart's
+streaming parser runs on ``request.stream()`` and the file field's bytes go straight to storage;
+the body is refused by its Content-Length before reading, and otherwise the moment the counted
+bytes pass the limit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from edc import submissions
+from edc.config import Settings
+from edc.errors import InvalidUpload, UploadTooLarge
+from edc.models import Submission
+
+FILE_FIELD = "file"
+# Room for the multipart boundaries and part headers around the file itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+# The request body as OpenAPI shows it, since the route reads the stream itself.
+UPLOAD_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {
+                        FILE_FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "A zip holding submission.py, or an executable run "
+                            "file, at its root or inside its single top folder.",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+async def receive_submission(request: Request, settings: Settings) -> Submission:
+    """Stream the request's file field into a new submission; raises the project's errors."""
+    reader = MultipartFileReader(
+        request,
+        field=FILE_FIELD,
+        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        file_limit_bytes=settings.max_upload_bytes,
+    )
+    await reader.open()
+    async with aclosing(reader.chunks()) as chunks:
+        return await submissions.create_submission(
+            settings, filename=reader.filename, chunks=chunks
+        )
+
+
+class MultipartFileReader:
+    """Hands out one file field's bytes as the body arrives; other fields are skipped."""
+
+    def __init__(
+        self, request: Request, *, field: str, max_body_bytes: int, file_limit_bytes: int
+    ) -> None:
+        """``max_body_bytes`` bounds the whole body; ``file_limit_bytes`` is named in refusals."""
+        self._request = request
+        self._field = field.encode()
+        self._max_body_bytes = max_body_bytes
+        self._file_limit_bytes = file_limit_bytes
+        self.filename: str | None = None
+        self._body_bytes = 0
+        self._stream: AsyncIterator[bytes] | None = None
+        self._parser: MultipartParser | None = None
+        # Parser state, filled by the callbacks below.
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._part_headers: dict[bytes, bytes] = {}
+        self._in_file = False
+        self._file_found = False
+        self._file_done = False
+        self._body_done = False
+        self._pending: deque[bytes] = deque()
+
+    async def open(self) -> None:
+        """Check the headers, then read until the file field's own headers have arrived."""
+        self._refuse_by_headers()
+        self._stream = self._request.stream()
+        while not self._file_found and not self._body_done:
+            await self._pump()
+        if not self._file_found:
+            raise InvalidUpload(
+                f"The request has no file field named {self._field.decode()!r}.",
+                code="missing_file",
+            )
+
+    async def chunks(self) -> AsyncGenerator[bytes]:
+        """The file's bytes in arrival order; then the rest of the body is read and checked."""
+        while True:
+            while self._pending:
+                yield self._pending.popleft()
+            if self._file_done or self._body_done:
+                break
+            await self._pump()
+        while not self._body_done:
+            await self._pump()
+
+    def _refuse_by_headers(self) -> None:
+        content_type, options = parse_options_header(self._request.headers.get("content-type"))
+        boundary = options.get(b"boundary")
+        if content_type != b"multipart/form-data" or not boundary:
+            raise InvalidUpload(
+                f"Send the archive as multipart/form-data with a file field named "
+                f"{self._field.decode()!r}.",
+                code="bad_request",
+            )
+        declared = self._request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise InvalidUpload(
+                    "The Content-Length header is not a number.", code="bad_request"
+                )
+            if int(declared) > self._max_body_bytes:
+                raise UploadTooLarge(self._file_limit_bytes)
+        try:
+            self._parser = MultipartParser(
+                boundary,
+                callbacks={
+                    "on_part_begin": self._on_part_begin,
+                    "on_header_field": self._on_header_field,
+                    "on_header_value": self._on_header_value,
+                    "on_header_end": self._on_header_end,
+                    "on_headers_finished": self._on_headers_finished,
+                    "on_part_data": self._on_part_data,
+                    "on_part_end": self._on_part_end,
+                    "on_end": self._on_end,
+                },
+            )
+        except FormParserError as exc:
+            raise InvalidUpload(
+                f"The multipart boundary is unusable: {exc}", code="bad_request"
+            ) from exc
+
+    async def _pump(self) -> None:
+        assert self._stream is not None and self._parser is not None
+        try:
+            chunk = await anext(self._stream, None)
+        except ClientDisconnect as exc:
+            raise InvalidUpload(
+                "The upload was interrupted before it finished.", code="incomplete"
+            ) from exc
+        if chunk is None:
+            if not self._body_done:
+                raise InvalidUpload(
+                    "The upload ended before its multipart body was complete.", code="incomplete"
+                )
+            return
+        self._body_bytes += len(chunk)
+        if self._body_bytes > self._max_body_bytes:
+            raise UploadTooLarge(self._file_limit_bytes)
+        try:
+            self._parser.write(chunk)
+        except FormParserError as exc:
+            raise InvalidUpload(
+                f"The multipart body is malformed: {exc}", code="bad_request"
+            ) from exc
+
+    # python-multipart callbacks
+
+    def _on_part_begin(self) -> None:
+        self._part_headers = {}
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _on_header_end(self) -> None:
+        self._part_headers[bytes(self._header_field).lower()] = bytes(self._header_value)
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _on_headers_finished(self) -> None:
+        disposition, options = parse_options_header(
+            self._part_headers.get(b"content-disposition", b"")
+        )
+        # Only the first file field counts; a second one is skipped like any other field.
+        is_file_field = disposition == b"form-data" and options.get(b"name") == self._field
+        if is_file_field and not self._file_found:
+            self._in_file = True
+            self._file_found = True
+            self.filename = _decode_filename(options.get(b"filename"))
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file and end > start:
+            self._pending.append(bytes(data[start:end]))
+
+    def _on_part_end(self) -> None:
+        if self._in_file:
+            self._in_file = False
+            self._file_done = True
+
+    def _on_end(self) -> None:
+        self._body_done = True
+
+
+def _decode_filename(raw: bytes | None) -> str | None:
+    # Browsers and HTTP clients send UTF-8; anything else is read as Latin-1 rather than refused.
+    if raw is None:
+        return None
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        name = raw.decode("latin-1")
+    # The HTML form encoding escapes exactly these three (WHATWG "multipart/form-data encoding").
+    return name.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
