@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     task_dir: Path | None = None
 
     max_upload_mb: int = Field(default=200, gt=0)
+    # Partial uploads, and stored files no row refers to, older than this are debris of a portal
+    # that died mid-upload; a starting portal removes them (live uploads are far younger).
+    stale_upload_s: float = Field(default=3600.0, gt=0)
     # Zip-bomb guards, checked before anything is unpacked.
     max_archive_entries: int = Field(default=5000, gt=0)
     max_unpacked_mb: int = Field(default=1024, gt=0)

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Container, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +32,6 @@ UPLOAD_SUFFIX = ".zip"
 # Writes go to disk in batches of this size from a worker thread, so the event loop never waits
 # on the disk and memory per upload stays bounded.
 WRITE_BATCH_BYTES = 1024 * 1024
-# A part file untouched this long belongs to no live upload (a live one is written every batch).
-STALE_PART_AGE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -149,22 +147,31 @@ def delete_upload(settings: Settings, relative_path: str) -> None:
     path_for(settings, relative_path).unlink(missing_ok=True)
 
 
-def remove_stale_parts(settings: Settings, *, older_than_s: float = STALE_PART_AGE_S) -> int:
-    """Delete part files left by a crash; returns how many. Safe while other uploads are live."""
+def remove_debris(settings: Settings, *, referenced: Container[str]) -> int:
+    """Delete what a portal killed mid-upload left behind; returns how many files.
+
+    That is part files, and stored uploads that no row refers to (killed between the rename and
+    the insert), once older than ``stale_upload_s``: younger ones may belong to live uploads.
+    ``referenced`` holds the rows' relative paths.
+    """
     uploads = settings.uploads_dir
     if not uploads.is_dir():
         return 0
-    cutoff = time.time() - older_than_s
+    cutoff = time.time() - settings.stale_upload_s
     removed = 0
-    for part in uploads.glob(f"*{PART_SUFFIX}"):
+    for path in uploads.iterdir():
+        relative = path.relative_to(settings.data_dir).as_posix()
+        is_part = path.name.endswith(PART_SUFFIX)
+        if not is_part and (not path.name.endswith(UPLOAD_SUFFIX) or relative in referenced):
+            continue
         try:
-            if part.stat().st_mtime < cutoff:
-                part.unlink()
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
                 removed += 1
         except FileNotFoundError:
             continue  # another process cleaned it first
     if removed:
-        log.info("removed %d stale partial upload(s) from %s", removed, uploads)
+        log.info("removed %d leftover upload file(s) from %s", removed, uploads)
     return removed
 
 

@@ -130,3 +130,10 @@ def sanitize_filename(filename: str | None) -> str:
         else:
             name = name[:MAX_FILENAME_CHARS]
     return name
+
+
+def remove_upload_debris(settings: Settings) -> int:
+    """Remove partial and unreferenced upload files left by a portal that died mid-upload."""
+    with database_errors(), db.session_scope(settings) as session:
+        referenced = set(session.scalars(select(Submission.file_path)))
+    return storage.remove_debris(settings, referenced=referenced)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 import redis
@@ -117,5 +118,66 @@ def test_postgres_restart_mid_run_keeps_the_result(
         assert final["status"] == "completed", final
         assert final["attempt"] == 1
         assert final["result_metrics"]["exit_code"] == 0
+    finally:
+        stop_platform(platform)
+
+
+def _portal(platform: RunningPlatform) -> psutil.Process:
+    for child in psutil.Process(platform.process.pid).children(recursive=True):
+        if "portal" in child.cmdline():
+            return child
+    raise AssertionError("no portal process")
+
+
+def test_portal_killed_mid_upload_leaves_no_row_without_file_or_file_without_row(
+    tmp_path: Path, redis_url: str
+) -> None:
+    platform = start_platform(
+        tmp_path, ("EDC_REDIS_URL", redis_url), ("EDC_STALE_UPLOAD_S", "1"), workers=0
+    )
+    try:
+        done = platform.upload("done.zip", sleeper(0)).json()["id"]
+        portal = _portal(platform)
+        payload = sleeper(0) + b"\0" * (8 * 1024 * 1024)  # junk after the zip: never finished
+        boundary = "killtestboundary"
+
+        def slow_body() -> Iterator[bytes]:
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                'filename="cut.zip"\r\nContent-Type: application/zip\r\n\r\n'
+            ).encode()
+            for offset in range(0, len(payload), 256 * 1024):
+                yield payload[offset : offset + 256 * 1024]
+                time.sleep(0.05)
+                if offset == 4 * 256 * 1024:
+                    portal.kill()  # mid-body: the portal dies with a partial file on disk
+
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(
+                f"{platform.url}/api/v1/submissions",
+                content=slow_body(),
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                timeout=30,
+            )
+        uploads = platform.data_dir / "uploads"
+        assert any(p.name.endswith(".part") for p in uploads.iterdir()), "no partial file to clean"
+        # `edc up` restarts the portal; a starting portal removes debris older than 1 s.
+        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if (
+                    platform.client.get("/readyz").status_code == 200
+                    and _portal(platform) != portal
+                ):
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        rows = platform.client.get("/api/v1/submissions").json()["items"]
+        assert [r["id"] for r in rows] == [done]
+        files = sorted(p.name for p in uploads.iterdir())
+        assert len(files) == 1 and files[0].endswith(".zip"), files
+        assert rows[0]["sha256"]
     finally:
         stop_platform(platform)

@@ -103,17 +103,19 @@ def test_open_and_delete(store_settings: Settings) -> None:
         storage.open_upload(store_settings, stored.relative_path)
 
 
-def test_stale_part_files_are_removed_and_live_ones_kept(store_settings: Settings) -> None:
+def test_stale_debris_is_removed_and_live_or_referenced_files_kept(
+    store_settings: Settings,
+) -> None:
     uploads = store_settings.uploads_dir
     uploads.mkdir(parents=True)
-    stale, live, final = uploads / "a.zip.part", uploads / "b.zip.part", uploads / "c.zip"
-    for path in (stale, live, final):
-        path.write_bytes(b"x")
+    names = ["stale.zip.part", "live.zip.part", "kept.zip", "orphan.zip", "young-orphan.zip"]
+    for name in names:
+        (uploads / name).write_bytes(b"x")
     two_hours_ago = time.time() - 7200
-    os.utime(stale, (two_hours_ago, two_hours_ago))
-    os.utime(final, (two_hours_ago, two_hours_ago))
-    assert storage.remove_stale_parts(store_settings) == 1
-    assert leftovers(store_settings) == ["b.zip.part", "c.zip"]
+    for name in ("stale.zip.part", "kept.zip", "orphan.zip"):
+        os.utime(uploads / name, (two_hours_ago, two_hours_ago))
+    assert storage.remove_debris(store_settings, referenced={"uploads/kept.zip"}) == 2
+    assert leftovers(store_settings) == ["kept.zip", "live.zip.part", "young-orphan.zip"]
 
 
 @pytest.fixture

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from edc import storage
+from edc import submissions
 from edc.config import Settings, get_settings
 from edc.errors import EdcError
 from edc.portal import presentation
 from edc.portal.errors import edc_error_handler, validation_error_handler
 from edc.portal.routes import api, health, pages
+
+log = logging.getLogger(__name__)
 
 PORTAL_DIR = Path(__file__).parent
 STATIC_DIR = PORTAL_DIR / "static"
@@ -26,11 +31,23 @@ TEMPLATES_DIR = PORTAL_DIR / "templates"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
+    async def sweep_upload_debris() -> None:
+        # At start and then periodically: a portal killed mid-upload leaves partial files, and
+        # several portals may share the uploads folder.
+        while True:
+            try:
+                await anyio.to_thread.run_sync(submissions.remove_upload_debris, settings)
+            except EdcError as exc:  # a database down must not take the portal down
+                log.warning("upload debris not cleaned: %s", exc.message)
+            await anyio.sleep(max(0.5, settings.stale_upload_s / 2))
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-        storage.remove_stale_parts(settings)
-        yield
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sweep_upload_debris)
+            yield
+            tasks.cancel_scope.cancel()
 
     app = FastAPI(
         title="Efficient-Decode Competition",
