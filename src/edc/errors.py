@@ -9,6 +9,7 @@
     ├── StorageFull               the upload disk is full: nothing was kept
     ├── ServiceUnavailable        the database or the queue does not answer
     ├── SandboxUnavailable        no sandbox backend can run untrusted code here
+    ├── InvalidTask               a task directory (task.toml, model, prompts) is unusable
     └── RunFailed                 a submission's run ended badly; ``reason`` is a FailureReason
 """
 
@@ -53,6 +54,10 @@ class ServiceUnavailable(EdcError):
 
 
 class SandboxUnavailable(EdcError):
+    pass
+
+
+class InvalidTask(EdcError):
     pass
 
 

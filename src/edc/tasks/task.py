@@ -1,0 +1,397 @@
+"""A competition task: a directory with ``task.toml``, ``model/`` and ``prompts/``.
+
+Usage::
+
+    task = Task.load(Path("src/edc/tasks/tiny"))      # or Task.load(bundled_task_dir())
+    task.max_new_tokens, task.epsilon, task.sampling  # SamplingRule(kind, temperature, seed)
+    prompts = task.hidden_prompts()                   # list[Prompt(id, text, tokens)]
+    plan = task.request_plan(prompts)                 # warm-up, timed per repeat, throughput
+    reference = task.load_reference()                 # numpy (or torch) reference model
+    task.model_hash()                                 # sha256 over config.json + weights
+
+Layout of ``task.toml`` (every key shown; ``description``, ``[hardware]`` bandwidth and
+``[model] reference`` / ``tokenizer`` are optional)::
+
+    name = "tiny-stdlib"
+    version = "1"
+    description = "..."
+
+    [model]
+    dir = "model"            # relative to the task directory
+    vocab_size = 256
+    tokenizer = "bytes"      # "bytes": prompt text → UTF-8 bytes; "ids": prompts carry "tokens"
+    reference = "numpy"      # or "torch" (needs the torch extra)
+
+    [decode]
+    max_new_tokens = 64
+    epsilon = 0.1            # on the score scale (logit, or logit/T + g)
+
+    [sampling]
+    rule = "gumbel"          # or "greedy"
+    temperature = 0.8
+    seed = 20261128
+
+    [requests]
+    warmup = 4               # per scenario, never scored
+    timed = 12               # latency scenario, one request at a time, per repeat
+    throughput = 16          # throughput scenario, all at once
+    repeats = 3              # timed runs; the score is their median, with a 95% interval
+
+    [limits]
+    load_timeout_s = 60
+    run_timeout_s = 300
+    memory_mb = 2048
+    pids = 256
+    cpus = 2.0
+
+    [ranking]
+    metric = "latency.tpot_ms.p50"   # a name under ``metrics.`` (design.md)
+    direction = "lower"
+
+    [hardware]
+    class = "cpu"                    # or "gpu"
+    memory_bandwidth_gbps = 12.5     # optional: enables metrics.roofline
+
+Prompt files are JSON lines ``{"id": "...", "text": "..."}`` (or ``"tokens": [...]`` for
+``tokenizer = "ids"``); ids are unique. Anything wrong raises :class:`edc.errors.InvalidTask`
+with a sentence naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edc.errors import InvalidTask
+from edc.tasks.reference import LlamaConfig, ReferenceBackend, ReferenceModel
+from edc.tasks.sampling import MASK64, SamplingRule
+from edc.tasks.tokenizer import encode
+
+TASK_FILE = "task.toml"
+PUBLIC_PROMPTS = "prompts/public.jsonl"
+HIDDEN_PROMPTS = "prompts/hidden.jsonl"
+
+
+def bundled_task_dir() -> Path:
+    """The task shipped inside the package: the default competition."""
+    return Path(__file__).resolve().parent / "tiny"
+
+
+# --- the schema of task.toml --------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Strict):
+    dir: str = "model"
+    vocab_size: int = Field(gt=0)
+    tokenizer: Literal["bytes", "ids"] = "bytes"
+    reference: Literal["numpy", "torch"] = "numpy"
+
+
+class DecodeSection(_Strict):
+    max_new_tokens: int = Field(gt=0)
+    epsilon: float = Field(ge=0)
+
+
+class SamplingSection(_Strict):
+    rule: Literal["greedy", "gumbel"]
+    temperature: float = Field(default=1.0, gt=0)
+    seed: int = Field(default=0, ge=0, le=MASK64)
+
+
+class RequestCounts(_Strict):
+    warmup: int = Field(ge=0)
+    timed: int = Field(gt=0)
+    throughput: int = Field(gt=0)
+    repeats: int = Field(default=1, gt=0)
+
+    @property
+    def total(self) -> int:
+        return self.warmup + self.timed * self.repeats + self.throughput
+
+
+class Limits(_Strict):
+    load_timeout_s: float = Field(gt=0)
+    run_timeout_s: float = Field(gt=0)
+    memory_mb: int = Field(gt=0)
+    pids: int = Field(default=256, gt=0)
+    cpus: float = Field(default=1.0, gt=0)
+
+
+class Ranking(_Strict):
+    metric: str = Field(min_length=1)
+    direction: Literal["lower", "higher"]
+
+
+class Hardware(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: Literal["cpu", "gpu"] = Field(default="cpu", alias="class")
+    memory_bandwidth_gbps: float | None = Field(default=None, gt=0)
+
+
+class TaskFile(_Strict):
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    description: str = ""
+    model: ModelSection
+    decode: DecodeSection
+    sampling: SamplingSection
+    requests: RequestCounts
+    limits: Limits
+    ranking: Ranking
+    hardware: Hardware = Hardware()
+
+    @model_validator(mode="after")
+    def _bytes_tokenizer_needs_byte_vocab(self) -> TaskFile:
+        if self.model.tokenizer == "bytes" and self.model.vocab_size < 256:
+            raise ValueError("the bytes tokenizer needs vocab_size >= 256")
+        return self
+
+
+# --- the loaded task ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """Which prompts go where: disjoint sets, so no answer can be replayed from an earlier one."""
+
+    warmup: tuple[Prompt, ...]
+    timed: tuple[tuple[Prompt, ...], ...]  # one tuple per repeat
+    throughput: tuple[Prompt, ...]
+
+
+@dataclass(frozen=True)
+class Task:
+    root: Path
+    spec: TaskFile
+
+    # -- convenient views of the spec --
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / self.spec.model.dir
+
+    @property
+    def vocab_size(self) -> int:
+        return self.spec.model.vocab_size
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.spec.decode.max_new_tokens
+
+    @property
+    def epsilon(self) -> float:
+        return self.spec.decode.epsilon
+
+    @property
+    def sampling(self) -> SamplingRule:
+        s = self.spec.sampling
+        return SamplingRule(kind=s.rule, temperature=s.temperature, seed=s.seed)
+
+    @property
+    def requests(self) -> RequestCounts:
+        return self.spec.requests
+
+    @property
+    def limits(self) -> Limits:
+        return self.spec.limits
+
+    @property
+    def ranking(self) -> Ranking:
+        return self.spec.ranking
+
+    @property
+    def hardware(self) -> Hardware:
+        return self.spec.hardware
+
+    @property
+    def public_prompts_path(self) -> Path:
+        return self.root / PUBLIC_PROMPTS
+
+    @property
+    def hidden_prompts_path(self) -> Path:
+        return self.root / HIDDEN_PROMPTS
+
+    # -- loading --
+
+    @classmethod
+    def load(cls, root: Path) -> Task:
+        root = Path(root).resolve()
+        toml_path = root / TASK_FILE
+        if not toml_path.is_file():
+            raise InvalidTask(f"{root} is not a task directory: it has no {TASK_FILE}.")
+        try:
+            raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidTask(f"Cannot read {toml_path}: {exc}.") from exc
+        try:
+            spec = TaskFile.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidTask(f"{toml_path} is invalid: {_describe(exc)}.") from exc
+        task = cls(root=root, spec=spec)
+        task._check_model()
+        return task
+
+    def _check_model(self) -> None:
+        config = LlamaConfig.from_json(self.model_dir / "config.json")
+        if config.vocab_size != self.vocab_size:
+            raise InvalidTask(
+                f"task.toml says vocab_size {self.vocab_size} but the model's config.json says "
+                f"{config.vocab_size}."
+            )
+        weights = [
+            self.model_dir / "model.safetensors",
+            self.model_dir / "model.safetensors.index.json",
+        ]
+        if not any(p.is_file() for p in weights):
+            raise InvalidTask(f"{self.model_dir} holds no model.safetensors.")
+
+    @property
+    def max_positions(self) -> int:
+        return LlamaConfig.from_json(self.model_dir / "config.json").max_position_embeddings
+
+    def public_prompts(self) -> list[Prompt]:
+        return self.load_prompts(self.public_prompts_path)
+
+    def hidden_prompts(self) -> list[Prompt]:
+        """The server's secret prompts; falls back to nothing when the file is absent."""
+        return self.load_prompts(self.hidden_prompts_path)
+
+    def has_hidden_prompts(self) -> bool:
+        return self.hidden_prompts_path.is_file()
+
+    def load_prompts(self, path: Path) -> list[Prompt]:
+        """Read and check a prompts file: unique ids, tokens in the vocabulary, room to decode."""
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidTask(f"Cannot read the prompts file {path}: {exc}.") from exc
+        prompts: list[Prompt] = []
+        seen: set[str] = set()
+        limit = self.max_positions - self.max_new_tokens
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            prompt = self._parse_prompt(line, where)
+            if prompt.id in seen:
+                raise InvalidTask(f"{where}: the id {prompt.id!r} is used twice.")
+            seen.add(prompt.id)
+            if not prompt.tokens:
+                raise InvalidTask(f"{where}: the prompt is empty.")
+            if len(prompt.tokens) > limit:
+                raise InvalidTask(
+                    f"{where}: the prompt has {len(prompt.tokens)} tokens; with "
+                    f"max_new_tokens {self.max_new_tokens} the model's {self.max_positions} "
+                    f"positions allow at most {limit}."
+                )
+            if not all(0 <= t < self.vocab_size for t in prompt.tokens):
+                raise InvalidTask(f"{where}: a token id lies outside [0, {self.vocab_size}).")
+            prompts.append(prompt)
+        if not prompts:
+            raise InvalidTask(f"The prompts file {path} holds no prompts.")
+        return prompts
+
+    def _parse_prompt(self, line: str, where: str) -> Prompt:
+        try:
+            row: Any = json.loads(line)
+        except ValueError as exc:
+            raise InvalidTask(f"{where} is not JSON: {exc}.") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
+            raise InvalidTask(f'{where} must be an object with a non-empty string "id".')
+        text = row.get("text", "")
+        if not isinstance(text, str):
+            raise InvalidTask(f'{where}: "text" must be a string.')
+        if "tokens" in row:
+            tokens = row["tokens"]
+            if not isinstance(tokens, list) or not all(
+                isinstance(t, int) and not isinstance(t, bool) for t in tokens
+            ):
+                raise InvalidTask(f'{where}: "tokens" must be a list of integers.')
+            return Prompt(id=row["id"], text=text, tokens=tuple(tokens))
+        if self.spec.model.tokenizer != "bytes":
+            raise InvalidTask(f'{where}: this task\'s prompts must carry "tokens".')
+        if "text" not in row:
+            raise InvalidTask(f'{where} has neither "text" nor "tokens".')
+        return Prompt(id=row["id"], text=text, tokens=tuple(encode(text)))
+
+    def request_plan(self, prompts: list[Prompt]) -> RequestPlan:
+        """Split prompts in file order: warm-up, then one timed set per repeat, then throughput."""
+        counts = self.requests
+        if len(prompts) < counts.total:
+            raise InvalidTask(
+                f"The task needs {counts.total} prompts ({counts.warmup} warm-up + "
+                f"{counts.timed} timed × {counts.repeats} repeats + {counts.throughput} "
+                f"throughput) but the file has {len(prompts)}."
+            )
+        warmup = tuple(prompts[: counts.warmup])
+        at = counts.warmup
+        timed: list[tuple[Prompt, ...]] = []
+        for _ in range(counts.repeats):
+            timed.append(tuple(prompts[at : at + counts.timed]))
+            at += counts.timed
+        throughput = tuple(prompts[at : at + counts.throughput])
+        return RequestPlan(warmup=warmup, timed=tuple(timed), throughput=throughput)
+
+    # -- the model --
+
+    def model_hash(self) -> str:
+        """sha256 over config.json and the weight files, in name order: the reference's identity."""
+        digest = hashlib.sha256()
+        files = sorted(
+            p
+            for p in self.model_dir.iterdir()
+            if p.name == "config.json" or ".safetensors" in p.name
+        )
+        for path in files:
+            digest.update(path.name.encode() + b"\0")
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()
+
+    def load_reference(self, *, float64: bool = False) -> ReferenceBackend:
+        """The trusted reference this task names (numpy unless task.toml says torch)."""
+        if self.spec.model.reference == "torch":
+            from edc.tasks.torch_reference import TorchReference
+
+            return TorchReference.load(self.model_dir, float64=float64)
+        return ReferenceModel.load(self.model_dir, dtype=np.float64 if float64 else np.float32)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
