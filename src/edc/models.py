@@ -92,7 +92,10 @@ class Submission(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128))
     # Refreshed by the worker while it evaluates; a stale one means the worker died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Output of the run on hidden prompts: for admins only, since it can echo hidden prompts.
     logs: Mapped[str | None] = mapped_column(Text)
+    # Output of the quick check on public prompts: the participant may read it.
+    public_logs: Mapped[str | None] = mapped_column(Text)
 
     def __repr__(self) -> str:
         return f"<Submission {self.id} {self.status}>"

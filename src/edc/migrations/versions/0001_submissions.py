@@ -67,6 +67,7 @@ def upgrade() -> None:
         sa.Column("worker_id", sa.String(128), nullable=True),
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("logs", sa.Text(), nullable=True),
+        sa.Column("public_logs", sa.Text(), nullable=True),
     )
     op.create_index("ix_submissions_status", "submissions", ["status"])
 
