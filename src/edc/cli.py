@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,6 +19,8 @@ from edc.errors import EdcError
 app = typer.Typer(help="Efficient-Decode Competition platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+task_app = typer.Typer(help="Competition tasks (model, prompts, rules).", no_args_is_help=True)
+app.add_typer(task_app, name="task")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -121,6 +124,41 @@ def db_upgrade(
     settings = _settings()
     db.upgrade(settings, revision)
     console.print(f"Database at {revision}: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@app.command("eval")
+def eval_command(
+    path: Annotated[Path, typer.Argument(help="A submission: a directory or a zip.")],
+    task: Annotated[
+        Path | None, typer.Option(help="Task directory (default: the configured task).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Evaluate a submission exactly as the worker does (same code, same sandbox)."""
+    from edc.harness.eval_cli import run_eval
+
+    raise typer.Exit(run_eval(path, task, as_json, _settings()))
+
+
+@task_app.command("init")
+def task_init(
+    model: Annotated[Path, typer.Option(help="Local Hugging Face Llama-layout checkpoint.")],
+    prompts: Annotated[Path, typer.Option(help='JSON lines of {"id": ..., "text": ...}.')],
+    out: Annotated[Path, typer.Option(help="The task directory to create.")],
+    hidden_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of prompts kept hidden on the server.")
+    ] = 0.5,
+    name: Annotated[str | None, typer.Option(help="Task name (default: the folder's).")] = None,
+) -> None:
+    """Build a task directory from a checkpoint and a prompts file."""
+    from edc.tasks.init import init_task
+
+    try:
+        init_task(model, prompts, out, hidden_fraction, name=name)
+    except EdcError as exc:
+        err_console.print(f"[red]Cannot build the task:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    console.print(f"Task written to {out}")
 
 
 def main() -> None:

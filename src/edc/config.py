@@ -7,6 +7,7 @@ Nothing else in the package reads ``os.environ``. Processes that need settings c
 from __future__ import annotations
 
 import functools
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,9 @@ PLACEHOLDER_SECRET = "change-me-dev-only"
 
 SandboxKind = Literal["auto", "bwrap", "docker"]
 Environment = Literal["dev", "production"]
+# open: anyone may sign up; invite: sign-up needs EDC_INVITE_CODE; closed: accounts come from
+# `edc user create` only.
+SignupMode = Literal["open", "invite", "closed"]
 
 
 class Settings(BaseSettings):
@@ -48,8 +52,13 @@ class Settings(BaseSettings):
     max_unpacked_mb: int = Field(default=1024, gt=0)
     max_compression_ratio: float = Field(default=200.0, gt=1)
 
-    # Run limits until the task defines its own (the harness issue moves them into task.toml).
-    run_timeout_s: float = Field(default=120.0, gt=0)
+    # A quick run on the public prompts before the hidden evaluation: fails broken code fast and
+    # gives participants output they may read.
+    public_check: bool = True
+
+    # Ceilings over a whole evaluation (the task's own limits apply inside them): RQ's job
+    # timeout derives from run_timeout_s.
+    run_timeout_s: float = Field(default=900.0, gt=0)
     run_memory_mb: int = Field(default=2048, gt=0)
     run_pids_max: int = Field(default=256, gt=0)
     run_cpus: float = Field(default=1.0, gt=0)
@@ -68,6 +77,39 @@ class Settings(BaseSettings):
     # How long the worker keeps retrying a write while the database is unreachable.
     db_retry_s: float = Field(default=300.0, ge=0)
 
+    # Accounts and the competition's rules.
+    signup: SignupMode = "open"
+    invite_code: str | None = None
+    # Per participant; failures that were the platform's fault and cancelled ones do not count.
+    submissions_per_day: int = Field(default=10, ge=1)
+    max_queued_per_user: int = Field(default=2, ge=1)
+    # The competition window (ISO 8601; a time without a zone is UTC); unset: always open.
+    competition_start: datetime | None = None
+    competition_end: datetime | None = None
+    session_max_age_s: int = Field(default=14 * 24 * 3600, gt=0)
+    # Send the session cookie over HTTPS only (on by default outside dev).
+    cookie_secure: bool | None = None
+    # Failed log-ins allowed per (user name, address) within the window.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_s: float = Field(default=900.0, gt=0)
+
+    # The participant CLI: the portal to talk to, and a token that overrides the stored one.
+    server: str | None = None
+    token: str | None = None
+
+    @model_validator(mode="after")
+    def _competition_rules_are_coherent(self) -> Settings:
+        if self.signup == "invite" and not self.invite_code:
+            raise ValueError("EDC_SIGNUP=invite needs EDC_INVITE_CODE")
+        for name in ("competition_start", "competition_end"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                setattr(self, name, moment.replace(tzinfo=UTC))
+        start, end = self.competition_start, self.competition_end
+        if start is not None and end is not None and end <= start:
+            raise ValueError("EDC_COMPETITION_END must be after EDC_COMPETITION_START")
+        return self
+
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
         if self.env != "dev" and self.secret_key == PLACEHOLDER_SECRET:
@@ -83,6 +125,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'edc.sqlite3').resolve()}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.cookie_secure if self.cookie_secure is not None else self.env != "dev"
 
     @property
     def uploads_dir(self) -> Path:

@@ -22,6 +22,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+REPO = Path(__file__).resolve().parents[2]
+KVCACHE = REPO / "examples" / "kvcache" / "submission.py"
+BUNDLED_TASK = REPO / "src" / "edc" / "tasks" / "tiny"
+
+
+def quick_task(directory: Path, *, max_new_tokens: int = 16) -> Path:
+    """The bundled task with few, short requests, so end-to-end runs take seconds."""
+    text = (BUNDLED_TASK / "task.toml").read_text()
+    text = text.replace("max_new_tokens = 64", f"max_new_tokens = {max_new_tokens}")
+    start = text.index("[requests]")
+    end = text.index("[limits]")
+    text = (
+        text[:start]
+        + "[requests]\nwarmup = 1\ntimed = 2\nthroughput = 2\nrepeats = 1\n\n"
+        + text[end:]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "task.toml").write_text(text)
+    for part in ("model", "prompts"):
+        (directory / part).symlink_to(BUNDLED_TASK / part)
+    return directory
+
+
+def kvcache_zip(*, load_delay_s: float = 0.0) -> bytes:
+    """The kvcache example, optionally sleeping while it loads (to be caught mid-run)."""
+    code = KVCACHE.read_text()
+    if load_delay_s:
+        code = code.replace(
+            "    def __init__(self, model_dir: str) -> None:\n        c = load_config(model_dir)",
+            f"    def __init__(self, model_dir: str) -> None:\n        import time\n"
+            f"        time.sleep({load_delay_s})\n        c = load_config(model_dir)",
+            1,
+        )
+        assert "time.sleep" in code
+    return zip_of({"submission.py": code})
+
+
 def zip_of(files: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -57,7 +94,13 @@ def start_platform(
 ) -> RunningPlatform:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
-    env.update({"EDC_DATA_DIR": str(tmp_path / "data"), "EDC_SANDBOX": "bwrap"})
+    env.update(
+        {
+            "EDC_DATA_DIR": str(tmp_path / "data"),
+            "EDC_SANDBOX": "bwrap",
+            "EDC_TASK_DIR": str(quick_task(tmp_path / "task")),
+        }
+    )
     env.update(dict(extra_env))
     process = subprocess.Popen(
         [sys.executable, "-m", "edc", "up", "--port", str(port), "--workers", str(workers)],

@@ -13,12 +13,13 @@ import pytest
 import redis
 
 from tests.e2e.own_postgres import OwnPostgres
-from tests.e2e.running import RunningPlatform, start_platform, stop_platform, zip_of
+from tests.e2e.running import RunningPlatform, kvcache_zip, start_platform, stop_platform
 
 pytestmark = pytest.mark.slow
 
-# Recovery settles in seconds instead of the production minute.
-FAST_RECOVERY = (
+# Recovery settles in seconds instead of the production minute; one evaluation stage only.
+FAST = (
+    ("EDC_PUBLIC_CHECK", "false"),
     ("EDC_HEARTBEAT_INTERVAL_S", "0.5"),
     ("EDC_HEARTBEAT_TIMEOUT_S", "3"),
     ("EDC_RECONCILE_INTERVAL_S", "1"),
@@ -26,7 +27,8 @@ FAST_RECOVERY = (
 
 
 def sleeper(seconds: float) -> bytes:
-    return zip_of({"submission.py": f"import time\nprint('start')\ntime.sleep({seconds})\n"})
+    """A correct submission that spends ``seconds`` loading, so it can be caught mid-run."""
+    return kvcache_zip(load_delay_s=seconds)
 
 
 def wait_status(
@@ -50,7 +52,7 @@ def worker_pid(worker_id: str) -> int:
 def test_kill_9_of_a_worker_mid_run_completes_once_elsewhere(
     tmp_path: Path, redis_url: str
 ) -> None:
-    platform = start_platform(tmp_path, ("EDC_REDIS_URL", redis_url), *FAST_RECOVERY, workers=2)
+    platform = start_platform(tmp_path, ("EDC_REDIS_URL", redis_url), *FAST, workers=2)
     try:
         submission_id = platform.upload("s.zip", sleeper(3)).json()["id"]
         running = wait_status(platform, submission_id, "processing", 30)
@@ -74,9 +76,9 @@ def test_kill_9_of_a_worker_mid_run_completes_once_elsewhere(
 
 
 def test_redis_flushed_with_20_queued_all_complete(tmp_path: Path, redis_url: str) -> None:
-    platform = start_platform(tmp_path, ("EDC_REDIS_URL", redis_url), *FAST_RECOVERY, workers=1)
+    platform = start_platform(tmp_path, ("EDC_REDIS_URL", redis_url), *FAST, workers=2)
     try:
-        ids = [platform.upload(f"s{i}.zip", sleeper(0.2)).json()["id"] for i in range(20)]
+        ids = [platform.upload(f"s{i}.zip", sleeper(0)).json()["id"] for i in range(20)]
         redis.Redis.from_url(redis_url).flushdb()
         flushed_at = time.monotonic()
         finals = [platform.wait_final(i, timeout_s=120) for i in ids]
@@ -101,7 +103,7 @@ def test_postgres_restart_mid_run_keeps_the_result(
         tmp_path,
         ("EDC_REDIS_URL", redis_url),
         ("EDC_DATABASE_URL", own_postgres.url),
-        *FAST_RECOVERY,
+        *FAST,
         workers=1,
     )
     try:
@@ -117,7 +119,7 @@ def test_postgres_restart_mid_run_keeps_the_result(
         final = platform.wait_final(submission_id, timeout_s=60)
         assert final["status"] == "completed", final
         assert final["attempt"] == 1
-        assert final["result_metrics"]["exit_code"] == 0
+        assert final["result_metrics"]["correct"] is True
     finally:
         stop_platform(platform)
 

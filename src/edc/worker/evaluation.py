@@ -1,11 +1,16 @@
-"""What the worker measures for one unpacked submission.
+"""What the worker runs for one unpacked submission: the decode harness, in two stages.
 
-Until the decode harness is wired in, a run means: start the submission's entry point in the
-sandbox and record what was really measured from outside (wall time, exit code, peak memory).
+1. A quick **public check** on the public prompts (a few requests): it fails broken submissions
+   fast, and its output is the only output a participant may read (``public_logs``).
+2. The **hidden evaluation**: the full timed scenarios on the hidden prompts, every token verified.
+   Its output can echo hidden prompts, so it is for admins only (``logs``).
+
+`edc eval` runs the same :func:`edc.harness.evaluate.evaluate_submission`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,83 +18,67 @@ from typing import Any
 
 from edc.config import Settings
 from edc.errors import RunFailed
-from edc.models import FailureReason
-from edc.sandbox.base import SUBMISSION_DIR, ExitKind, SandboxResult, SandboxSpec
+from edc.harness.evaluate import evaluate_submission, load_task
 from edc.sandbox.select import choose_sandbox
+from edc.tasks.task import RequestCounts, Task
 
-PYTHON_ENTRY = "submission.py"
-NATIVE_ENTRY = "run"
+# Enough to load the model, answer both scenarios and be verified, in a few seconds.
+PUBLIC_CHECK_REQUESTS = RequestCounts(warmup=1, timed=2, throughput=2, repeats=1)
 
 
 @dataclass(frozen=True)
 class Evaluation:
     metrics: dict[str, Any]
-    logs: str
+    logs: str  # hidden run: admins only
+    public_logs: str  # public check: the participant's
 
 
-def entry_argv(submission_dir: Path, python: str) -> tuple[str, ...]:
-    if (submission_dir / PYTHON_ENTRY).is_file():
-        return (python, PYTHON_ENTRY)
-    if (submission_dir / NATIVE_ENTRY).is_file():
-        return (f"{SUBMISSION_DIR}/{NATIVE_ENTRY}",)
-    raise RunFailed(
-        FailureReason.INVALID_ARCHIVE,
-        f"The submission has no entry point: add {PYTHON_ENTRY} or an executable {NATIVE_ENTRY}.",
+class StageFailed(RunFailed):
+    """A stage failed; ``public_logs`` is what the participant may read of it."""
+
+    def __init__(self, failure: RunFailed, *, message: str, public_logs: str) -> None:
+        super().__init__(failure.reason, message, logs=failure.logs)
+        self.public_logs = public_logs
+
+
+def public_check_task(task: Task) -> Task:
+    return dataclasses.replace(
+        task, spec=task.spec.model_copy(update={"requests": PUBLIC_CHECK_REQUESTS})
     )
-
-
-def combined_logs(result: SandboxResult) -> str:
-    parts = []
-    for name, text, cut in (
-        ("stdout", result.stdout, result.stdout_truncated),
-        ("stderr", result.stderr, result.stderr_truncated),
-    ):
-        if text or cut:
-            parts.append(f"--- {name}{' (truncated)' if cut else ''} ---\n{text}")
-    return "\n".join(parts)
 
 
 def evaluate(
     settings: Settings, *, submission_dir: Path, run_dir: Path, labels: Mapping[str, str]
 ) -> Evaluation:
+    task = load_task(settings)
     sandbox = choose_sandbox(settings)
-    spec = SandboxSpec(
-        argv=entry_argv(submission_dir, sandbox.python),
-        submission_dir=submission_dir,
-        wall_timeout_s=settings.run_timeout_s,
-        memory_mb=settings.run_memory_mb,
-        pids_max=settings.run_pids_max,
-        cpus=settings.run_cpus,
-        scratch_mb=settings.scratch_mb,
-        output_cap_bytes=settings.log_cap_bytes,
-        labels=labels,
-    )
-    result = sandbox.run(spec)
-    logs = combined_logs(result)
-    metrics = {
-        "sandbox": sandbox.name,
-        "exit_kind": result.exit_kind.value,
-        "exit_code": result.exit_code,
-        "wall_s": round(result.wall_s, 4),
-        "peak_memory_bytes": result.peak_memory_bytes,
-    }
-    if result.exit_kind is ExitKind.TIMEOUT:
-        raise RunFailed(
-            FailureReason.RUN_TIMEOUT,
-            f"The run was stopped after its limit of {settings.run_timeout_s:g} s.",
-            logs=logs,
+    public_logs = ""
+    if settings.public_check:
+        try:
+            check = evaluate_submission(
+                settings=settings,
+                sandbox=sandbox,
+                submission_dir=submission_dir,
+                task=public_check_task(task),
+                run_dir=run_dir / "public",
+                prompt_set="public",
+                labels={**labels, "stage": "public"},
+            )
+        except RunFailed as exc:
+            message = f"On the public prompts: {exc.message}"
+            raise StageFailed(exc, message=message, public_logs=exc.logs) from exc
+        public_logs = check.logs
+    try:
+        result = evaluate_submission(
+            settings=settings,
+            sandbox=sandbox,
+            submission_dir=submission_dir,
+            task=task,
+            run_dir=run_dir / "hidden",
+            prompt_set="hidden",
+            labels={**labels, "stage": "hidden"},
         )
-    if result.exit_kind is ExitKind.MEMORY_LIMIT:
-        raise RunFailed(
-            FailureReason.MEMORY_LIMIT,
-            f"The run exceeded its memory limit of {settings.run_memory_mb} MB.",
-            logs=logs,
-        )
-    if not result.ok:
-        how = (
-            f"exited with code {result.exit_code}"
-            if result.exit_kind is ExitKind.EXITED
-            else "was killed"
-        )
-        raise RunFailed(FailureReason.CRASHED, f"The submission {how}.", logs=logs)
-    return Evaluation(metrics=metrics, logs=logs)
+    except RunFailed as exc:
+        message = f"On the hidden prompts: {exc.message}"
+        raise StageFailed(exc, message=message, public_logs=public_logs) from exc
+    return Evaluation(metrics=result.metrics, logs=result.logs, public_logs=public_logs)

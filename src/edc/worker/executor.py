@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from edc.config import Settings, get_settings
 from edc.errors import InvalidUpload, RunFailed, SandboxUnavailable
 from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
 from edc.scheduler import queue
-from edc.worker.evaluation import evaluate
+from edc.worker.evaluation import StageFailed, evaluate
 from edc.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ class Outcome:
 
     status: SubmissionStatus
     metrics: dict[str, Any] | None
-    logs: str
+    logs: str  # for admins
     reason: FailureReason | None = None
     message: str | None = None
+    public_logs: str = ""  # for the participant
 
 
 def default_worker_id() -> str:
@@ -147,7 +149,21 @@ def _evaluate_archive(
             run_dir=run_dir,
             labels={"submission": str(submission_id), "worker": worker_id},
         )
-        return Outcome(SubmissionStatus.COMPLETED, evaluation.metrics, evaluation.logs)
+        return Outcome(
+            SubmissionStatus.COMPLETED,
+            finite_json(evaluation.metrics),
+            evaluation.logs,
+            public_logs=evaluation.public_logs,
+        )
+    except StageFailed as exc:
+        return Outcome(
+            SubmissionStatus.FAILED,
+            None,
+            exc.logs,
+            exc.reason,
+            exc.message,
+            public_logs=exc.public_logs,
+        )
     except RunFailed as exc:
         return Outcome(SubmissionStatus.FAILED, None, exc.logs, exc.reason, exc.message)
     except InvalidUpload as exc:
@@ -166,6 +182,17 @@ def _evaluate_archive(
             "The platform hit an internal error while evaluating this submission; "
             "it was not your code's fault.",
         )
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no such numbers (PostgreSQL refuses)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -191,6 +218,7 @@ def _record(settings: Settings, submission_id: int, attempt: int, outcome: Outco
                 failure_reason=outcome.reason,
                 failure_message=outcome.message,
                 logs=_truncate(outcome.logs, 2 * settings.log_cap_bytes),
+                public_logs=_truncate(outcome.public_logs, 2 * settings.log_cap_bytes),
             )
             .execution_options(synchronize_session=False)
         )

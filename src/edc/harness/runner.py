@@ -1,0 +1,546 @@
+"""Drive one sandboxed submission through the decode protocol and stamp everything it sends.
+
+A session: start the sandbox, wait for the submission to connect, ``load`` → ``ready`` within the
+load timeout, then the warm-up requests (one at a time, not timed), ``repeats`` × the latency
+scenario (one request at a time), the throughput scenario (every request at once), ``shutdown``.
+Every chunk is stamped with ``time.monotonic_ns()`` as it is read off the socket.
+
+The submission's end is judged strictly as it goes: a malformed line, an unknown id, too many or
+too few tokens, an id outside the vocabulary or silence ends the run at once with a
+:class:`~edc.errors.RunFailed` whose reason and sentence say what happened, and the sandbox's logs.
+Hidden prompts only ever travel as ``generate`` messages; nothing of the task but its model
+directory is mounted.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edc.errors import RunFailed
+from edc.harness import participant, protocol, shim
+from edc.harness.channel import Channel, ChannelClosed, Listener
+from edc.harness.metrics import RequestTiming
+from edc.models import FailureReason
+from edc.sandbox.base import (
+    CHANNEL_DIR,
+    MODEL_DIR,
+    SUBMISSION_DIR,
+    ExitKind,
+    Mount,
+    Sandbox,
+    SandboxProcess,
+    SandboxResult,
+    SandboxSpec,
+)
+
+PYTHON_ENTRY = "submission.py"
+NATIVE_ENTRY = "run"
+SHIM_NAME = "edc_shim.py"
+PARTICIPANT_MODULE_NAME = "edc_participant.py"
+SOCKET_PATH = f"{CHANNEL_DIR}/edc.sock"
+
+# Silence while a request waits longer than this is a hang, whatever the run's overall budget.
+DEFAULT_STEP_TIMEOUT_S = 30.0
+SHUTDOWN_GRACE_S = 5.0
+# After the channel closes, how long the process may take to finish exiting before it is killed.
+EXIT_GRACE_S = 3.0
+# The sandbox's own wall clock only backs up the harness's deadlines.
+WALL_MARGIN_S = 15.0
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    load_timeout_s: float
+    run_timeout_s: float  # from ready to the last token of the last scenario
+    step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S
+    memory_mb: int = 2048
+    pids_max: int = 256
+    cpus: float = 1.0
+    scratch_mb: int = 512
+    output_cap_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    request_id: str
+    prompt: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    warmup: tuple[RequestSpec, ...]
+    latency: tuple[tuple[RequestSpec, ...], ...]  # one set per timed repeat
+    throughput: tuple[RequestSpec, ...]
+    max_new_tokens: int
+    vocab_size: int
+    sampling: Mapping[str, Any]  # sent with load and with every generate
+
+    @property
+    def total_requests(self) -> int:
+        return len(self.warmup) + sum(len(s) for s in self.latency) + len(self.throughput)
+
+
+@dataclass
+class RequestRecord:
+    """What the harness saw of one request, as it happened."""
+
+    request_id: str
+    prompt: tuple[int, ...]
+    max_new_tokens: int
+    sent_ns: int = 0
+    tokens: list[int] = field(default_factory=list)
+    stamps_ns: list[int] = field(default_factory=list)  # one per chunk with tokens
+    sizes: list[int] = field(default_factory=list)
+    done: bool = False
+
+    def timing(self) -> RequestTiming:
+        return RequestTiming(
+            request_id=self.request_id,
+            sent_ns=self.sent_ns,
+            chunk_arrivals_ns=tuple(self.stamps_ns),
+            chunk_sizes=tuple(self.sizes),
+        )
+
+
+@dataclass(frozen=True)
+class ThroughputRun:
+    records: tuple[RequestRecord, ...]
+    start_ns: int  # just before the first generate was written
+    end_ns: int  # arrival of the last chunk
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(r.tokens) for r in self.records)
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    load_s: float
+    warmup: tuple[RequestRecord, ...]
+    latency: tuple[tuple[RequestRecord, ...], ...]
+    throughput: ThroughputRun
+    logs: str
+
+    def all_records(self) -> list[RequestRecord]:
+        return [
+            *self.warmup,
+            *(r for repeat in self.latency for r in repeat),
+            *self.throughput.records,
+        ]
+
+
+Progress = Callable[[str, int, int], None]  # phase, requests done, requests in the phase
+
+
+# --- preparing the sandbox ----------------------------------------------------------------------
+
+
+def entry_argv(submission_dir: Path, python: str) -> tuple[str, ...]:
+    """The shim for ``submission.py``, else the submission's own ``run`` executable."""
+    if (submission_dir / PYTHON_ENTRY).is_file():
+        return (python, f"{CHANNEL_DIR}/{SHIM_NAME}")
+    native = submission_dir / NATIVE_ENTRY
+    if native.is_file():
+        if not os.access(native, os.X_OK):
+            raise RunFailed(
+                FailureReason.INVALID_ARCHIVE,
+                f"The entry point {NATIVE_ENTRY!r} is not executable; set its executable bit.",
+            )
+        return (f"{SUBMISSION_DIR}/{NATIVE_ENTRY}",)
+    raise RunFailed(
+        FailureReason.INVALID_ARCHIVE,
+        f"The submission has no entry point: add {PYTHON_ENTRY} or an executable {NATIVE_ENTRY}.",
+    )
+
+
+def prepare_channel_dir(channel_dir: Path) -> None:
+    """The directory mounted at CHANNEL_DIR: the shim and the helper module, nothing else."""
+    channel_dir.mkdir(parents=True, exist_ok=False)
+    channel_dir.chmod(0o755)
+    for module, name in ((shim, SHIM_NAME), (participant, PARTICIPANT_MODULE_NAME)):
+        assert module.__file__ is not None
+        target = channel_dir / name
+        shutil.copyfile(module.__file__, target)
+        target.chmod(0o644)
+
+
+def sandbox_env(cpus: float) -> dict[str, str]:
+    threads = str(max(1, int(cpus)))
+    return {
+        "EDC_SOCKET": SOCKET_PATH,
+        "EDC_MODEL_DIR": MODEL_DIR,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        # Math libraries size their thread pools to the CPU share, not the host's core count.
+        "OMP_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+    }
+
+
+def combined_logs(result: SandboxResult) -> str:
+    parts = []
+    for name, text, cut in (
+        ("stdout", result.stdout, result.stdout_truncated),
+        ("stderr", result.stderr, result.stderr_truncated),
+    ):
+        if text or cut:
+            parts.append(f"--- {name}{' (truncated)' if cut else ''} ---\n{text}")
+    return "\n".join(parts)
+
+
+# --- the session --------------------------------------------------------------------------------
+
+
+class Session:
+    """The conversation with one connected submission."""
+
+    def __init__(self, channel: Channel, plan: SessionPlan, limits: SessionLimits) -> None:
+        self._channel = channel
+        self._plan = plan
+        self._limits = limits
+        self._splitter = protocol.LineSplitter()
+        self._inflight: dict[str, RequestRecord] = {}
+        self._finished: set[str] = set()
+        self._run_deadline_ns: int | None = None
+        self._last_stamp_ns = 0
+
+    # -- load --
+
+    def load(self, deadline_ns: int) -> None:
+        self._channel.send(
+            protocol.Load(
+                model_dir=MODEL_DIR,
+                vocab_size=self._plan.vocab_size,
+                max_new_tokens=self._plan.max_new_tokens,
+                sampling=self._plan.sampling,
+            ).encode()
+        )
+        while True:
+            left_s = (deadline_ns - time.monotonic_ns()) / 1e9
+            for _stamp, message in self._receive(left_s, waiting_for="ready"):
+                if isinstance(message, protocol.Ready):
+                    self._run_deadline_ns = time.monotonic_ns() + int(
+                        self._limits.run_timeout_s * 1e9
+                    )
+                    return
+                if isinstance(message, protocol.SubmissionError):
+                    raise submission_error(message)
+                raise protocol.violation("The submission sent tokens before it was ready.")
+
+    # -- scenarios --
+
+    def one_at_a_time(
+        self, specs: Sequence[RequestSpec], progress: Callable[[int], None] | None = None
+    ) -> tuple[RequestRecord, ...]:
+        records = []
+        for i, spec in enumerate(specs):
+            record = self._start(spec)
+            self._await(lambda: not self._inflight)
+            records.append(record)
+            if progress:
+                progress(i + 1)
+        return tuple(records)
+
+    def all_at_once(
+        self, specs: Sequence[RequestSpec], progress: Callable[[int], None] | None = None
+    ) -> ThroughputRun:
+        start_ns = time.monotonic_ns()
+        records = tuple(self._start(spec) for spec in specs)
+        done = 0
+
+        def finished() -> bool:
+            nonlocal done
+            now_done = len(specs) - len(self._inflight)
+            if progress and now_done != done:
+                progress(now_done)
+            done = now_done
+            return not self._inflight
+
+        self._await(finished)
+        return ThroughputRun(records=records, start_ns=start_ns, end_ns=self._last_stamp_ns)
+
+    def shutdown(self) -> None:
+        self._channel.send(protocol.SHUTDOWN_LINE)
+
+    # -- the machinery --
+
+    def _start(self, spec: RequestSpec) -> RequestRecord:
+        record = RequestRecord(spec.request_id, spec.prompt, self._plan.max_new_tokens)
+        line = protocol.Generate(
+            request_id=spec.request_id,
+            prompt=spec.prompt,
+            max_new_tokens=self._plan.max_new_tokens,
+            sampling=self._plan.sampling,
+        ).encode()
+        self._inflight[spec.request_id] = record
+        record.sent_ns = time.monotonic_ns()
+        self._channel.send(line)
+        return record
+
+    def _await(self, satisfied: Callable[[], bool]) -> None:
+        while not satisfied():
+            assert self._run_deadline_ns is not None
+            left_s = (self._run_deadline_ns - time.monotonic_ns()) / 1e9
+            wait_s = min(self._limits.step_timeout_s, left_s)
+            for stamp, message in self._receive(wait_s, waiting_for="tokens"):
+                self._handle(stamp, message)
+
+    def _receive(
+        self, timeout_s: float, *, waiting_for: str
+    ) -> list[tuple[int, protocol.SubmissionMessage]]:
+        """At least one message, or a RunFailed saying why none came."""
+        while True:
+            stamp, data = self._channel.receive(max(timeout_s, 0.0))
+            if not data:
+                raise self._silence(waiting_for)
+            lines = self._splitter.feed(data)
+            if lines:
+                return [
+                    (stamp, protocol.decode_message(line, vocab_size=self._plan.vocab_size))
+                    for line in lines
+                ]
+            timeout_s = (timeout_s * 1e9 - (time.monotonic_ns() - stamp)) / 1e9
+
+    def _silence(self, waiting_for: str) -> RunFailed:
+        if waiting_for == "ready":
+            return RunFailed(
+                FailureReason.LOAD_TIMEOUT,
+                f"The submission did not answer load with ready within the load timeout of "
+                f"{self._limits.load_timeout_s:g} s.",
+            )
+        assert self._run_deadline_ns is not None
+        if time.monotonic_ns() >= self._run_deadline_ns:
+            return RunFailed(
+                FailureReason.RUN_TIMEOUT,
+                f"The run did not finish within its limit of {self._limits.run_timeout_s:g} s "
+                f"({len(self._finished)} of {self._plan.total_requests} requests done).",
+            )
+        waiting = ", ".join(
+            f"{r.request_id!r} ({len(r.tokens)} of {r.max_new_tokens} tokens)"
+            for r in list(self._inflight.values())[:3]
+        )
+        return RunFailed(
+            FailureReason.RUN_TIMEOUT,
+            f"The submission sent nothing for {self._limits.step_timeout_s:g} s while requests "
+            f"were waiting: {waiting}.",
+        )
+
+    def _handle(self, stamp: int, message: protocol.SubmissionMessage) -> None:
+        if isinstance(message, protocol.Chunk):
+            self._take_chunk(stamp, message)
+        elif isinstance(message, protocol.SubmissionError):
+            raise submission_error(message)
+        else:
+            raise protocol.violation("The submission sent ready a second time.")
+
+    def _take_chunk(self, stamp: int, chunk: protocol.Chunk) -> None:
+        record = self._inflight.get(chunk.request_id)
+        if record is None:
+            if chunk.request_id in self._finished:
+                raise protocol.violation(
+                    f"The submission sent more for request {chunk.request_id!r} after it was done."
+                )
+            raise protocol.violation(
+                f"The submission sent tokens for an unknown request id {chunk.request_id!r}."
+            )
+        if chunk.tokens:
+            if len(record.tokens) + len(chunk.tokens) > record.max_new_tokens:
+                raise protocol.violation(
+                    f"Request {record.request_id!r} got "
+                    f"{len(record.tokens) + len(chunk.tokens)} tokens; exactly "
+                    f"{record.max_new_tokens} were asked for."
+                )
+            record.tokens.extend(chunk.tokens)
+            record.stamps_ns.append(stamp)
+            record.sizes.append(len(chunk.tokens))
+            self._last_stamp_ns = stamp
+        if chunk.done:
+            if len(record.tokens) < record.max_new_tokens:
+                raise protocol.violation(
+                    f"Request {record.request_id!r} was marked done after {len(record.tokens)} "
+                    f"tokens; exactly {record.max_new_tokens} were asked for."
+                )
+            record.done = True
+            del self._inflight[record.request_id]
+            self._finished.add(record.request_id)
+
+
+def submission_error(message: protocol.SubmissionError) -> RunFailed:
+    text = message.message.strip() or "no message"
+    reason = FailureReason.CRASHED
+    if text.startswith("MemoryError"):
+        reason = FailureReason.MEMORY_LIMIT
+    end = "" if text.endswith((".", "!", "?")) else "."
+    return RunFailed(reason, f"The submission stopped with an error: {text}{end}")
+
+
+@contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    # A collection in the middle of a latency scenario would be charged to the submission.
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# --- one whole run ------------------------------------------------------------------------------
+
+
+def run_session(
+    *,
+    sandbox: Sandbox,
+    submission_dir: Path,
+    model_dir: Path,
+    run_dir: Path,
+    plan: SessionPlan,
+    limits: SessionLimits,
+    labels: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> SessionResult:
+    """Run every scenario of ``plan`` against the submission; raises RunFailed with its logs."""
+    argv = entry_argv(submission_dir, sandbox.python)
+    channel_dir = run_dir / "channel"
+    prepare_channel_dir(channel_dir)
+    listener = Listener(channel_dir)
+    spec = SandboxSpec(
+        argv=argv,
+        submission_dir=submission_dir,
+        env=sandbox_env(limits.cpus),
+        mounts=(Mount(model_dir, MODEL_DIR), Mount(channel_dir, CHANNEL_DIR)),
+        wall_timeout_s=limits.load_timeout_s + limits.run_timeout_s + WALL_MARGIN_S,
+        memory_mb=limits.memory_mb,
+        pids_max=limits.pids_max,
+        cpus=limits.cpus,
+        scratch_mb=limits.scratch_mb,
+        output_cap_bytes=limits.output_cap_bytes,
+        labels=dict(labels or {}),
+    )
+
+    def report(phase: str, done: int, total: int) -> None:
+        if progress:
+            progress(phase, done, total)
+
+    report("start", 0, 0)
+    started_ns = time.monotonic_ns()
+    process = sandbox.start(spec)
+    channel: Channel | None = None
+    shut_down = False
+    try:
+        load_deadline = started_ns + int(limits.load_timeout_s * 1e9)
+        channel = listener.accept(deadline_ns=load_deadline, still_running=process.poll)
+        if channel is None:
+            if process.poll():
+                raise RunFailed(
+                    FailureReason.LOAD_TIMEOUT,
+                    f"The submission did not connect to {SOCKET_PATH} within the load timeout "
+                    f"of {limits.load_timeout_s:g} s.",
+                )
+            raise _ended_early(process, "before connecting to the channel")
+        session = Session(channel, plan, limits)
+        report("load", 0, 1)
+        load_sent_ns = time.monotonic_ns()
+        session.load(load_deadline)
+        load_s = (time.monotonic_ns() - load_sent_ns) / 1e9
+        report("load", 1, 1)
+
+        with _no_gc_pauses():
+            warmup = session.one_at_a_time(
+                plan.warmup, lambda n: report("warmup", n, len(plan.warmup))
+            )
+            latency: list[tuple[RequestRecord, ...]] = []
+            latency_total = sum(len(s) for s in plan.latency)
+            for repeat in plan.latency:
+                advance = _offset(report, "latency", latency, latency_total)
+                latency.append(session.one_at_a_time(repeat, advance))
+            throughput = session.all_at_once(
+                plan.throughput, lambda n: report("throughput", n, len(plan.throughput))
+            )
+        session.shutdown()
+        shut_down = True
+    except ChannelClosed:
+        raise _ended_early(process, "before finishing its requests") from None
+    except RunFailed as failure:
+        failure.logs = combined_logs(_wait_exit(process, 0.0)[0])
+        raise
+    finally:
+        if not shut_down:
+            process.kill()
+        if channel is not None:
+            channel.close()
+        listener.close()
+    result, _ = _wait_exit(process, SHUTDOWN_GRACE_S)
+    return SessionResult(
+        load_s=load_s,
+        warmup=warmup,
+        latency=tuple(latency),
+        throughput=throughput,
+        logs=combined_logs(result),
+    )
+
+
+def _offset(
+    report: Progress, phase: str, earlier: Sequence[Sequence[object]], total: int
+) -> Callable[[int], None]:
+    base = sum(len(r) for r in earlier)
+    return lambda n: report(phase, base + n, total)
+
+
+def _wait_exit(process: SandboxProcess, grace_s: float) -> tuple[SandboxResult, bool]:
+    """The process's end, killing it after ``grace_s``; True when it had to be killed."""
+    deadline = time.monotonic() + grace_s
+    while process.poll() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed = process.poll()
+    if killed:
+        process.kill()
+    return process.wait(), killed
+
+
+def _ended_early(process: SandboxProcess, when: str) -> RunFailed:
+    """Why the submission's end went away, judged from how its process ended."""
+    result, killed = _wait_exit(process, EXIT_GRACE_S)
+    logs = combined_logs(result)
+    if result.exit_kind is ExitKind.MEMORY_LIMIT:
+        return RunFailed(
+            FailureReason.MEMORY_LIMIT,
+            f"The submission was killed for exceeding its memory limit {when}.",
+            logs=logs,
+        )
+    if result.exit_kind is ExitKind.TIMEOUT:
+        return RunFailed(
+            FailureReason.RUN_TIMEOUT,
+            f"The submission was stopped at the sandbox's time limit {when}.",
+            logs=logs,
+        )
+    if killed:
+        return RunFailed(
+            FailureReason.PROTOCOL_ERROR,
+            f"The submission closed the channel {when} but kept running.",
+            logs=logs,
+        )
+    if result.exit_kind is ExitKind.EXITED and result.exit_code == 0:
+        return RunFailed(
+            FailureReason.PROTOCOL_ERROR,
+            f"The submission exited normally {when}: it closed the channel too early.",
+            logs=logs,
+        )
+    how = (
+        f"exited with code {result.exit_code}"
+        if result.exit_kind is ExitKind.EXITED
+        else "was killed by a signal"
+    )
+    return RunFailed(FailureReason.CRASHED, f"The submission {how} {when}.", logs=logs)

@@ -1,0 +1,599 @@
+"""The bubblewrap backend: daemon-less isolation from Linux namespaces, cgroups and rlimits.
+
+What a run gets::
+
+    namespaces   user (uid/gid 65534 inside, no nested user namespaces), pid, net (loopback only,
+                 not the host's), ipc, uts (hostname ``sandbox``), cgroup, mount
+    privileges   every capability dropped, no_new_privs, a new session (no terminal injection)
+    filesystem   an empty read-only root holding: /usr read-only (and the /bin, /lib, ... links),
+                 a handful of /etc files (linker cache, alternatives; passwd, group and hosts
+                 written for the sandbox: none of the host's), the interpreter's own folders
+                 read-only, /proc of the pid namespace, a minimal read-only /dev with a small
+                 /dev/shm, /tmp as a tmpfs of ``scratch_mb``, the submission read-only at
+                 /submission (the working directory) and the spec's mounts
+    environment  exactly ``spec.env`` on top of PATH=/usr/local/bin:/usr/bin:/bin, HOME=/tmp and
+                 LANG=C.UTF-8 (bubblewrap adds PWD); CUDA_VISIBLE_DEVICES from ``spec.gpus``
+    limits       memory, pids and CPU through per-run cgroups (see ``cgroups.py``) where they can
+                 be written; otherwise RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU (a warning says so
+                 once; ``describe_isolation`` tells which). Core dumps off. The scratch and
+                 /dev/shm tmpfs pages count against the memory cgroup.
+    measures     wall time by the host's monotonic clock; peak memory from the memory cgroup
+                 (None without one: bubblewrap hands no rusage of its sandbox up); an OOM kill in
+                 the cgroup makes a failed run ``MEMORY_LIMIT``.
+    ending       the wall-clock limit is kept from outside; killing takes the cgroups (v2
+                 ``cgroup.kill`` and a v1 sweep), bubblewrap itself, and with it the pid namespace,
+                 whose every process the kernel kills when its init dies. A daemon dies with it.
+                 If the worker dies, --die-with-parent and the worker's reaper (``reaper.py``)
+                 take its sandboxes down, whatever the moment.
+
+The sandboxed program starts only once it is inside its cgroups: bubblewrap is started through a
+tiny ``sh`` gate that waits on stdin until the worker has moved it into the groups and set its
+rlimits (no ``preexec_fn``, which is unsafe in a threaded worker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import queue
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from edc.errors import SandboxUnavailable
+from edc.sandbox.base import (
+    SCRATCH_DIR,
+    SUBMISSION_DIR,
+    ExitKind,
+    Sandbox,
+    SandboxProcess,
+    SandboxResult,
+    SandboxSpec,
+)
+from edc.sandbox.capture import StreamCapture
+from edc.sandbox.cgroups import LIMIT_CONTROLLERS, CgroupLimits, RunCgroup, labels_of, run_name
+from edc.sandbox.reaper import Reaper
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "install it with `apt-get install -y bubblewrap`"
+SANDBOX_UID = 65534
+DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH_DIR, "LANG": "C.UTF-8"}
+SHM_MAX_MB = 64
+# Host /etc entries a program needs and that hold no secrets.
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime")
+# Merged-/usr systems link these into /usr; elsewhere they are bound read-only.
+TOP_LEVEL_SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Waits on stdin for the worker's go, then becomes bubblewrap with stdin on /dev/null.
+GATE_SCRIPT = 'read -r _ || exit 125; exec "$@" </dev/null'
+GATE_REFUSED = 125
+_CAPTURE_JOIN_S = 5.0
+# How a command ends when its RLIMIT_CPU soft limit runs out (the hard one, 1 s later, SIGKILLs).
+_CPU_RLIMIT_EXIT = 128 + signal.SIGXCPU
+
+
+class BwrapSandbox(Sandbox):
+    name = "bwrap"
+    executable: ClassVar[str] = "bwrap"
+
+    def __init__(self, *, use_cgroups: bool = True) -> None:
+        # use_cgroups=False forces the rlimit fallbacks (for machines without writable cgroups).
+        self.use_cgroups = use_cgroups
+        self._fallback_reported = False
+
+    @property
+    def python(self) -> str:
+        """The platform's own interpreter; its folders are bound read-only into every sandbox."""
+        return sys.executable
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        exe = shutil.which(cls.executable)
+        if exe is None:
+            return f"bubblewrap ({cls.executable}) is not installed; {INSTALL_HINT}."
+        argv = [exe, *_namespace_args(), *_system_args(), "--", "/bin/true"]
+        try:
+            probe = subprocess.run(argv, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bubblewrap could not be started ({exc}); {INSTALL_HINT}."
+        if probe.returncode != 0:
+            why = probe.stderr.decode(errors="replace").strip() or f"exit {probe.returncode}"
+            return (
+                f"bubblewrap is installed but cannot create a sandbox here ({why}); it needs "
+                "root or unprivileged user namespaces (sysctl user.max_user_namespaces > 0)."
+            )
+        return None
+
+    def start(self, spec: SandboxSpec) -> BwrapProcess:
+        exe = shutil.which(self.executable)
+        if exe is None:
+            raise SandboxUnavailable(f"bubblewrap is not installed; {INSTALL_HINT}.")
+        limits = CgroupLimits(
+            memory_bytes=spec.memory_mb * 1024 * 1024, pids_max=spec.pids_max, cpus=spec.cpus
+        )
+        name = run_name(uuid.uuid4().hex[:16], spec.labels)
+        reaper = _Spawner.for_this_process().reaper
+        try:
+            reaper.register(name)  # before the cgroups exist: they must not outlive the worker
+        except OSError as exc:
+            raise SandboxUnavailable(f"The sandbox reaper could not be started: {exc}.") from exc
+        cgroup = RunCgroup.create(name, limits) if self.use_cgroups else RunCgroup(name)
+        try:
+            python_dirs = _python_dirs()
+            process = BwrapProcess(
+                exe, spec, cgroup, python_dirs=python_dirs, hidden_dirs=_hidden_dirs(python_dirs)
+            )
+        except BaseException:
+            cgroup.kill()
+            cgroup.remove()
+            with contextlib.suppress(OSError):
+                reaper.unregister(name)
+            raise
+        if (
+            self.use_cgroups
+            and not self._fallback_reported
+            and cgroup.limited != set(LIMIT_CONTROLLERS)
+        ):
+            self._fallback_reported = True
+            log.warning(
+                "bwrap sandbox: cgroups cannot enforce every limit here; in use: %s",
+                ", ".join(f"{k} via {v}" for k, v in _limit_methods(cgroup).items()),
+            )
+        return process
+
+    def remove_leftovers(self, labels: Mapping[str, str]) -> int:
+        """Kill and remove the run cgroups (under this worker's group) whose labels match."""
+        removed = 0
+        for group in RunCgroup.existing():
+            if labels.items() <= labels_of(group.name).items():
+                group.kill()
+                group.remove()
+                removed += 1
+        return removed
+
+    def describe_isolation(self) -> str:
+        """One line saying how runs are confined on this machine (probes the cgroups)."""
+        probe = RunCgroup(run_name("probe-" + uuid.uuid4().hex[:8], {}))
+        if self.use_cgroups:
+            probe = RunCgroup.create(probe.name, CgroupLimits(64 * 1024 * 1024, 64, 1.0))
+        try:
+            methods = _limit_methods(probe)
+            kill = "cgroup v2 cgroup.kill, " if "unified" in probe.dirs else ""
+            if probe.can_kill:
+                kill += "cgroup v1 sweep, "
+        finally:
+            probe.remove()
+        return (
+            "user/pid/net/ipc/uts/cgroup/mount namespaces, all capabilities dropped, "
+            "no_new_privs, read-only system, tmpfs scratch; "
+            + "; ".join(f"{limit}: {how}" for limit, how in methods.items())
+            + f"; kill: {kill}pid namespace teardown"
+        )
+
+
+class BwrapProcess(SandboxProcess):
+    """One running bubblewrap sandbox."""
+
+    def __init__(
+        self,
+        exe: str,
+        spec: SandboxSpec,
+        cgroup: RunCgroup,
+        *,
+        python_dirs: Sequence[Path],
+        hidden_dirs: Sequence[Path] = (),
+    ) -> None:
+        self._spec = spec
+        self._cgroup = cgroup
+        self._lock = threading.Lock()  # guards reaping against a concurrent kill()
+        self._wait_lock = threading.Lock()
+        self._reaped = False
+        self._kill_requested = False
+        self._timed_out = False
+        self._result: SandboxResult | None = None
+
+        status_read, status_write = os.pipe()
+        data_fds: list[int] = []
+        try:
+            argv = [exe, "--json-status-fd", str(status_write), *_namespace_args()]
+            argv += _system_args()
+            for target, content in _etc_files().items():
+                data_fds.append(_data_pipe(content))
+                argv += ["--ro-bind-data", str(data_fds[-1]), target]
+            argv += _sandbox_args(spec, python_dirs, hidden_dirs)
+            argv += ["--", *spec.argv]
+            self._started = time.monotonic()
+            spawner = _Spawner.for_this_process()
+            self._reaper = spawner.reaper
+            self._popen = spawner.popen(
+                ["/bin/sh", "-c", GATE_SCRIPT, "edc-sandbox", *argv],
+                pass_fds=(status_write, *data_fds),
+            )
+        except BaseException as exc:
+            os.close(status_read)
+            if isinstance(exc, OSError):
+                raise SandboxUnavailable(f"bubblewrap could not be started: {exc}.") from exc
+            raise
+        finally:
+            os.close(status_write)
+            for fd in data_fds:
+                os.close(fd)
+        self._status_read = status_read
+        self._pidfd = os.pidfd_open(self._popen.pid)
+        assert self._popen.stdout is not None and self._popen.stderr is not None
+        cap = spec.output_cap_bytes
+        self._stdout = StreamCapture(self._popen.stdout, cap, name="sandbox-stdout").start()
+        self._stderr = StreamCapture(self._popen.stderr, cap, name="sandbox-stderr").start()
+        try:
+            self._release_gate()
+        except OSError as exc:
+            self._popen.kill()
+            self._popen.wait()
+            self._reaped = True
+            self._stdout.result(_CAPTURE_JOIN_S)
+            self._stderr.result(_CAPTURE_JOIN_S)
+            os.close(self._pidfd)
+            os.close(self._status_read)
+            raise SandboxUnavailable(f"The sandbox could not be confined: {exc}.") from exc
+
+    def _release_gate(self) -> None:
+        pid = self._popen.pid
+        self._reaper.register(self._cgroup.name, pid)  # the gate leads its own process group
+        self._cgroup.join(pid)
+        _set_rlimits(pid, self._spec, self._cgroup.limited)
+        log.debug(
+            "sandbox %s: pid %d, %s",
+            self._cgroup.name,
+            pid,
+            ", ".join(f"{k} via {v}" for k, v in _limit_methods(self._cgroup).items()),
+        )
+        stdin = self._popen.stdin
+        assert stdin is not None
+        try:
+            stdin.write(b"go\n")
+            stdin.close()
+        except BrokenPipeError:
+            pass  # the gate died; wait() reports what happened
+
+    def poll(self) -> bool:
+        with self._lock:
+            if self._reaped:
+                return False
+            ready, _, _ = select.select([self._pidfd], [], [], 0)
+            return not ready
+
+    def kill(self) -> None:
+        with self._lock:
+            if self._reaped:
+                return
+            self._kill_requested = True
+            self._kill_tree()
+
+    def wait(self) -> SandboxResult:
+        with self._wait_lock:
+            if self._result is None:
+                self._result = self._wait()
+            return self._result
+
+    def _wait(self) -> SandboxResult:
+        deadline = self._started + self._spec.wall_timeout_s
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        while not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            if time.monotonic() >= deadline:
+                with self._lock:
+                    self._timed_out = not self._kill_requested
+                    self._kill_tree()
+                poller.poll()
+                break
+        with self._lock:
+            _, status = os.waitpid(self._popen.pid, 0)
+            ended = time.monotonic()
+            self._reaped = True
+            self._popen.returncode = os.waitstatus_to_exitcode(status)
+            os.close(self._pidfd)
+        try:
+            result = self._collect(status, wall_s=ended - self._started)
+        finally:
+            self._cgroup.kill()
+            self._cgroup.remove()
+            os.close(self._status_read)
+            with contextlib.suppress(OSError):
+                self._reaper.unregister(self._cgroup.name)
+        return result
+
+    def _kill_tree(self) -> None:
+        """Kill everything (caller holds the lock and has not reaped bubblewrap yet)."""
+        self._cgroup.kill()
+        # bubblewrap's group and itself: its pid namespace dies with it (die-with-parent).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    def _collect(self, status: int, *, wall_s: float) -> SandboxResult:
+        # Leftovers (a daemon outside the namespace cannot exist, but be sure) must let go of
+        # the pipes before their readers can finish.
+        self._cgroup.kill()
+        stdout = self._stdout.result(_CAPTURE_JOIN_S)
+        stderr = self._stderr.result(_CAPTURE_JOIN_S)
+        command_exit = _command_exit_code(self._status_read)
+        oom = self._cgroup.oom_kills() > 0
+        # Only a memory cgroup can tell: bubblewrap does not hand its sandbox's rusage up, and
+        # its own starts with the worker's peak inherited at spawn.
+        peak = self._cgroup.peak_memory_bytes()
+        code: int | None = None
+        if self._timed_out:
+            kind = ExitKind.TIMEOUT
+        elif self._kill_requested:
+            kind = ExitKind.KILLED
+        elif oom and command_exit != 0:
+            kind = ExitKind.MEMORY_LIMIT
+        elif command_exit == _CPU_RLIMIT_EXIT and "cpu" not in self._cgroup.limited:
+            kind = ExitKind.TIMEOUT  # the RLIMIT_CPU fallback: out of CPU seconds
+        elif command_exit is not None:
+            kind, code = ExitKind.EXITED, command_exit
+        elif os.WIFSIGNALED(status):
+            kind = ExitKind.KILLED  # someone else killed bubblewrap
+        elif os.waitstatus_to_exitcode(status) == GATE_REFUSED:
+            raise SandboxUnavailable("The sandbox gate was closed before the run could start.")
+        else:
+            # The command never ran: this is bubblewrap's own complaint.
+            message = stderr.text().strip()
+            if "execvp" in message:
+                kind, code = ExitKind.EXITED, os.waitstatus_to_exitcode(status)
+            else:
+                raise SandboxUnavailable(f"bubblewrap could not set up the sandbox: {message}")
+        return SandboxResult(
+            exit_kind=kind,
+            exit_code=code,
+            wall_s=wall_s,
+            peak_memory_bytes=peak,
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            stdout_truncated=stdout.truncated,
+            stderr_truncated=stderr.truncated,
+        )
+
+
+class _Spawner:
+    """Starts sandboxes from one thread that lives as long as the process; holds its reaper.
+
+    bubblewrap's --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked it
+    exits: a sandbox started from a short-lived thread would be killed with that thread. And it
+    has a gap at start-up, which the reaper (``reaper.py``) closes.
+    """
+
+    _lock = threading.Lock()
+    _current: ClassVar[_Spawner | None] = None
+    _inherited: ClassVar[list[_Spawner]] = []  # kept: their reaper belongs to a parent process
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.reaper = Reaper()
+        self._requests: queue.SimpleQueue[_SpawnRequest] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="edc-sandbox-spawner", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def for_this_process(cls) -> _Spawner:
+        with cls._lock:
+            # A forked worker inherits the object but not its thread, and needs its own reaper.
+            if cls._current is not None and cls._current.pid != os.getpid():
+                cls._current.reaper.let_go()
+                cls._inherited.append(cls._current)
+                cls._current = None
+            if cls._current is None:
+                cls._current = cls()
+            return cls._current
+
+    def popen(self, argv: list[str], *, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+        request = _SpawnRequest(argv, pass_fds)
+        self._requests.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.popen is not None
+        return request.popen
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            try:
+                request.popen = subprocess.Popen(
+                    request.argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    pass_fds=request.pass_fds,
+                    start_new_session=True,
+                    env={"PATH": DEFAULT_ENV["PATH"]},
+                )
+            except BaseException as exc:  # handed to the caller
+                request.error = exc
+            request.done.set()
+
+
+class _SpawnRequest:
+    def __init__(self, argv: list[str], pass_fds: tuple[int, ...]) -> None:
+        self.argv = argv
+        self.pass_fds = pass_fds
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+def _namespace_args() -> list[str]:
+    return [
+        "--unshare-all",
+        "--unshare-user",  # --unshare-all only tries; we insist (and it enables the next line)
+        "--disable-userns",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--hostname",
+        "sandbox",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
+
+
+def _system_args() -> list[str]:
+    argv = ["--ro-bind", "/usr", "/usr"]
+    for name in TOP_LEVEL_SYSTEM_DIRS:
+        host = Path("/") / name
+        if host.is_symlink():
+            argv += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            argv += ["--ro-bind", str(host), str(host)]
+    for name in ETC_FILES:
+        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    return argv
+
+
+def _sandbox_args(
+    spec: SandboxSpec, python_dirs: Sequence[Path], hidden_dirs: Sequence[Path]
+) -> list[str]:
+    argv = ["--clearenv"]
+    env = {**DEFAULT_ENV, **spec.env}
+    if spec.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(spec.gpus)
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    if spec.gpus:
+        for device in sorted(Path("/dev").glob("nvidia*")):
+            argv += ["--dev-bind", str(device), str(device)]
+    shm_bytes = min(spec.scratch_mb, SHM_MAX_MB) * 1024 * 1024
+    argv += ["--perms", "1777", "--size", str(shm_bytes), "--tmpfs", "/dev/shm"]
+    argv += ["--remount-ro", "/dev"]
+    # The scratch first, so that binds below /tmp (an interpreter, a mount) land on top of it.
+    scratch_bytes = spec.scratch_mb * 1024 * 1024
+    argv += ["--perms", "1777", "--size", str(scratch_bytes), "--tmpfs", SCRATCH_DIR]
+    for path in python_dirs:
+        argv += ["--ro-bind", str(path), str(path)]
+    for path in hidden_dirs:
+        argv += ["--size", "4096", "--tmpfs", str(path), "--remount-ro", str(path)]
+    argv += ["--ro-bind", os.path.abspath(spec.submission_dir), SUBMISSION_DIR]
+    for mount in spec.mounts:
+        if not mount.target.startswith("/"):
+            raise ValueError(f"mount target must be absolute: {mount.target!r}")
+        kind = "--bind" if mount.writable else "--ro-bind"
+        argv += [kind, os.path.abspath(mount.host), mount.target]
+    argv += ["--remount-ro", "/", "--chdir", SUBMISSION_DIR]
+    return argv
+
+
+def _python_dirs() -> list[Path]:
+    """The interpreter's prefixes (venv and base) that /usr does not already cover."""
+    dirs: list[Path] = []
+    for raw in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
+        path = Path(raw)
+        if path == Path("/usr") or Path("/usr") in path.parents or path in dirs:
+            continue
+        dirs.append(path)
+    return dirs
+
+
+def _hidden_dirs(python_dirs: Sequence[Path]) -> list[Path]:
+    """The platform's own package when it sits inside a bound interpreter folder (a non-editable
+    install): hidden under an empty tmpfs, so its tasks and code stay out of reach."""
+    package = Path(__file__).resolve().parents[1]
+    hidden = []
+    for path in python_dirs:
+        if package.is_relative_to(path.resolve()):
+            # Inside the sandbox the folder sits at its unresolved path.
+            hidden.append(path / package.relative_to(path.resolve()))
+    return hidden
+
+
+def _etc_files() -> dict[str, bytes]:
+    """Account and host files written for the sandbox, so none of the host's leak in."""
+    uid = SANDBOX_UID
+    return {
+        "/etc/passwd": (
+            f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            f"nobody:x:{uid}:{uid}:nobody:{SCRATCH_DIR}:/usr/sbin/nologin\n"
+        ).encode(),
+        "/etc/group": f"root:x:0:\nnogroup:x:{uid}:\n".encode(),
+        "/etc/hosts": b"127.0.0.1 localhost sandbox\n::1 localhost\n",
+    }
+
+
+def _data_pipe(content: bytes) -> int:
+    """A pipe's read end already holding ``content`` (small: it fits the pipe buffer)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, content)
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def _set_rlimits(pid: int, spec: SandboxSpec, cgroup_limited: frozenset[str]) -> None:
+    limits = {resource.RLIMIT_CORE: (0, 0)}
+    if "memory" not in cgroup_limited:
+        memory = spec.memory_mb * 1024 * 1024
+        limits[resource.RLIMIT_AS] = (memory, memory)
+    if "pids" not in cgroup_limited:
+        limits[resource.RLIMIT_NPROC] = (spec.pids_max, spec.pids_max)
+    if "cpu" not in cgroup_limited:
+        # SIGXCPU at the soft limit tells a CPU-limit death apart from other kills.
+        seconds = _cpu_rlimit_s(spec)
+        limits[resource.RLIMIT_CPU] = (seconds, seconds + 1)
+    for which, (soft, hard) in limits.items():
+        _, current_hard = resource.prlimit(pid, which)
+        if current_hard != resource.RLIM_INFINITY:
+            soft, hard = min(soft, current_hard), min(hard, current_hard)
+        resource.prlimit(pid, which, (soft, hard))
+
+
+# The kernel never applies RLIMIT_NPROC to the host's root user, which the sandbox's uid maps to
+# when the worker runs as root: then only the wall-clock limit ends a fork bomb.
+_NPROC_FALLBACK = (
+    "RLIMIT_NPROC" if os.geteuid() != 0 else "none (RLIMIT_NPROC has no effect on root)"
+)
+
+
+def _cpu_rlimit_s(spec: SandboxSpec) -> int:
+    # No throttling without a cgroup: only a budget of CPU seconds, the share over the wall limit.
+    return math.ceil(spec.wall_timeout_s * spec.cpus) + 1
+
+
+def _limit_methods(cgroup: RunCgroup) -> dict[str, str]:
+    limited = cgroup.limited
+    return {
+        "memory": "cgroup v1 (OOM kill -> memory_limit)" if "memory" in limited else "RLIMIT_AS",
+        "pids": "cgroup v1 pids.max" if "pids" in limited else _NPROC_FALLBACK,
+        "cpu": "cgroup v1 CFS quota" if "cpu" in limited else "RLIMIT_CPU (total seconds)",
+    }
+
+
+def _command_exit_code(status_fd: int) -> int | None:
+    """The sandboxed command's exit code from bubblewrap's status stream, None if it never ran."""
+    os.set_blocking(status_fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(status_fd, 4096):
+            chunks.append(chunk)
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and "exit-code" in record:
+                return int(record["exit-code"])
+    return None
