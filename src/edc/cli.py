@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -99,9 +99,11 @@ def worker(
     except EdcError as exc:
         err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
         raise typer.Exit(3) from exc
-    # The pid keeps a restarted worker from colliding with its dead predecessor's registration.
-    name = settings.worker_id or f"{socket.gethostname()}-{name_suffix or 'w'}-{os.getpid()}"
-    removed = sandbox.remove_leftovers({"worker": name})
+    # The slot is stable across restarts, so a restarted worker finds the sandboxes its killed
+    # predecessor left; the random part keeps RQ from refusing a name still registered.
+    slot = settings.worker_id or f"{socket.gethostname()}-{name_suffix or 'w'}"
+    name = f"{slot}-{uuid.uuid4().hex[:6]}"
+    removed = sandbox.remove_leftovers({"slot": slot})
     logging.getLogger("edc.worker").info(
         "worker %s: sandbox backend %s; removed %d leftover sandboxes", name, sandbox.name, removed
     )

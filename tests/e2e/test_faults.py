@@ -44,9 +44,14 @@ def wait_status(
     raise AssertionError(f"submission {submission_id} never reached {status}: {body}")
 
 
-def worker_pid(worker_id: str) -> int:
-    # Worker names end with the worker's pid (see `edc worker`).
-    return int(worker_id.rsplit("-", 1)[1])
+def worker_process(platform: RunningPlatform, worker_id: str) -> psutil.Process:
+    # `edc up` names its workers "<host>-<n>-<random>" and starts them with `--name-suffix n`.
+    slot = worker_id.rsplit("-", 2)[1]
+    for child in psutil.Process(platform.process.pid).children():
+        argv = child.cmdline()
+        if "worker" in argv and argv[argv.index("--name-suffix") + 1] == slot:
+            return child
+    raise AssertionError(f"no worker process for {worker_id}")
 
 
 def test_kill_9_of_a_worker_mid_run_completes_once_elsewhere(
@@ -56,7 +61,7 @@ def test_kill_9_of_a_worker_mid_run_completes_once_elsewhere(
     try:
         submission_id = platform.upload("s.zip", sleeper(3)).json()["id"]
         running = wait_status(platform, submission_id, "processing", 30)
-        victim = psutil.Process(worker_pid(running["worker_id"]))
+        victim = worker_process(platform, running["worker_id"])
         horses = victim.children(recursive=True)
         assert horses, "the worker should be running a work-horse and its sandbox"
         killed_at = time.monotonic()

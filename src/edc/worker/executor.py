@@ -50,7 +50,12 @@ class Outcome:
 
 
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{socket.gethostname()}-{os.getpid()}-local"
+
+
+def worker_slot(worker_id: str) -> str:
+    """The stable part of a worker's name (`edc worker` appends a random part to it)."""
+    return worker_id.rsplit("-", 1)[0]
 
 
 def _die_with_worker() -> None:
@@ -147,7 +152,11 @@ def _evaluate_archive(
             settings,
             submission_dir=submission_dir,
             run_dir=run_dir,
-            labels={"submission": str(submission_id), "worker": worker_id},
+            labels={
+                "submission": str(submission_id),
+                "worker": worker_id,
+                "slot": worker_slot(worker_id),
+            },
         )
         return Outcome(
             SubmissionStatus.COMPLETED,
