@@ -18,6 +18,7 @@ that misses the last fraction of a second, and None for very short runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import stat
@@ -552,12 +553,17 @@ class _RunCgroup:
         """rmdir the parent in every hierarchy the engine made it in (empty once the run ended)."""
         for controller in _cgroup_hierarchies():
             path = controller / self.parent.lstrip("/")
-            try:
-                path.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                pass  # still busy: a leftover container; remove_leftovers tries again
+            for _ in range(10):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        break
+                    # The engine may still be tearing the container's own group down.
+                    time.sleep(0.02)
 
     def _path(self, controller: str) -> Path:
         return CGROUP_ROOT / controller / self.parent.lstrip("/")

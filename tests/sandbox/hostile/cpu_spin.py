@@ -1,0 +1,4 @@
+"""Spins forever."""
+
+while True:
+    pass
