@@ -105,7 +105,11 @@ def worker(
     name = f"{slot}-{uuid.uuid4().hex[:6]}"
     removed = sandbox.remove_leftovers({"slot": slot})
     logging.getLogger("edc.worker").info(
-        "worker %s: sandbox backend %s; removed %d leftover sandboxes", name, sandbox.name, removed
+        "worker %s: sandbox %s (%s); removed %d leftover sandboxes",
+        name,
+        sandbox.name,
+        sandbox.describe_isolation(),
+        removed,
     )
     reconciler = Reconciler(settings)
     reconciler.start()

@@ -101,7 +101,7 @@ def test_labels_are_prefixed_and_mark_the_sandbox() -> None:
 
 def test_engine_that_does_not_answer_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    reason = DockerSandbox.unavailable_reason(image="edc-sandbox:latest")
+    reason = DockerSandbox.unavailable_reason(Settings(sandbox_image="edc-sandbox:latest"))
     assert reason is not None
     assert "does not answer" in reason and "dockerd" in reason
 
@@ -116,7 +116,7 @@ def image() -> str:
 
 @pytest.fixture(scope="module")
 def backend(image: str) -> DockerSandbox:
-    reason = DockerSandbox.unavailable_reason(image=image)
+    reason = DockerSandbox.unavailable_reason(Settings(sandbox_image=image))
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
@@ -155,7 +155,9 @@ def _containers(engine: docker.DockerClient, labels: dict[str, str]) -> list[obj
 
 
 def test_image_missing_names_the_build_script(backend: DockerSandbox) -> None:
-    reason = DockerSandbox.unavailable_reason(image=f"edc-no-such-image:{uuid.uuid4().hex[:8]}")
+    reason = DockerSandbox.unavailable_reason(
+        Settings(sandbox_image=f"edc-no-such-image:{uuid.uuid4().hex[:8]}")
+    )
     assert reason is not None and BUILD_SCRIPT in reason
 
 

@@ -120,8 +120,15 @@ class Sandbox(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def unavailable_reason(cls) -> str | None:
-        """None when this backend can run here, else a sentence saying why not and how to fix it."""
+    def unavailable_reason(cls, settings: Settings | None = None) -> str | None:
+        """None when this backend can run here, else a sentence saying why not and how to fix it.
+
+        ``settings`` (default: the process's) names what the backend needs, e.g. the image.
+        """
+
+    @abc.abstractmethod
+    def describe_isolation(self) -> str:
+        """One line on what confinement this backend gives on this machine, for the start log."""
 
     @abc.abstractmethod
     def start(self, spec: SandboxSpec) -> SandboxProcess:

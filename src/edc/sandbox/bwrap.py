@@ -52,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from edc.config import Settings
 from edc.errors import SandboxUnavailable
 from edc.sandbox.base import (
     SCRATCH_DIR,
@@ -99,7 +100,7 @@ class BwrapSandbox(Sandbox):
         return sys.executable
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
+    def unavailable_reason(cls, settings: Settings | None = None) -> str | None:
         exe = shutil.which(cls.executable)
         if exe is None:
             return f"bubblewrap ({cls.executable}) is not installed; {INSTALL_HINT}."

@@ -144,12 +144,13 @@ class DockerSandbox(Sandbox):
         return IMAGE_PYTHON
 
     @classmethod
-    def unavailable_reason(cls, image: str | None = None) -> str | None:
-        """None when the engine answers and ``image`` (default: the configured one) exists."""
-        if image is None:
+    def unavailable_reason(cls, settings: Settings | None = None) -> str | None:
+        """None when the engine answers and the configured sandbox image exists."""
+        if settings is None:
             from edc.config import get_settings
 
-            image = get_settings().sandbox_image
+            settings = get_settings()
+        image = settings.sandbox_image
         try:
             client = _connect(timeout_s=10)
         except SandboxUnavailable as exc:

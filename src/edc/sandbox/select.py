@@ -30,7 +30,7 @@ def choose_sandbox(settings: Settings) -> Sandbox:
     reasons = []
     for name in names:
         cls = backend_class(name)
-        reason = cls.unavailable_reason()
+        reason = cls.unavailable_reason(settings)
         if reason is None:
             return cls.from_settings(settings)
         reasons.append(f"{name}: {reason}")
