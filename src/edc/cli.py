@@ -100,8 +100,11 @@ def worker(
         err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
         raise typer.Exit(3) from exc
     # The slot is stable across restarts, so a restarted worker finds the sandboxes its killed
-    # predecessor left; the random part keeps RQ from refusing a name still registered.
-    slot = settings.worker_id or f"{socket.gethostname()}-{name_suffix or 'w'}"
+    # predecessor left (and only those: the deployment part keeps apart several platforms on one
+    # host); the random part keeps RQ from refusing a name still registered.
+    slot = settings.worker_id or (
+        f"{socket.gethostname()}-{name_suffix or 'w'}-{settings.deployment_id}"
+    )
     name = f"{slot}-{uuid.uuid4().hex[:6]}"
     removed = sandbox.remove_leftovers({"slot": slot})
     logging.getLogger("edc.worker").info(

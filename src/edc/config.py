@@ -7,6 +7,7 @@ Nothing else in the package reads ``os.environ``. Processes that need settings c
 from __future__ import annotations
 
 import functools
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -93,9 +94,11 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=900.0, gt=0)
 
-    # The participant CLI: the portal to talk to, and a token that overrides the stored one.
+    # The participant CLI: the portal to talk to, and a token that overrides the stored one;
+    # `edc login` stores both under this folder (unset: the user's config folder, ~/.config/edc).
     server: str | None = None
     token: str | None = None
+    cli_config_dir: Path | None = None
 
     @model_validator(mode="after")
     def _competition_rules_are_coherent(self) -> Settings:
@@ -129,6 +132,12 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.cookie_secure if self.cookie_secure is not None else self.env != "dev"
+
+    @property
+    def deployment_id(self) -> str:
+        """Short and stable per platform (database + queue): tells apart two on one host."""
+        identity = f"{self.resolved_database_url}|{self.queue_name}".encode()
+        return hashlib.sha256(identity).hexdigest()[:6]
 
     @property
     def uploads_dir(self) -> Path:

@@ -45,8 +45,8 @@ def wait_status(
 
 
 def worker_process(platform: RunningPlatform, worker_id: str) -> psutil.Process:
-    # `edc up` names its workers "<host>-<n>-<random>" and starts them with `--name-suffix n`.
-    slot = worker_id.rsplit("-", 2)[1]
+    # `edc up` names its workers "<host>-<n>-<deployment>-<random>", started with --name-suffix n.
+    slot = worker_id.rsplit("-", 3)[1]
     for child in psutil.Process(platform.process.pid).children():
         argv = child.cmdline()
         if "worker" in argv and argv[argv.index("--name-suffix") + 1] == slot:
@@ -186,5 +186,37 @@ def test_portal_killed_mid_upload_leaves_no_row_without_file_or_file_without_row
         files = sorted(p.name for p in uploads.iterdir())
         assert len(files) == 1 and files[0].endswith(".zip"), files
         assert rows[0]["sha256"]
+    finally:
+        stop_platform(platform)
+
+
+def test_sigterm_to_a_busy_worker_hands_its_submission_back(tmp_path: Path, redis_url: str) -> None:
+    # Heartbeats judged only after a minute: the hand-back, not the reconciler, must requeue it.
+    platform = start_platform(
+        tmp_path,
+        ("EDC_REDIS_URL", redis_url),
+        ("EDC_PUBLIC_CHECK", "false"),
+        ("EDC_HEARTBEAT_TIMEOUT_S", "60"),
+        workers=1,
+    )
+    try:
+        submission_id = platform.upload("s.zip", sleeper(5)).json()["id"]
+        running = wait_status(platform, submission_id, "processing", 30)
+        worker = worker_process(platform, running["worker_id"])
+        sandboxes = [p for p in worker.children(recursive=True) if p.name() == "bwrap"]
+        stopped_at = time.monotonic()
+        worker.terminate()
+        worker.wait(timeout=20)
+        handed_back_s = time.monotonic() - stopped_at
+        # Far sooner than the 5 s load would end: the run was given up, not waited for.
+        assert handed_back_s < 4
+        _gone, alive = psutil.wait_procs(sandboxes, timeout=5)
+        assert alive == [], "the sandbox outlived the worker's shutdown"
+
+        # `edc up` starts a fresh worker, which takes the handed-back attempt.
+        final = platform.wait_final(submission_id, timeout_s=90)
+        assert final["status"] == "completed", final
+        assert final["attempt"] == 2
+        print(f"worker stopped and handed back its submission in {handed_back_s:.1f} s")
     finally:
         stop_platform(platform)

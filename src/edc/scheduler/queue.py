@@ -6,13 +6,17 @@ The job id is derived from (submission id, attempt), and jobs are enqueued with 
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis
 from rq import Queue, Worker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from edc.config import Settings
 from edc.errors import ServiceUnavailable
@@ -115,6 +119,99 @@ def queued_job_ids(settings: Settings) -> list[str]:
         return list(submission_queue(settings).get_job_ids())
 
 
+class HandBackWorker(Worker):
+    """An RQ worker whose warm shutdown (SIGTERM) asks the running job to hand its submission
+    back to the queue, instead of finishing an evaluation that may last minutes."""
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        if self.horse_pid:
+            with suppress(ProcessLookupError):
+                os.kill(self.horse_pid, signal.SIGTERM)
+
+
 def make_worker(settings: Settings, *, name: str | None = None) -> Worker:
     connection = redis_connection(settings)
-    return Worker([submission_queue(settings, connection)], connection=connection, name=name)
+    return HandBackWorker(
+        [submission_queue(settings, connection)], connection=connection, name=name
+    )
+
+
+def remove_queued_job(settings: Settings, submission_id: int, attempt: int) -> bool:
+    """Take a waiting job off the queue (a cancelled submission); False when none was waiting."""
+    job_id = job_id_for(submission_id, attempt)
+    with redis_errors():
+        queue = submission_queue(settings)
+        removed = bool(queue.connection.lrem(queue.key, 0, job_id))
+        job = _fetch_job(queue.connection, job_id)
+        if job is not None and job.get_status(refresh=True) in (
+            JobStatus.QUEUED,
+            JobStatus.DEFERRED,
+            JobStatus.SCHEDULED,
+        ):
+            job.delete()
+        return removed
+
+
+def submission_of_job(job_id: str) -> tuple[int, int] | None:
+    """(submission id, attempt) from a job id made by :func:`job_id_for`."""
+    parts = job_id.split("-")
+    if len(parts) == 4 and parts[0] == "submission" and parts[2] == "attempt":
+        with suppress(ValueError):
+            return int(parts[1]), int(parts[3])
+    return None
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """One RQ worker as its registry in Redis describes it."""
+
+    name: str
+    state: str  # "idle", "busy", "suspended", ...
+    alive: bool  # heartbeat seen within the liveness window
+    submission_id: int | None  # what it works on, when busy with a submission
+    attempt: int | None
+    busy_since: datetime | None  # when the current job started
+    last_heartbeat: datetime | None
+    started_at: datetime | None  # when the worker process registered
+
+
+# RQ workers beat every few seconds while idle or busy; well past that they are gone or stuck.
+WORKER_ALIVE_S = 60.0
+
+
+def worker_states(settings: Settings) -> list[WorkerState]:
+    """The workers registered on this platform's queue, busiest first."""
+    with redis_errors():
+        connection = redis_connection(settings)
+        workers = Worker.all(connection=connection, queue=submission_queue(settings, connection))
+        now = datetime.now(UTC)
+        states = []
+        for worker in workers:
+            job_id = worker.get_current_job_id()
+            owner = submission_of_job(job_id) if job_id else None
+            busy_since = None
+            if job_id:
+                job = _fetch_job(connection, job_id)
+                if job is not None and job.started_at is not None:
+                    busy_since = _utc(job.started_at)
+            heartbeat = _utc(worker.last_heartbeat) if worker.last_heartbeat else None
+            states.append(
+                WorkerState(
+                    name=worker.name,
+                    state=str(worker.get_state()),
+                    alive=heartbeat is not None
+                    and (now - heartbeat).total_seconds() < WORKER_ALIVE_S,
+                    submission_id=owner[0] if owner else None,
+                    attempt=owner[1] if owner else None,
+                    busy_since=busy_since,
+                    last_heartbeat=heartbeat,
+                    started_at=_utc(worker.birth_date) if worker.birth_date else None,
+                )
+            )
+    return sorted(states, key=lambda s: (s.submission_id is None, s.name))
+
+
+def _utc(moment: datetime) -> datetime:
+    # RQ stores naive UTC times.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

@@ -132,7 +132,7 @@ class Reconciler(threading.Thread):
         super().__init__(name="edc-reconciler", daemon=True)
         self.settings = settings
         self.token = uuid.uuid4().hex
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         # Since when this process has seen the database answer without a break. Workers cannot
         # beat while the database is down, so heartbeats are judged only after a full timeout
         # of continuous contact: a database restart must not make live workers look dead.
@@ -156,7 +156,7 @@ class Reconciler(threading.Thread):
         return False
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 with queue.redis_errors():
                     if self._hold_lock():
@@ -169,7 +169,7 @@ class Reconciler(threading.Thread):
                 log.warning("reconciler: %s", exc.message)
             except Exception:
                 log.exception("reconciler pass failed; will try again")
-            self._stop.wait(self.settings.reconcile_interval_s)
+            self._stopping.wait(self.settings.reconcile_interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()

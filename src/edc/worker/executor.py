@@ -54,7 +54,7 @@ def default_worker_id() -> str:
 
 
 def worker_slot(worker_id: str) -> str:
-    """The stable part of a worker's name (`edc worker` appends a random part to it)."""
+    """The stable part of a worker's name (`edc worker` appends a random part to the slot)."""
     return worker_id.rsplit("-", 1)[0]
 
 
@@ -74,6 +74,18 @@ def _die_with_worker() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class WorkerStopping(BaseException):
+    """The worker is shutting down: hand the submission back rather than finish it.
+
+    A BaseException, so no ``except Exception`` on the way up mistakes it for a failure;
+    ``finally`` blocks still run and stop the sandbox.
+    """
+
+
+def _stop_on_sigterm(_signum: int, _frame: object) -> None:
+    raise WorkerStopping
+
+
 def process_submission(submission_id: int, attempt: int | None = None) -> None:
     """RQ entry point: only the id travels through Redis; everything else is read from the DB."""
     from rq import get_current_job  # only meaningful inside an RQ work-horse
@@ -81,6 +93,8 @@ def process_submission(submission_id: int, attempt: int | None = None) -> None:
     job = get_current_job()
     if job is not None:
         _die_with_worker()
+        # The worker forwards its SIGTERM here (see queue.HandBackWorker).
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     settings = get_settings()
     worker_id = settings.worker_id or (job.worker_name if job else None) or default_worker_id()
     run_submission(settings, submission_id, attempt=attempt, worker_id=worker_id)
@@ -126,6 +140,21 @@ def run_submission(
     try:
         with Heartbeat(settings, submission_id, current_attempt):
             outcome = _evaluate_archive(settings, archive_path, run_dir, submission_id, worker_id)
+    except WorkerStopping:
+        log.info("submission %s: worker stopping; handing it back", submission_id)
+        stopped = Outcome(
+            SubmissionStatus.QUEUED,
+            None,
+            "",
+            FailureReason.INFRASTRUCTURE,
+            "The worker was shut down during the evaluation; it was handed back to the queue.",
+        )
+        db.retry_while_unreachable(
+            settings,
+            lambda: _hand_back(settings, submission_id, current_attempt, stopped),
+            what=f"handing back submission {submission_id}",
+        )
+        return stopped
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
