@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint setup system-run system-test clean
+.PHONY: run test lint setup setup-test system-run system-test clean
 
 run: setup system-run
 	$(BIN)/edc up
 
-test: setup system-test lint
+test: setup-test system-test lint
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -22,6 +22,13 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# The tests also check the numpy reference against torch/transformers.
+setup-test: $(BIN)/.installed-test
+
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch]"
 	touch $@
 
 system-run:

@@ -12,6 +12,8 @@ if [[ $mode == test ]]; then
   command -v dockerd >/dev/null || need_apt+=(docker.io)
   command -v busybox >/dev/null || need_apt+=(busybox-static)
   command -v ip >/dev/null || need_apt+=(iproute2)
+  # The browser tests drive Debian's Chromium through Playwright (no browser download).
+  [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
 fi
 
 if ((${#need_apt[@]})); then

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import sys
 import uuid
@@ -12,9 +14,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from edc import __version__, db
+from edc import __version__, cli_admin, cli_participant, db
 from edc.config import Settings, get_settings
 from edc.errors import EdcError
+from edc.lifetime import die_with_parent
 
 app = typer.Typer(help="Efficient-Decode Competition platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -32,6 +35,14 @@ def _settings() -> Settings:
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         err_console.print(f"[red]Configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+
+
+def _supervised() -> None:
+    """Under `edc up`: stop when it dies, even by SIGKILL, instead of running on orphaned."""
+    from edc.supervisor import SUPERVISED_ENV
+
+    if os.environ.get(SUPERVISED_ENV) == "1":
+        die_with_parent(signal.SIGTERM)
 
 
 def _setup_logging() -> None:
@@ -75,6 +86,7 @@ def portal(
     """Run the web portal and API (production: behind a reverse proxy)."""
     import uvicorn
 
+    _supervised()
     _setup_logging()
     _settings()
     uvicorn.run("edc.portal.app:create_app", factory=True, host=host, port=port, log_level="info")
@@ -92,6 +104,7 @@ def worker(
     from edc.scheduler.queue import make_worker
     from edc.scheduler.reconcile import Reconciler
 
+    _supervised()
     _setup_logging()
     settings = _settings()
     try:
@@ -168,6 +181,10 @@ def task_init(
         err_console.print(f"[red]Cannot build the task:[/red] {exc.message}")
         raise typer.Exit(2) from exc
     console.print(f"Task written to {out}")
+
+
+cli_participant.register(app)
+cli_admin.register(app)
 
 
 def main() -> None:

@@ -4,6 +4,12 @@
 
     EdcError                      safe to show the user: ``message`` is a full sentence
     ├── NotFound                  no such submission (or not yours)
+    ├── NotAuthenticated          no valid session or API token: log in first
+    ├── Forbidden                 logged in, but the action is not yours to take
+    ├── RateLimited               over a limit; ``retry_after_s`` says when to try again
+    ├── CompetitionClosed         outside the competition window: uploads are refused
+    ├── Conflict                  clashes with the current state (a name taken, a final status)
+    ├── InvalidInput              a form field or request value is unusable
     ├── InvalidUpload             the upload is refused; ``code`` says which rule
     │   └── UploadTooLarge        over EDC_MAX_UPLOAD_MB, refused while streaming
     ├── StorageFull               the upload disk is full: nothing was kept
@@ -27,6 +33,32 @@ class EdcError(Exception):
 
 
 class NotFound(EdcError):
+    pass
+
+
+class NotAuthenticated(EdcError):
+    pass
+
+
+class Forbidden(EdcError):
+    pass
+
+
+class RateLimited(EdcError):
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class CompetitionClosed(EdcError):
+    pass
+
+
+class Conflict(EdcError):
+    pass
+
+
+class InvalidInput(EdcError):
     pass
 
 

@@ -2,40 +2,58 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from edc.clock import aware_utc
 from edc.models import FailureReason, SubmissionStatus
+
+# SQLite hands back naive times (stored in UTC); say so, as PostgreSQL does.
+UtcTime = Annotated[datetime, AfterValidator(aware_utc)]
 
 
 class SubmissionOut(BaseModel):
-    """A submission as the API shows it (the stored file path and the logs stay private)."""
+    """A submission as its owner (or an admin) sees it; the stored path and the full logs of
+    hidden-prompt runs stay private."""
 
     model_config = ConfigDict(from_attributes=True)
 
     id: int
     status: SubmissionStatus
+    owner: str | None = Field(default=None, description="The participant's user name.")
     original_filename: str
     sha256: str
     size_bytes: int
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UtcTime
+    started_at: UtcTime | None = None
+    finished_at: UtcTime | None = None
     attempt: int
+    queue_position: int | None = Field(
+        default=None, description="1 = next to be evaluated; null unless queued."
+    )
     failure_reason: FailureReason | None = None
     failure_message: str | None = None
     result_metrics: dict[str, Any] | None = None
+    public_logs: str | None = Field(
+        default=None, description="Output of the run on public prompts (the participant's)."
+    )
     worker_id: str | None = None
+    is_baseline: bool = False
+    disqualified: bool = False
+    disqualified_reason: str | None = None
 
-    @field_validator("created_at", "started_at", "finished_at")
-    @classmethod
-    def _in_utc(cls, moment: datetime | None) -> datetime | None:
-        # SQLite hands back naive times (stored in UTC); say so, as PostgreSQL does.
-        if moment is not None and moment.tzinfo is None:
-            return moment.replace(tzinfo=UTC)
-        return moment
+
+class Figure(BaseModel):
+    label: str
+    value: str
+
+
+class SubmissionEvent(SubmissionOut):
+    """One message of ``GET /submissions/{id}/events``: the submission and its key figures."""
+
+    figures: list[Figure] = Field(default_factory=list)
 
 
 class SubmissionCreated(BaseModel):
@@ -47,11 +65,19 @@ class SubmissionCreated(BaseModel):
     status: SubmissionStatus
 
 
+class SubmissionLogs(BaseModel):
+    id: int
+    public_logs: str | None = None
+    logs: str | None = Field(
+        default=None, description="Full logs, including hidden-prompt runs: admins only."
+    )
+
+
 class Page(BaseModel):
     """One page of a newest-first listing."""
 
     items: list[SubmissionOut]
-    total: int = Field(description="How many submissions exist in all.")
+    total: int = Field(description="How many submissions the listing holds in all.")
     limit: int
     offset: int
 
@@ -61,3 +87,111 @@ class ErrorOut(BaseModel):
 
     detail: str
     code: str
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    is_admin: bool
+    created_at: UtcTime
+
+
+class UsageOut(BaseModel):
+    used_today: int = Field(description="Counted submissions in the last 24 hours.")
+    per_day: int
+    waiting: int = Field(description="Submissions queued or being evaluated now.")
+    max_waiting: int
+    next_allowed_at: UtcTime | None = Field(
+        default=None, description="When the daily allowance has room again (null: now)."
+    )
+
+
+class CompetitionOut(BaseModel):
+    start: UtcTime | None
+    end: UtcTime | None
+    open: bool
+    message: str
+
+
+class MeOut(BaseModel):
+    user: UserOut
+    usage: UsageOut
+    competition: CompetitionOut
+
+
+class TokenRequest(BaseModel):
+    name: str
+    password: str
+    label: str = "cli"
+
+
+class TokenIssued(BaseModel):
+    token: str = Field(description="Shown once; only its hash is stored.")
+    user: UserOut
+
+
+class LeaderboardEntryOut(BaseModel):
+    rank: int | None = Field(description="null for baselines")
+    participant: str
+    submission_id: int
+    score: float
+    score_ci: tuple[float, float] | None = None
+    statistically_tied: bool = Field(
+        description="The score's interval overlaps the one of the entry ranked just above."
+    )
+    tpot_p50_ms: float | None = None
+    ttft_p50_ms: float | None = None
+    output_tokens_per_s: float | None = None
+    submitted_at: UtcTime
+    baseline: bool
+
+
+class LeaderboardOut(BaseModel):
+    metric: str
+    direction: Literal["lower", "higher"]
+    entries: list[LeaderboardEntryOut]
+    baselines: list[LeaderboardEntryOut]
+    generated_at: UtcTime
+
+
+class RecordOut(BaseModel):
+    at: UtcTime
+    score: float
+    submission_id: int
+    participant: str
+
+
+class QueueItemOut(BaseModel):
+    position: int
+    id: int
+    owner: str | None
+    queued_at: UtcTime
+    attempt: int
+
+
+class QueueOut(BaseModel):
+    length: int
+    items: list[QueueItemOut]
+    processing: list[SubmissionOut]
+
+
+class WorkerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    state: str
+    alive: bool
+    submission_id: int | None
+    attempt: int | None
+    busy_since: UtcTime | None
+    last_heartbeat: UtcTime | None
+    started_at: UtcTime | None
+
+
+class DisqualifyIn(BaseModel):
+    reason: str | None = None
+
+
+class BaselineIn(BaseModel):
+    baseline: bool = True

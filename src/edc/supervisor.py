@@ -30,7 +30,12 @@ from edc.config import Settings
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 15.0
-RESTART_BACKOFF_S = 2.0
+# A child that keeps dying is restarted ever more slowly (doubling up to the cap).
+RESTART_BACKOFF_S = 1.0
+RESTART_BACKOFF_MAX_S = 60.0
+# A child that ran this long counts as healthy again: its backoff starts over.
+HEALTHY_AFTER_S = 30.0
+SUPERVISED_ENV = "EDC_SUPERVISED"
 
 
 @dataclass
@@ -43,6 +48,8 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    backoff_s: float = RESTART_BACKOFF_S
+    restart_at: float | None = None  # when a dead child is due to start again
 
     def start(self) -> None:
         # Own process group, so a Ctrl-C in the terminal reaches the supervisor only.
@@ -102,6 +109,8 @@ class Supervisor:
         env["EDC_REDIS_URL"] = redis_url
         env["EDC_DATA_DIR"] = str(self.settings.data_dir.resolve())
         env["EDC_DATABASE_URL"] = self.settings.resolved_database_url
+        # Children stop when `edc up` itself is killed (see `cli._supervised`).
+        env[SUPERVISED_ENV] = "1"
         return env
 
     def start(self) -> None:
@@ -142,19 +151,31 @@ class Supervisor:
         return False
 
     def supervise(self) -> None:
-        """Restart children that die, until told to stop."""
+        """Restart children that die, with a growing backoff for crash loops, until told to stop."""
         while not self._stopping:
+            now = time.monotonic()
             for child in self.children:
                 assert child.process is not None
-                code = child.process.poll()
-                if code is None or self._stopping:
+                if child.process.poll() is None:
                     continue
-                log.warning("%s exited with code %s; restarting", child.name, code)
-                if time.monotonic() - child.started_at < RESTART_BACKOFF_S:
-                    time.sleep(RESTART_BACKOFF_S)
-                child.restarts += 1
-                child.start()
-            time.sleep(0.5)
+                if child.restart_at is None:
+                    ran_s = now - child.started_at
+                    if ran_s >= HEALTHY_AFTER_S:
+                        child.backoff_s = RESTART_BACKOFF_S
+                    log.warning(
+                        "%s exited with code %s after %.1f s; restarting in %.0f s",
+                        child.name,
+                        child.process.returncode,
+                        ran_s,
+                        child.backoff_s,
+                    )
+                    child.restart_at = now + child.backoff_s
+                    child.backoff_s = min(child.backoff_s * 2, RESTART_BACKOFF_MAX_S)
+                elif now >= child.restart_at:
+                    child.restart_at = None
+                    child.restarts += 1
+                    child.start()
+            time.sleep(0.2)
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True

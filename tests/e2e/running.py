@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 
 def free_port() -> int:
@@ -68,11 +70,18 @@ def zip_of(files: dict[str, str]) -> bytes:
 
 
 class RunningPlatform:
-    def __init__(self, process: subprocess.Popen[bytes], url: str, data_dir: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], url: str, data_dir: Path, token: str
+    ) -> None:
         self.process = process
         self.url = url
         self.data_dir = data_dir
-        self.client = httpx.Client(base_url=url, timeout=30)
+        # Uploads belong to a participant: the client carries the API token of one.
+        self.token = token
+        self.client = httpx.Client(
+            base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}
+        )
+        self.log_path = data_dir.parent / "edc-up.log"
 
     def upload(self, name: str, payload: bytes) -> httpx.Response:
         return self.client.post(
@@ -99,24 +108,33 @@ def start_platform(
             "EDC_DATA_DIR": str(tmp_path / "data"),
             "EDC_SANDBOX": "bwrap",
             "EDC_TASK_DIR": str(quick_task(tmp_path / "task")),
+            # Tests upload in bursts; the limits have their own tests.
+            "EDC_MAX_QUEUED_PER_USER": "1000",
+            "EDC_SUBMISSIONS_PER_DAY": "1000",
         }
     )
     env.update(dict(extra_env))
+    # A file, not a pipe: nobody reads a pipe during the test, and a full one blocks the platform.
+    log = (tmp_path / "edc-up.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "edc", "up", "--port", str(port), "--workers", str(workers)],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+    log.close()
+    STARTED.append(process)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            out = process.stdout.read().decode() if process.stdout else ""
+            out = (tmp_path / "edc-up.log").read_text(errors="replace")
             raise AssertionError(f"edc up exited early with {process.returncode}:\n{out}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return RunningPlatform(process, url, tmp_path / "data")
+                token = create_user(env, "tester")
+                return RunningPlatform(process, url, tmp_path / "data", token)
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -124,8 +142,34 @@ def start_platform(
     raise AssertionError("edc up did not become ready in 60 s")
 
 
+def create_user(env: dict[str, str], name: str, *, admin: bool = False) -> str:
+    """`edc user create NAME` against the platform's database; returns the printed token."""
+    args = [sys.executable, "-m", "edc", "user", "create", name] + (["--admin"] if admin else [])
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"edc user create failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout.strip().splitlines()[-1]
+
+
 def stop_platform(platform: RunningPlatform) -> str:
+    """SIGTERM `edc up` as an operator would; returns everything it logged."""
     platform.client.close()
-    platform.process.send_signal(signal.SIGTERM)
-    out, _ = platform.process.communicate(timeout=40)
-    return out.decode(errors="replace")
+    if platform.process.poll() is None:
+        platform.process.send_signal(signal.SIGTERM)
+        platform.process.wait(timeout=40)
+    return platform.log_path.read_text(errors="replace")
+
+
+# Every `edc up` a test started; tests/e2e/conftest.py kills what a failed test left running.
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def kill_leftovers() -> None:
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is not None:
+            continue
+        tree = psutil.Process(process.pid).children(recursive=True)
+        for member in [psutil.Process(process.pid), *tree]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        process.wait()

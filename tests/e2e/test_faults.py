@@ -163,7 +163,10 @@ def test_portal_killed_mid_upload_leaves_no_row_without_file_or_file_without_row
             httpx.post(
                 f"{platform.url}/api/v1/submissions",
                 content=slow_body(),
-                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                headers={
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    "Authorization": f"Bearer {platform.token}",
+                },
                 timeout=30,
             )
         uploads = platform.data_dir / "uploads"

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from tests.competition.helpers import bearer, make_user
 
 from edc import db
 from edc.config import Settings
@@ -47,13 +48,25 @@ GOOD_ZIP = zip_of({"mine/submission.py": GOOD_CODE, "mine/README": b"hello"})
 def api_settings(settings: Settings) -> Settings:
     # Small limits so the refusals need only small bodies.
     return settings.model_copy(
-        update={"max_upload_mb": 4, "max_unpacked_mb": 2, "max_archive_entries": 50}
+        update={
+            "max_upload_mb": 4,
+            "max_unpacked_mb": 2,
+            "max_archive_entries": 50,
+            # Limits are tested in tests/competition; here they must not get in the way.
+            "max_queued_per_user": 1000,
+            "submissions_per_day": 1000,
+        }
     )
 
 
 @pytest.fixture
-def client(api_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(api_settings)) as test_client:
+def token(api_settings: Settings) -> str:
+    return make_user(api_settings, "tester")[1]
+
+
+@pytest.fixture
+def client(api_settings: Settings, token: str) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings), headers=bearer(token)) as test_client:
         yield test_client
 
 
@@ -200,10 +213,11 @@ def test_filename_that_is_not_utf8_is_read_as_latin1(
 
 
 def test_queue_down_still_accepts_and_keeps_the_row(
-    api_settings: Settings, caplog: pytest.LogCaptureFixture
+    api_settings: Settings, token: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = api_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{closed_port()}/0"})
-    with TestClient(create_app(settings)) as client, caplog.at_level(logging.WARNING):
+    app = create_app(settings)
+    with TestClient(app, headers=bearer(token)) as client, caplog.at_level(logging.WARNING):
         created = upload(client, GOOD_ZIP)
     assert created["http"] == 201
     with db.session_scope(settings) as session:
@@ -367,7 +381,7 @@ def test_multipart_body_cut_short(client: TestClient, api_settings: Settings) ->
 
 
 @pytest.fixture
-def full_disk_client(api_settings: Settings) -> Iterator[TestClient]:
+def full_disk_client(api_settings: Settings, token: str) -> Iterator[TestClient]:
     """The uploads folder on a 512 KB tmpfs, so a 1 MB upload really fills the disk."""
     uploads = api_settings.uploads_dir
     uploads.mkdir(parents=True, exist_ok=True)
@@ -380,7 +394,7 @@ def full_disk_client(api_settings: Settings) -> Iterator[TestClient]:
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
-        with TestClient(create_app(api_settings)) as test_client:
+        with TestClient(create_app(api_settings), headers=bearer(token)) as test_client:
             yield test_client
     finally:
         subprocess.run(["umount", str(uploads)], check=True)

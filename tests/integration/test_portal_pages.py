@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from tests.competition.helpers import csrf_from, make_user, web_login
 
 from edc import db
 from edc.config import Settings
-from edc.models import FailureReason, Submission, SubmissionStatus
+from edc.models import FailureReason, Submission, SubmissionStatus, User
 from edc.portal.app import create_app
 
 BOOTSTRAP_CSS = "/static/vendor/bootstrap/bootstrap.min.css"
@@ -29,13 +30,22 @@ def good_zip() -> bytes:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def owner_id(settings: Settings) -> int:
+    return make_user(settings, "pager")[0]
+
+
+@pytest.fixture
+def client(settings: Settings, owner_id: int) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
+        web_login(test_client, "pager")
         yield test_client
 
 
 def add_row(settings: Settings, **fields: Any) -> int:
+    with db.session_scope(settings) as session:
+        owner = session.scalar(select(User.id).where(User.name == "pager"))
     values: dict[str, Any] = {
+        "user_id": owner,
         "status": SubmissionStatus.COMPLETED,
         "file_path": "uploads/x.zip",
         "sha256": "ab" * 32,
@@ -70,6 +80,12 @@ def test_page_lists_submissions_with_vendored_bootstrap(
     assert "Bootstrap" in css.text[:200]
     assert client.get(BOOTSTRAP_JS).status_code == 200
     assert client.get("/static/vendor/bootstrap/LICENSE").status_code == 200
+    for asset in (
+        "vendor/chartjs/chart.umd.min.js",
+        "vendor/chartjs/LICENSE.md",
+        "js/submission.js",
+    ):
+        assert client.get(f"/static/{asset}").status_code == 200
 
 
 def test_page_shows_newest_first_with_key_figures(client: TestClient, settings: Settings) -> None:
@@ -115,21 +131,47 @@ def _row(html: str, submission_id: int) -> str:
     return html[start : html.index("</tr>", start)]
 
 
-def test_upload_form_redirects_to_the_list(client: TestClient, settings: Settings) -> None:
+def form_token(client: TestClient) -> dict[str, str]:
+    return {"csrf_token": csrf_from(client.get("/").text)}
+
+
+def test_upload_form_redirects_to_the_live_page(client: TestClient, settings: Settings) -> None:
     response = client.post(
-        "/submit", files={"file": ("mine.zip", good_zip())}, follow_redirects=False
+        "/submit",
+        data=form_token(client),
+        files={"file": ("mine.zip", good_zip())},
+        follow_redirects=False,
     )
     assert response.status_code == 303
     with db.session_scope(settings) as session:
         new_id = session.scalar(select(func.max(Submission.id)))
-    assert response.headers["location"] == f"/?submitted={new_id}"
+    assert response.headers["location"] == f"/submissions/{new_id}"
     page = client.get(response.headers["location"])
-    assert f"Submission #{new_id} was received" in page.text
+    assert f"Submission #{new_id}" in page.text
     assert "mine.zip" in page.text
+    assert 'data-status="queued"' in page.text
+    assert "position 1 in the queue" in page.text
+    assert f"/api/v1/submissions/{new_id}/events" in page.text
+    assert "mine.zip" in client.get("/").text
+
+
+def test_upload_form_without_its_csrf_token_is_refused(
+    client: TestClient, settings: Settings
+) -> None:
+    response = client.post(
+        "/submit", data={"csrf_token": "forged"}, files={"file": ("mine.zip", good_zip())}
+    )
+    assert response.status_code == 403
+    assert "security token" in response.text
+    with db.session_scope(settings) as session:
+        assert session.scalar(select(func.count()).select_from(Submission)) == 0
+    assert list(settings.uploads_dir.iterdir()) == []
 
 
 def test_refused_form_upload_shows_the_reason(client: TestClient, settings: Settings) -> None:
-    response = client.post("/submit", files={"file": ("notes.zip", b"plain text")})
+    response = client.post(
+        "/submit", data=form_token(client), files={"file": ("notes.zip", b"plain text")}
+    )
     assert response.status_code == 400
     assert "text/html" in response.headers["content-type"]
     assert (

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 import uvicorn
+from tests.competition.helpers import make_user
 
 from edc.config import Settings
 from edc.portal.app import create_app
@@ -34,6 +35,7 @@ ANSWER_TIMEOUT_S = 20.0
 class Portal:
     port: int
     settings: Settings
+    token: str
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ def portal(settings: Settings) -> Iterator[Portal]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield Portal(port=port, settings=limited)
+    yield Portal(port=port, settings=limited, token=make_user(limited, "streamer")[1])
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -61,6 +63,7 @@ def send_headers(portal: Portal, extra: bytes) -> socket.socket:
     sock.sendall(
         b"POST /api/v1/submissions HTTP/1.1\r\n"
         b"Host: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + portal.token.encode() + b"\r\n"
         b"Content-Type: multipart/form-data; boundary=" + BOUNDARY + b"\r\n" + extra + b"\r\n"
     )
     return sock

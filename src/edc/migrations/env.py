@@ -26,8 +26,9 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
-    engine = make_engine(url)
-    engine.pool = pool.NullPool(engine.pool._creator)
+    # A NullPool from the start: swapping the pool after creation skipped the dialect's
+    # first-connect initialisation, which SQLite batch migrations need (server version).
+    engine = make_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         # render_as_batch: SQLite can only alter tables by copying them.
         context.configure(

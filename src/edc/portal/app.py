@@ -19,7 +19,7 @@ from edc.config import Settings, get_settings
 from edc.errors import EdcError
 from edc.portal import presentation
 from edc.portal.errors import edc_error_handler, validation_error_handler
-from edc.portal.routes import api, health, pages
+from edc.portal.routes import account, admin_api, admin_pages, api, health, pages
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(EdcError, edc_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.include_router(pages.router)
+    app.include_router(account.router)
+    app.include_router(admin_pages.router)
     app.include_router(api.router, prefix="/api/v1")
+    app.include_router(admin_api.router, prefix="/api/v1")
     app.include_router(health.router)
     return app
 
@@ -70,4 +73,5 @@ def make_templates() -> Jinja2Templates:
     templates.env.globals["status_badge"] = presentation.STATUS_BADGE
     templates.env.globals["key_figures"] = presentation.key_figures
     templates.env.filters["when"] = presentation.when
+    templates.env.filters["number"] = presentation.number
     return templates

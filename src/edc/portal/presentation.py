@@ -34,6 +34,13 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
+def number(value: float | None) -> str:
+    """A figure for a table cell; blank when there is none."""
+    if value is None or not math.isfinite(value):
+        return ""
+    return _number(value)
+
+
 def _bytes(value: float) -> str:
     return f"{value / (1024 * 1024):,.1f} MB"
 

@@ -10,7 +10,7 @@ bytes pass the limit.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -24,8 +24,11 @@ from edc.errors import InvalidUpload, UploadTooLarge
 from edc.models import Submission
 
 FILE_FIELD = "file"
-# Room for the multipart boundaries and part headers around the file itself.
+# Room for the multipart boundaries, part headers and small fields around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# Text fields before the file (a form's CSRF token) are kept up to these bounds.
+MAX_TEXT_FIELDS = 8
+MAX_TEXT_FIELD_BYTES = 1024
 
 # The request body as OpenAPI shows it, since the route reads the stream itself.
 UPLOAD_OPENAPI: dict[str, Any] = {
@@ -51,8 +54,18 @@ UPLOAD_OPENAPI: dict[str, Any] = {
 }
 
 
-async def receive_submission(request: Request, settings: Settings) -> Submission:
-    """Stream the request's file field into a new submission; raises the project's errors."""
+async def receive_submission(
+    request: Request,
+    settings: Settings,
+    *,
+    owner_id: int,
+    check_fields: Callable[[Mapping[str, str]], None] | None = None,
+) -> Submission:
+    """Stream the request's file field into a new submission; raises the project's errors.
+
+    ``check_fields`` sees the small text fields that came before the file (an HTML form's CSRF
+    token) and may refuse the request before a byte of the file is stored.
+    """
     reader = MultipartFileReader(
         request,
         field=FILE_FIELD,
@@ -60,9 +73,11 @@ async def receive_submission(request: Request, settings: Settings) -> Submission
         file_limit_bytes=settings.max_upload_bytes,
     )
     await reader.open()
+    if check_fields is not None:
+        check_fields(reader.fields)
     async with aclosing(reader.chunks()) as chunks:
         return await submissions.create_submission(
-            settings, filename=reader.filename, chunks=chunks
+            settings, owner_id=owner_id, filename=reader.filename, chunks=chunks
         )
 
 
@@ -90,6 +105,10 @@ class MultipartFileReader:
         self._file_done = False
         self._body_done = False
         self._pending: deque[bytes] = deque()
+        # Small text fields seen before the file, by name (later ones are not kept).
+        self.fields: dict[str, str] = {}
+        self._text_name: str | None = None
+        self._text_value = bytearray()
 
     async def open(self) -> None:
         """Check the headers, then read until the file field's own headers have arrived."""
@@ -200,15 +219,31 @@ class MultipartFileReader:
             self._in_file = True
             self._file_found = True
             self.filename = _decode_filename(options.get(b"filename"))
+        elif (
+            disposition == b"form-data"
+            and b"filename" not in options
+            and not self._file_found
+            and len(self.fields) < MAX_TEXT_FIELDS
+        ):
+            self._text_name = options.get(b"name", b"").decode("utf-8", "replace")
+            self._text_value.clear()
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file and end > start:
             self._pending.append(bytes(data[start:end]))
+        elif self._text_name is not None:
+            if len(self._text_value) + (end - start) > MAX_TEXT_FIELD_BYTES:
+                self._text_name = None  # too long to be one of ours: skipped
+            else:
+                self._text_value += data[start:end]
 
     def _on_part_end(self) -> None:
         if self._in_file:
             self._in_file = False
             self._file_done = True
+        elif self._text_name is not None:
+            self.fields.setdefault(self._text_name, self._text_value.decode("utf-8", "replace"))
+            self._text_name = None
 
     def _on_end(self) -> None:
         self._body_done = True

@@ -8,14 +8,12 @@ infrastructure retry: never stuck in ``processing``.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
 import shutil
 import signal
 import socket
-import sys
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -27,14 +25,13 @@ from sqlalchemy import update
 from edc import archive, db
 from edc.config import Settings, get_settings
 from edc.errors import InvalidUpload, RunFailed, SandboxUnavailable
+from edc.lifetime import die_with_parent
 from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
 from edc.scheduler import queue
 from edc.worker.evaluation import StageFailed, evaluate
 from edc.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
-
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -58,22 +55,6 @@ def worker_slot(worker_id: str) -> str:
     return worker_id.rsplit("-", 1)[0]
 
 
-def _die_with_worker() -> None:
-    """Ask the kernel to SIGKILL this work-horse when the worker process dies.
-
-    RQ's work-horse otherwise outlives a SIGKILLed worker and keeps running its job unseen
-    (rq/rq#646); dying with it lets the reconciler hand the job to a live worker instead.
-    The sandbox, started with die-with-parent, goes down with the horse.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the worker died before prctl took effect
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class WorkerStopping(BaseException):
     """The worker is shutting down: hand the submission back rather than finish it.
 
@@ -92,7 +73,10 @@ def process_submission(submission_id: int, attempt: int | None = None) -> None:
 
     job = get_current_job()
     if job is not None:
-        _die_with_worker()
+        # RQ's work-horse otherwise outlives a SIGKILLed worker and runs its job unseen
+        # (rq/rq#646); dying with it lets the reconciler hand the job to a live worker.
+        # The sandbox, started die-with-parent, goes down with the horse.
+        die_with_parent(signal.SIGKILL)
         # The worker forwards its SIGTERM here (see queue.HandBackWorker).
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     settings = get_settings()

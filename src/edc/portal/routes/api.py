@@ -1,23 +1,58 @@
-"""The JSON API, version 1."""
+"""The JSON API, version 1: submissions (the caller's own), live events, the leaderboard, tokens."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from edc import submissions
+from edc import accounts, admin, competition, leaderboard, limits, storage, submissions
+from edc.errors import NotFound
+from edc.models import User, utcnow
+from edc.portal.auth import CurrentIdentity, client_address
 from edc.portal.deps import SessionDep, SettingsDep
+from edc.portal.events import snapshot, submission_stream
 from edc.portal.upload import UPLOAD_OPENAPI, receive_submission
-from edc.schemas import ErrorOut, Page, SubmissionCreated, SubmissionOut
+from edc.portal.views import submission_out, submissions_out, visible_submission
+from edc.schemas import (
+    CompetitionOut,
+    ErrorOut,
+    LeaderboardEntryOut,
+    LeaderboardOut,
+    MeOut,
+    Page,
+    RecordOut,
+    SubmissionCreated,
+    SubmissionLogs,
+    SubmissionOut,
+    TokenIssued,
+    TokenRequest,
+    UsageOut,
+    UserOut,
+)
 
-router = APIRouter(tags=["submissions"])
+router = APIRouter()
 
 MAX_PAGE_SIZE = 100
 
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No valid API token or session."},
+}
+_MINE: dict[int | str, dict[str, Any]] = {
+    **_AUTH,
+    404: {"model": ErrorOut, "description": "No such submission, or not yours."},
+}
 _REFUSALS: dict[int | str, dict[str, Any]] = {
+    **_AUTH,
     400: {"model": ErrorOut, "description": "The archive is refused; `detail` says why."},
+    403: {"model": ErrorOut, "description": "Outside the competition window."},
     413: {"model": ErrorOut, "description": "The upload is over the size limit."},
+    429: {
+        "model": ErrorOut,
+        "description": "Over a submission limit; `Retry-After` and `detail` say when to retry.",
+    },
     503: {"model": ErrorOut, "description": "The database does not answer."},
     507: {"model": ErrorOut, "description": "The upload disk is full."},
 }
@@ -29,35 +64,205 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     response_model=SubmissionCreated,
     responses=_REFUSALS,
     openapi_extra=UPLOAD_OPENAPI,
+    tags=["submissions"],
 )
-async def create_submission(request: Request, settings: SettingsDep) -> SubmissionCreated:
+async def create_submission(
+    request: Request, settings: SettingsDep, identity: CurrentIdentity
+) -> SubmissionCreated:
     """Upload a zip (multipart field `file`); it is checked, stored and queued for evaluation."""
-    submission = await receive_submission(request, settings)
+    submission = await receive_submission(request, settings, owner_id=identity.user_id)
     return SubmissionCreated.model_validate(submission)
 
 
 @router.get(
     "/submissions/{submission_id}",
     response_model=SubmissionOut,
-    responses={404: {"model": ErrorOut, "description": "No such submission."}},
+    responses=_MINE,
+    tags=["submissions"],
 )
-def read_submission(submission_id: int, session: SessionDep) -> SubmissionOut:
-    return SubmissionOut.model_validate(
-        submissions.get_submission(session, submission_id=submission_id)
+def read_submission(
+    submission_id: int, session: SessionDep, identity: CurrentIdentity
+) -> SubmissionOut:
+    return submission_out(session, visible_submission(session, submission_id, identity))
+
+
+@router.get("/submissions", response_model=Page, responses=_AUTH, tags=["submissions"])
+def list_submissions(
+    session: SessionDep,
+    identity: CurrentIdentity,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    everyone: Annotated[bool, Query(description="Admins: every participant's.")] = False,
+) -> Page:
+    """Your submissions, newest first."""
+    owner_id = None if everyone and identity.is_admin else identity.user_id
+    rows, total = submissions.list_submissions(
+        session, limit=limit, offset=offset, owner_id=owner_id
+    )
+    return Page(items=submissions_out(session, rows), total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/submissions/{submission_id}/events",
+    responses={
+        **_MINE,
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`submission` events (the submission as JSON) while it moves, then "
+            "one `end` event after its final state.",
+        },
+    },
+    tags=["submissions"],
+)
+async def submission_events(
+    submission_id: int, request: Request, settings: SettingsDep, identity: CurrentIdentity
+) -> StreamingResponse:
+    """Server-sent events: the submission each time its status, queue position or result changes."""
+    # Refused with 404 before the stream starts, like the other reads.
+    await run_in_threadpool(snapshot, settings, submission_id, identity)
+    stream = submission_stream(
+        settings, submission_id, identity, is_disconnected=request.is_disconnected
+    )
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-@router.get("/submissions", response_model=Page)
-def list_submissions(
-    session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> Page:
-    """Submissions, newest first."""
-    rows, total = submissions.list_submissions(session, limit=limit, offset=offset)
-    return Page(
-        items=[SubmissionOut.model_validate(row) for row in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
+@router.get(
+    "/submissions/{submission_id}/logs",
+    response_model=SubmissionLogs,
+    responses=_MINE,
+    tags=["submissions"],
+)
+def read_logs(submission_id: int, session: SessionDep, identity: CurrentIdentity) -> SubmissionLogs:
+    """The logs you may read: the public-prompt run's; admins also get the full logs."""
+    row = visible_submission(session, submission_id, identity)
+    return SubmissionLogs(
+        id=row.id, public_logs=row.public_logs, logs=row.logs if identity.is_admin else None
+    )
+
+
+@router.get(
+    "/submissions/{submission_id}/archive",
+    response_class=FileResponse,
+    responses=_MINE,
+    tags=["submissions"],
+)
+def download_archive(
+    submission_id: int, settings: SettingsDep, session: SessionDep, identity: CurrentIdentity
+) -> FileResponse:
+    """The uploaded zip, to its owner and to admins."""
+    row = visible_submission(session, submission_id, identity)
+    path = storage.path_for(settings, row.file_path)
+    if not path.is_file():
+        raise NotFound(f"The archive of submission {submission_id} is gone.")
+    return FileResponse(path, media_type="application/zip", filename=row.original_filename)
+
+
+@router.post(
+    "/submissions/{submission_id}/cancel",
+    response_model=SubmissionOut,
+    responses={**_MINE, 409: {"model": ErrorOut, "description": "Already finished."}},
+    tags=["submissions"],
+)
+def cancel_submission(
+    submission_id: int, settings: SettingsDep, session: SessionDep, identity: CurrentIdentity
+) -> SubmissionOut:
+    """Cancel your queued or running submission (it does not count against your limits)."""
+    visible_submission(session, submission_id, identity)
+    session.commit()  # the cancel runs in its own transaction; read its outcome afresh after
+    admin.cancel(
+        settings, submission_id=submission_id, by_name=identity.name, by_admin=identity.is_admin
+    )
+    session.expire_all()
+    return submission_out(session, visible_submission(session, submission_id, identity))
+
+
+@router.get("/me", response_model=MeOut, responses=_AUTH, tags=["account"])
+def me(settings: SettingsDep, session: SessionDep, identity: CurrentIdentity) -> MeOut:
+    """Who you are, where you stand against the limits, and whether uploads are open."""
+    now = utcnow()
+    user = session.get(User, identity.user_id)
+    assert user is not None
+    state = limits.usage(session, settings, user_id=user.id, now=now)
+    window = competition.Window.from_settings(settings)
+    return MeOut(
+        user=UserOut.model_validate(user),
+        usage=UsageOut(
+            used_today=state.used_today,
+            per_day=state.per_day,
+            waiting=state.waiting,
+            max_waiting=state.max_waiting,
+            next_allowed_at=state.next_allowed_at,
+        ),
+        competition=CompetitionOut(
+            start=window.start,
+            end=window.end,
+            open=window.is_open(now),
+            message=window.describe(now),
+        ),
+    )
+
+
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=TokenIssued,
+    responses={
+        401: {"model": ErrorOut, "description": "Wrong user name or password."},
+        429: {"model": ErrorOut, "description": "Too many failed log-ins; see Retry-After."},
+    },
+    tags=["account"],
+)
+def issue_token(
+    body: TokenRequest, request: Request, settings: SettingsDep, session: SessionDep
+) -> TokenIssued:
+    """Log in with name and password and get a new API token (shown once) for the CLI."""
+    logged_in = accounts.log_in(
+        settings, name=body.name, password=body.password, client_address=client_address(request)
+    )
+    user = session.get(User, logged_in.id)
+    assert user is not None
+    token = accounts.issue_api_token(session, user=user, label=body.label)
+    return TokenIssued(token=token, user=UserOut.model_validate(user))
+
+
+@router.get("/leaderboard", response_model=LeaderboardOut, tags=["leaderboard"])
+def read_leaderboard(settings: SettingsDep, session: SessionDep) -> LeaderboardOut:
+    """Each participant's best correct submission, ranked by the task's score (public)."""
+    return leaderboard_out(leaderboard.compute(session, leaderboard.task_ranking(settings)))
+
+
+@router.get("/leaderboard/history", response_model=list[RecordOut], tags=["leaderboard"])
+def read_history(settings: SettingsDep, session: SessionDep) -> list[RecordOut]:
+    """The best score over time: every submission that beat all earlier ones (public)."""
+    records = leaderboard.history(session, leaderboard.task_ranking(settings))
+    return [RecordOut.model_validate(r, from_attributes=True) for r in records]
+
+
+def entry_out(entry: leaderboard.Entry) -> LeaderboardEntryOut:
+    return LeaderboardEntryOut(
+        rank=entry.rank,
+        participant=entry.participant,
+        submission_id=entry.submission_id,
+        score=entry.score,
+        score_ci=entry.score_ci,
+        statistically_tied=entry.tied_with_above,
+        tpot_p50_ms=entry.tpot_p50_ms,
+        ttft_p50_ms=entry.ttft_p50_ms,
+        output_tokens_per_s=entry.tokens_per_s,
+        submitted_at=entry.submitted_at,
+        baseline=entry.is_baseline,
+    )
+
+
+def leaderboard_out(board: leaderboard.Leaderboard) -> LeaderboardOut:
+    return LeaderboardOut(
+        metric=board.ranking.metric,
+        direction=board.ranking.direction,
+        entries=[entry_out(e) for e in board.entries],
+        baselines=[entry_out(e) for e in board.baselines],
+        generated_at=board.generated_at,
     )

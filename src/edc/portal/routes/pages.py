@@ -1,61 +1,147 @@
-"""The HTML pages: the submissions table and the upload form."""
+"""The participant's pages: home (upload form, own submissions), a submission, the leaderboard."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from edc import db, submissions
+from edc import db, leaderboard, limits, submissions
 from edc.config import Settings
 from edc.errors import EdcError
-from edc.portal.deps import SettingsDep, TemplatesDep
-from edc.portal.errors import status_for
+from edc.models import utcnow
+from edc.portal.auth import CSRF_FIELD, Identity, OptionalIdentity, PageIdentity, check_csrf
+from edc.portal.errors import headers_for, status_for
+from edc.portal.render import checked_form, render
+from edc.portal.routes.api import leaderboard_out
 from edc.portal.upload import receive_submission
+from edc.portal.views import submission_event, submissions_out, visible_submission
+from edc.schemas import RecordOut
 
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
 
 
-@router.get("/", response_class=HTMLResponse, name="index")
+@router.get("/", name="index")
 async def index(
     request: Request,
-    settings: SettingsDep,
-    templates: TemplatesDep,
+    identity: OptionalIdentity,
     offset: Annotated[int, Query(ge=0)] = 0,
-    submitted: int | None = None,
 ) -> Response:
-    context = await run_in_threadpool(_page_context, settings, offset)
-    context["submitted"] = submitted
-    return templates.TemplateResponse(request, "index.html", context)
+    settings: Settings = request.app.state.settings
+    context = await run_in_threadpool(_home_context, settings, identity, offset)
+    return render(request, "index.html", context, identity=identity)
 
 
 @router.post("/submit", name="submit")
-async def submit(request: Request, settings: SettingsDep, templates: TemplatesDep) -> Response:
-    """The upload form: back to the list on success, the same page with the reason on refusal."""
+async def submit(request: Request, identity: PageIdentity) -> Response:
+    """The upload form: on to the submission's live page, or the home page with the reason."""
+    settings: Settings = request.app.state.settings
+
+    def check_token(fields: Mapping[str, str]) -> None:
+        if identity.via == "session":
+            check_csrf(request, identity.session_id, fields.get(CSRF_FIELD))
+
     try:
-        submission = await receive_submission(request, settings)
-    except EdcError as exc:
-        context = await run_in_threadpool(_page_context, settings, 0)
-        context["error"] = exc.message
-        return templates.TemplateResponse(
-            request, "index.html", context, status_code=status_for(exc)
+        submission = await receive_submission(
+            request, settings, owner_id=identity.user_id, check_fields=check_token
         )
-    url = request.url_for("index").include_query_params(submitted=submission.id)
-    return RedirectResponse(url.path + "?" + url.query, status_code=303)
+    except EdcError as exc:
+        context = await run_in_threadpool(_home_context, settings, identity, 0)
+        context["error"] = exc.message
+        return render(
+            request,
+            "index.html",
+            context,
+            identity=identity,
+            status_code=status_for(exc),
+            headers=headers_for(exc),
+        )
+    url = request.url_for("submission_page", submission_id=submission.id)
+    return RedirectResponse(url.path, status_code=303)
 
 
-def _page_context(settings: Settings, offset: int) -> dict[str, Any]:
-    with submissions.database_errors(), db.session_scope(settings) as session:
-        rows, total = submissions.list_submissions(session, limit=PAGE_SIZE, offset=offset)
-    return {
-        "submissions": rows,
-        "total": total,
-        "offset": offset,
-        "page_size": PAGE_SIZE,
+def _home_context(settings: Settings, identity: Identity | None, offset: int) -> dict[str, Any]:
+    context: dict[str, Any] = {
         "max_upload_mb": settings.max_upload_mb,
         "error": None,
+        "submissions": [],
+        "total": 0,
+        "offset": offset,
+        "page_size": PAGE_SIZE,
+        "usage": None,
+        "signup": settings.signup,
     }
+    if identity is None:
+        return context
+    with submissions.database_errors(), db.session_scope(settings) as session:
+        rows, total = submissions.list_submissions(
+            session, limit=PAGE_SIZE, offset=offset, owner_id=identity.user_id
+        )
+        context["submissions"] = submissions_out(session, rows)
+        context["total"] = total
+        context["usage"] = limits.usage(session, settings, user_id=identity.user_id, now=utcnow())
+    return context
+
+
+@router.get("/submissions/{submission_id}", name="submission_page")
+async def submission_page(submission_id: int, request: Request, identity: PageIdentity) -> Response:
+    settings: Settings = request.app.state.settings
+
+    def load() -> dict[str, Any]:
+        with submissions.database_errors(), db.session_scope(settings) as session:
+            row = visible_submission(session, submission_id, identity)
+            return {
+                "submission": submission_event(session, row),
+                "logs": row.logs if identity.is_admin else None,
+            }
+
+    context = await run_in_threadpool(load)
+    return render(request, "submission.html", context, identity=identity)
+
+
+@router.post("/submissions/{submission_id}/cancel", name="cancel_page")
+async def cancel(submission_id: int, request: Request, identity: PageIdentity) -> Response:
+    from edc import admin
+
+    await checked_form(request, identity)
+    settings: Settings = request.app.state.settings
+
+    def run() -> None:
+        with submissions.database_errors(), db.session_scope(settings) as session:
+            visible_submission(session, submission_id, identity)
+        admin.cancel(
+            settings,
+            submission_id=submission_id,
+            by_name=identity.name,
+            by_admin=identity.is_admin,
+        )
+
+    await run_in_threadpool(run)
+    url = request.url_for("submission_page", submission_id=submission_id)
+    return RedirectResponse(url.path, status_code=303)
+
+
+@router.get("/leaderboard", name="leaderboard_page")
+async def leaderboard_page(request: Request, identity: OptionalIdentity) -> Response:
+    settings: Settings = request.app.state.settings
+
+    def load() -> dict[str, Any]:
+        ranking = leaderboard.task_ranking(settings)
+        with submissions.database_errors(), db.session_scope(settings) as session:
+            board = leaderboard.compute(session, ranking)
+            records = leaderboard.history(session, ranking)
+        return {
+            "board": leaderboard_out(board),
+            "history": [
+                RecordOut.model_validate(r, from_attributes=True).model_dump(mode="json")
+                for r in records
+            ],
+        }
+
+    context = await run_in_threadpool(load)
+    return render(request, "leaderboard.html", context, identity=identity)

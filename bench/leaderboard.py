@@ -1,0 +1,213 @@
+"""Leaderboard benchmark: 100,000 submissions from 1,000 participants in PostgreSQL.
+
+Fills a fresh database (COPY, realistic metrics: ~70% correct, the rest wrong, failed or
+cancelled, a few disqualified and baselines), starts `edc portal` on it, then times
+`GET /api/v1/leaderboard` and, interleaved in the same run, the trivial `GET /healthz`, from one
+client over HTTP. Prints p50/p99 of both and their ratio (goal: leaderboard p50 under 50 ms).
+
+Usage: python bench/leaderboard.py [--submissions 100000] [--users 1000] [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from edc import db
+from edc.config import Settings
+
+PG_ADMIN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DATABASE = "edc_bench_leaderboard"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fresh_database() -> tuple[str, str]:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    return (
+        f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{DATABASE}",
+        f"{base}/{DATABASE}",
+    )
+
+
+def metrics_for(rng: random.Random, skill: float, correct: bool) -> dict[str, object]:
+    score = max(0.2, rng.gauss(skill, skill * 0.08))
+    spread = score * rng.uniform(0.01, 0.05)
+    lat = {
+        name: {"p50": v, "p90": v * 1.2, "p99": v * 1.6, "mean": v * 1.05}
+        for name, v in (
+            ("ttft_ms", score * 3),
+            ("tpot_ms", score),
+            ("itl_ms", score),
+            ("e2e_ms", score * 66),
+        )
+    }
+    return {
+        "correct": correct,
+        "tokens_checked": 1536,
+        "max_gap": 0.0 if correct else 2.5,
+        "exact_match_rate": 1.0,
+        "first_divergence": None,
+        "latency": lat,
+        "throughput": {"output_tokens_per_s": 1000.0 / score * 6},
+        "load_s": rng.uniform(0.2, 2.0),
+        "score": score,
+        "score_ci": [score - spread, score + spread],
+        "score_metric": "latency.tpot_ms.p50",
+        "score_repeats": [score - spread / 2, score, score + spread / 2],
+        "roofline": None,
+        "itl_ms_by_position": [round(score * rng.uniform(0.9, 1.1), 4) for _ in range(63)],
+    }
+
+
+def fill(dsn: str, *, users: int, submissions: int) -> None:
+    rng = random.Random(20261129)
+    start = datetime.now(UTC) - timedelta(days=30)
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy("COPY users (id, name, is_admin, created_at) FROM STDIN") as copy:
+            for i in range(1, users + 1):
+                copy.write_row((i, f"user{i:04d}", i == 1, start))
+        skills = {i: rng.uniform(2.0, 20.0) for i in range(1, users + 1)}
+        columns = (
+            "status, file_path, sha256, size_bytes, original_filename, created_at, queued_at, "
+            "started_at, finished_at, result_metrics, failure_reason, failure_message, attempt, "
+            "user_id, is_baseline, disqualified"
+        )
+        with cur.copy(f"COPY submissions ({columns}) FROM STDIN") as copy:
+            for n in range(submissions):
+                user = rng.randint(1, users)
+                created = start + timedelta(seconds=n * 25)
+                kind = rng.random()
+                status, reason, message, result = "completed", None, None, None
+                if kind < 0.70:
+                    result = metrics_for(rng, skills[user] * (1 - n / submissions / 3), True)
+                elif kind < 0.80:
+                    result = metrics_for(rng, skills[user], False)
+                elif kind < 0.95:
+                    status, reason, message = "failed", "crashed", "The submission exited 1."
+                else:
+                    status, message = "cancelled", "Cancelled by its owner."
+                copy.write_row(
+                    (
+                        status,
+                        f"uploads/{n}.zip",
+                        "ab" * 32,
+                        1000,
+                        "s.zip",
+                        created,
+                        created,
+                        created + timedelta(seconds=5),
+                        created + timedelta(seconds=60),
+                        json.dumps(result) if result is not None else None,
+                        reason,
+                        message,
+                        1,
+                        user,
+                        user == 1 and kind < 0.05,
+                        rng.random() < 0.002,
+                    )
+                )
+        cur.execute("SELECT setval('users_id_seq', %s)", (users,))
+        conn.commit()
+        cur.execute("ANALYZE")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--submissions", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+
+    url, dsn = fresh_database()
+    db.upgrade(Settings(database_url=url))
+    began = time.perf_counter()
+    fill(dsn, users=args.users, submissions=args.submissions)
+    print(
+        f"filled {args.submissions} submissions of {args.users} participants "
+        f"in {time.perf_counter() - began:.1f} s"
+    )
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
+        env.update(
+            EDC_DATABASE_URL=url,
+            EDC_DATA_DIR=str(Path(tmp)),
+            EDC_REDIS_URL="redis://127.0.0.1:6379/15",
+        )
+        portal = subprocess.Popen(
+            [sys.executable, "-m", "edc", "portal", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the portal did not start")
+                time.sleep(0.2)
+            with httpx.Client(base_url=base, timeout=60) as client:
+                board = client.get("/api/v1/leaderboard").json()  # warm-up (loads the task)
+                timings: dict[str, list[float]] = {"/api/v1/leaderboard": [], "/healthz": []}
+                for _ in range(args.requests):
+                    for path, samples in timings.items():
+                        t = time.perf_counter()
+                        response = client.get(path)
+                        samples.append((time.perf_counter() - t) * 1000)
+                        assert response.status_code == 200, response.text
+        finally:
+            portal.send_signal(signal.SIGTERM)
+            portal.wait(timeout=30)
+
+    lb, hz = timings["/api/v1/leaderboard"], timings["/healthz"]
+    print(
+        f"leaderboard: {len(board['entries'])} ranked participants, "
+        f"{len(board['baselines'])} baselines, "
+        f"{sum(e['statistically_tied'] for e in board['entries'])} statistically tied"
+    )
+    print(f"{'endpoint':24} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, samples in (("GET /api/v1/leaderboard", lb), ("GET /healthz", hz)):
+        print(f"{name:24} {statistics.median(samples):8.1f} {percentile(samples, 0.99):8.1f}")
+    print(
+        f"ratio leaderboard/healthz: p50 {statistics.median(lb) / statistics.median(hz):.1f}x, "
+        f"p99 {percentile(lb, 0.99) / percentile(hz, 0.99):.1f}x "
+        f"(goal: leaderboard p50 < 50 ms: {'met' if statistics.median(lb) < 50 else 'NOT met'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

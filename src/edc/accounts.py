@@ -1,0 +1,220 @@
+"""Accounts: sign-up, log-in (rate limited), API tokens and browser sessions.
+
+Functions take the caller's database session and leave committing to it, except
+:func:`log_in`, which must record a failure even as it refuses. Refusals raise
+the project's errors with a sentence the user can act on; a failed log-in never says whether the
+name or the password was wrong.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from edc import db, security
+from edc.clock import aware_utc, human_duration
+from edc.config import Settings
+from edc.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, RateLimited
+from edc.models import ApiToken, LoginFailure, User, WebSession, utcnow
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{1,39}")
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 1024
+# last_used_at is refreshed at most this often, so reads do not turn into writes.
+TOKEN_TOUCH_S = 60.0
+
+
+def normalize_name(name: str) -> str:
+    """Names are case-insensitive: ``Alice`` and ``alice`` are one account."""
+    normal = name.strip().lower()
+    if not NAME_PATTERN.fullmatch(normal):
+        raise InvalidInput(
+            "A user name has 2 to 40 characters: letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit."
+        )
+    return normal
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise InvalidInput(f"A password needs at least {MIN_PASSWORD_CHARS} characters.")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise InvalidInput(f"A password has at most {MAX_PASSWORD_CHARS} characters.")
+
+
+def user_by_name(session: Session, name: str) -> User | None:
+    return session.scalar(select(User).where(User.name == name.strip().lower()))
+
+
+def create_user(
+    session: Session, *, name: str, password: str | None = None, is_admin: bool = False
+) -> User:
+    """A new account; ``password`` None makes an account that logs in with API tokens only."""
+    normal = normalize_name(name)
+    if password is not None:
+        _check_password(password)
+    if user_by_name(session, normal) is not None:
+        raise Conflict(f"The user name {normal!r} is taken.")
+    user = User(
+        name=normal,
+        password_hash=security.hash_password(password) if password is not None else None,
+        is_admin=is_admin,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def sign_up(
+    session: Session, settings: Settings, *, name: str, password: str, invite_code: str | None
+) -> User:
+    """Sign-up as the configuration allows: open, with the invite code, or not at all."""
+    if settings.signup == "closed":
+        raise Forbidden("Sign-up is closed; ask the organisers for an account.")
+    if settings.signup == "invite":
+        expected = settings.invite_code or ""
+        if not invite_code or not hmac.compare_digest(invite_code.strip(), expected):
+            raise Forbidden("The invite code is wrong; ask the organisers for one.")
+    return create_user(session, name=name, password=password)
+
+
+def set_password(session: Session, *, user: User, password: str) -> None:
+    _check_password(password)
+    user.password_hash = security.hash_password(password)
+    session.flush()
+
+
+def set_admin(session: Session, *, user: User, is_admin: bool) -> None:
+    user.is_admin = is_admin
+    session.flush()
+
+
+# --- log-in ---
+
+
+def _failure_key(name: str, client_address: str) -> str:
+    return security.digest(f"{name.strip().lower()}|{client_address}")
+
+
+def log_in(
+    settings: Settings,
+    *,
+    name: str,
+    password: str,
+    client_address: str,
+    now: datetime | None = None,
+) -> User:
+    """The user whose password this is; RateLimited after too many failures from one address.
+
+    Failures are counted per (user name, client address) over ``login_window_s``; a success
+    clears them. Runs its own transaction, so a failure stays recorded though the call raises.
+    """
+    now = now or utcnow()
+    key = _failure_key(name, client_address)
+    since = now - timedelta(seconds=settings.login_window_s)
+    with db.session_scope(settings) as session:
+        count, oldest = session.execute(
+            select(func.count(), func.min(LoginFailure.failed_at)).where(
+                LoginFailure.key == key, LoginFailure.failed_at > since
+            )
+        ).one()
+        if count >= settings.login_max_failures and oldest is not None:
+            retry_at = aware_utc(oldest) + timedelta(seconds=settings.login_window_s)
+            wait_s = int((retry_at - now).total_seconds()) + 1
+            raise RateLimited(
+                f"Too many failed log-ins for this name from your address; try again in "
+                f"{human_duration(wait_s)} (at {retry_at:%H:%M:%S} UTC).",
+                retry_after_s=wait_s,
+            )
+        user = user_by_name(session, name)
+        ok = security.verify_password(user.password_hash if user else None, password)
+        if ok:
+            assert user is not None and user.password_hash is not None
+            session.execute(delete(LoginFailure).where(LoginFailure.key == key))
+            if security.password_needs_rehash(user.password_hash):
+                user.password_hash = security.hash_password(password)
+        else:
+            session.add(LoginFailure(key=key, failed_at=now))
+            # Old failures of anyone go here, so the table stays small.
+            session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= since))
+    if not ok:
+        raise NotAuthenticated("The user name or password is wrong.")
+    assert user is not None
+    return user
+
+
+# --- API tokens ---
+
+
+def issue_api_token(session: Session, *, user: User, label: str) -> str:
+    """A new token for ``user``; the caller shows it once, since only its digest is kept."""
+    label = " ".join(label.split())[:100] or "token"
+    token = security.new_api_token()
+    session.add(ApiToken(user_id=user.id, digest=security.digest(token), label=label))
+    session.flush()
+    return token
+
+
+def user_for_api_token(session: Session, token: str, *, now: datetime | None = None) -> User | None:
+    row = session.scalar(select(ApiToken).where(ApiToken.digest == security.digest(token)))
+    if row is None:
+        return None
+    now = now or utcnow()
+    last = row.last_used_at
+    if last is None or (now - aware_utc(last)).total_seconds() > TOKEN_TOUCH_S:
+        row.last_used_at = now
+    return session.get(User, row.user_id)
+
+
+def list_api_tokens(session: Session, *, user: User) -> list[ApiToken]:
+    return list(
+        session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())
+        )
+    )
+
+
+def revoke_api_token(session: Session, *, user: User, token_id: int) -> None:
+    row = session.get(ApiToken, token_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound(f"You have no API token {token_id}.")
+    session.delete(row)
+    session.flush()
+
+
+# --- browser sessions ---
+
+
+def start_web_session(session: Session, settings: Settings, *, user: User) -> str:
+    """A fresh session id (a new one at every log-in: no session fixation)."""
+    session_id = security.new_session_id()
+    session.add(
+        WebSession(
+            user_id=user.id,
+            digest=security.digest(session_id),
+            expires_at=utcnow() + timedelta(seconds=settings.session_max_age_s),
+        )
+    )
+    # Expired sessions of this user go at each log-in, so the table does not grow without end.
+    session.execute(
+        delete(WebSession).where(WebSession.user_id == user.id, WebSession.expires_at < utcnow())
+    )
+    session.flush()
+    return session_id
+
+
+def user_for_web_session(
+    session: Session, session_id: str, *, now: datetime | None = None
+) -> User | None:
+    row = session.scalar(select(WebSession).where(WebSession.digest == security.digest(session_id)))
+    if row is None or aware_utc(row.expires_at) <= (now or utcnow()):
+        return None
+    return session.get(User, row.user_id)
+
+
+def end_web_session(session: Session, session_id: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.digest == security.digest(session_id)))

@@ -1,0 +1,281 @@
+"""The participant's (and admin's) HTTP client for the portal's API, used by the ``edc`` CLI.
+
+Errors from the network or from the portal become :class:`PortalError` with the portal's own
+sentence, so the CLI can print it as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edc.errors import EdcError
+
+UPLOAD_CHUNK_BYTES = 256 * 1024
+# Left out when a directory is zipped for upload.
+SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache"})
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+
+class PortalError(EdcError):
+    """The portal refused (``status`` set) or could not be reached (``status`` None)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Credentials:
+    server: str
+    token: str
+
+
+def credentials_path(config_dir: Path) -> Path:
+    return config_dir / "credentials.json"
+
+
+def save_credentials(config_dir: Path, credentials: Credentials) -> Path:
+    """Write the token readable by its owner only."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    path = credentials_path(config_dir)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"server": credentials.server, "token": credentials.token}, out)
+    os.chmod(path, 0o600)
+    return path
+
+
+def load_credentials(config_dir: Path) -> Credentials | None:
+    try:
+        raw = json.loads(credentials_path(config_dir).read_text())
+        return Credentials(server=str(raw["server"]), token=str(raw["token"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def zip_directory(directory: Path, into: Path) -> Path:
+    """Zip a submission directory (executable bits kept; caches and VCS folders left out)."""
+    target = into / f"{directory.resolve().name or 'submission'}.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for root, dirs, files in os.walk(directory):
+            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+            for name in sorted(files):
+                if name.endswith(SKIPPED_SUFFIXES):
+                    continue
+                path = Path(root) / name
+                archive.write(path, path.relative_to(directory).as_posix())
+    return target
+
+
+@contextmanager
+def archive_for(path: Path) -> Iterator[Path]:
+    """``path`` itself when it is a file, else a temporary zip of the directory."""
+    if path.is_dir():
+        with tempfile.TemporaryDirectory(prefix="edc-submit-") as tmp:
+            yield zip_directory(path, Path(tmp))
+    elif path.is_file():
+        yield path
+    else:
+        raise PortalError(f"{path} is neither a file nor a directory.")
+
+
+class PortalClient:
+    """One portal, one token. ``http`` may be given (tests pass a client bound to an app)."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        *,
+        http: httpx.Client | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.server = server.rstrip("/")
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = http or httpx.Client(base_url=self.server, timeout=timeout_s)
+        self._headers = headers
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PortalClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- plumbing ---
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**self._headers, **kwargs.pop("headers", {})}
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise PortalError(f"Cannot reach the portal at {self.server}: {exc}") from exc
+        _raise_for_refusal(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # --- participant ---
+
+    def issue_token(self, *, name: str, password: str, label: str) -> dict[str, Any]:
+        body = {"name": name, "password": password, "label": label}
+        result: dict[str, Any] = self._json("POST", "/api/v1/tokens", json=body)
+        return result
+
+    def me(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/api/v1/me")
+        return result
+
+    def submit(
+        self, archive: Path, *, on_progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
+        """Upload a zip as multipart, streamed from disk; ``on_progress(sent, total)``."""
+        boundary = f"edc-{uuid.uuid4().hex}"
+        filename = archive.name.replace('"', "")
+        head = (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/zip\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        size = archive.stat().st_size
+        total = len(head) + size + len(tail)
+
+        def body() -> Iterator[bytes]:
+            sent = 0
+            for part in _file_parts(archive, head, tail):
+                yield part
+                sent += len(part)
+                if on_progress is not None:
+                    on_progress(sent, total)
+
+        result: dict[str, Any] = self._json(
+            "POST",
+            "/api/v1/submissions",
+            content=body(),
+            headers={
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Content-Length": str(total),
+            },
+        )
+        return result
+
+    def submission(self, submission_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/submissions/{submission_id}")
+        return result
+
+    def logs(self, submission_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/submissions/{submission_id}/logs")
+        return result
+
+    def leaderboard(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/api/v1/leaderboard")
+        return result
+
+    def events(self, submission_id: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The submission's server-sent events as (event, data) until the stream ends."""
+        path = f"/api/v1/submissions/{submission_id}/events"
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        try:
+            with self._http.stream(
+                "GET", path, headers=headers, timeout=httpx.Timeout(60.0, read=None)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_refusal(response)
+                yield from parse_events(response.iter_lines())
+        except httpx.HTTPError as exc:
+            raise PortalError(f"Lost the portal at {self.server}: {exc}") from exc
+
+    # --- admin ---
+
+    def admin_action(
+        self, submission_id: int, action: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "POST", f"/api/v1/admin/submissions/{submission_id}/{action}", json=body or {}
+        )
+        return result
+
+    def admin_queue(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/api/v1/admin/queue")
+        return result
+
+    def admin_workers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/admin/workers")
+        return result
+
+    def admin_export(self, what: str) -> str:
+        return self._request("GET", f"/api/v1/admin/{what}.csv").text
+
+
+def _file_parts(archive: Path, head: bytes, tail: bytes) -> Iterator[bytes]:
+    yield head
+    with archive.open("rb") as source:
+        while chunk := source.read(UPLOAD_CHUNK_BYTES):
+            yield chunk
+    yield tail
+
+
+def _raise_for_refusal(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    detail, code = f"The portal answered {response.status_code}.", None
+    try:
+        body = response.json()
+        detail = str(body.get("detail", detail))
+        code = body.get("code")
+    except ValueError:
+        pass
+    retry = response.headers.get("retry-after")
+    raise PortalError(
+        detail,
+        status=response.status_code,
+        code=code,
+        retry_after_s=int(retry) if retry and retry.isdigit() else None,
+    )
+
+
+def parse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Server-sent events from text lines (the WHATWG format: fields, blank line ends one)."""
+    event = "message"
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)

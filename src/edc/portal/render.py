@@ -1,0 +1,63 @@
+"""Rendering a page: the template plus what every page needs (the caller, a CSRF token)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from edc import competition
+from edc.config import Settings
+from edc.models import utcnow
+from edc.portal.auth import CSRF_FIELD, Identity, check_csrf, csrf_token_for, set_csrf_cookie
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    identity: Identity | None,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    settings: Settings = request.app.state.settings
+    templates: Jinja2Templates = request.app.state.templates
+    full = {
+        "viewer": identity,
+        "csrf_field": CSRF_FIELD,
+        "csrf_token": csrf_token_for(request, settings, identity.session_id if identity else None),
+        "window_message": competition.Window.from_settings(settings).describe(utcnow()),
+        **context,
+    }
+    response = templates.TemplateResponse(
+        request, template, full, status_code=status_code, headers=dict(headers or {})
+    )
+    set_csrf_cookie(request, response, settings)
+    return response
+
+
+async def checked_form(request: Request, identity: Identity | None) -> FormData:
+    """The posted form, once its CSRF token is found to match this browser and session.
+
+    A caller with an API token needs none: browsers never send that header on their own.
+    """
+    form = await request.form()
+    if identity is not None and identity.via == "token":
+        return form
+    token = form.get(CSRF_FIELD)
+    check_csrf(
+        request,
+        identity.session_id if identity else None,
+        token if isinstance(token, str) else None,
+    )
+    return form
+
+
+def form_text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""

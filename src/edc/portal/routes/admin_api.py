@@ -1,0 +1,133 @@
+"""The organisers' API: rerun, cancel, disqualify, restore, baselines, queue, workers, exports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from edc import admin, leaderboard
+from edc.portal.auth import AdminIdentity
+from edc.portal.deps import SessionDep, SettingsDep
+from edc.portal.views import queue_out, submission_out
+from edc.scheduler import queue
+from edc.schemas import (
+    BaselineIn,
+    DisqualifyIn,
+    ErrorOut,
+    QueueOut,
+    SubmissionOut,
+    WorkerOut,
+)
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+_ADMIN: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No valid API token or session."},
+    403: {"model": ErrorOut, "description": "Not an admin."},
+}
+_ACTION: dict[int | str, dict[str, Any]] = {
+    **_ADMIN,
+    404: {"model": ErrorOut, "description": "No such submission."},
+    409: {"model": ErrorOut, "description": "Not in a state the action applies to."},
+}
+
+
+def _fresh(session: SessionDep, submission_id: int) -> SubmissionOut:
+    session.expire_all()
+    return submission_out(session, admin.existing(session, submission_id))
+
+
+@router.post("/submissions/{submission_id}/rerun", response_model=SubmissionOut, responses=_ACTION)
+def rerun(
+    submission_id: int, settings: SettingsDep, session: SessionDep, _admin: AdminIdentity
+) -> SubmissionOut:
+    """Evaluate a finished submission again, as a new attempt (the window does not apply)."""
+    admin.rerun(settings, submission_id=submission_id)
+    return _fresh(session, submission_id)
+
+
+@router.post("/submissions/{submission_id}/cancel", response_model=SubmissionOut, responses=_ACTION)
+def cancel(
+    submission_id: int, settings: SettingsDep, session: SessionDep, who: AdminIdentity
+) -> SubmissionOut:
+    """Cancel a queued (taken off the queue) or running (its worker stops) submission."""
+    admin.cancel(settings, submission_id=submission_id, by_name=who.name, by_admin=True)
+    return _fresh(session, submission_id)
+
+
+@router.post(
+    "/submissions/{submission_id}/disqualify", response_model=SubmissionOut, responses=_ACTION
+)
+def disqualify(
+    submission_id: int, body: DisqualifyIn, session: SessionDep, _admin: AdminIdentity
+) -> SubmissionOut:
+    """Keep the submission off the leaderboard (the reason is shown to its owner)."""
+    row = admin.set_disqualified(
+        session, submission_id=submission_id, disqualified=True, reason=body.reason
+    )
+    return submission_out(session, row)
+
+
+@router.post(
+    "/submissions/{submission_id}/restore", response_model=SubmissionOut, responses=_ACTION
+)
+def restore(submission_id: int, session: SessionDep, _admin: AdminIdentity) -> SubmissionOut:
+    """Undo a disqualification."""
+    row = admin.set_disqualified(session, submission_id=submission_id, disqualified=False)
+    return submission_out(session, row)
+
+
+@router.post(
+    "/submissions/{submission_id}/baseline", response_model=SubmissionOut, responses=_ACTION
+)
+def baseline(
+    submission_id: int, body: BaselineIn, session: SessionDep, _admin: AdminIdentity
+) -> SubmissionOut:
+    """Mark (or unmark) a submission as a baseline: shown apart on the leaderboard, unranked."""
+    row = admin.set_baseline(session, submission_id=submission_id, baseline=body.baseline)
+    return submission_out(session, row)
+
+
+@router.get("/queue", response_model=QueueOut, responses=_ADMIN)
+def read_queue(session: SessionDep, _admin: AdminIdentity) -> QueueOut:
+    """How many wait, each one's position, and what is being evaluated."""
+    return queue_out(session)
+
+
+@router.get("/workers", response_model=list[WorkerOut], responses=_ADMIN)
+def read_workers(settings: SettingsDep, _admin: AdminIdentity) -> list[WorkerOut]:
+    """The workers registered on the queue: alive or not, busy with what, since when."""
+    return [WorkerOut.model_validate(w) for w in queue.worker_states(settings)]
+
+
+@router.get(
+    "/leaderboard.csv",
+    response_class=PlainTextResponse,
+    responses={**_ADMIN, 200: {"content": {"text/csv": {}}}},
+)
+def leaderboard_csv(
+    settings: SettingsDep, session: SessionDep, _admin: AdminIdentity
+) -> PlainTextResponse:
+    """The leaderboard as CSV (the same ranking as the page and the API)."""
+    board = leaderboard.compute(session, leaderboard.task_ranking(settings))
+    return PlainTextResponse(
+        leaderboard.csv_text(board),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="leaderboard.csv"'},
+    )
+
+
+@router.get(
+    "/submissions.csv",
+    response_class=StreamingResponse,
+    responses={**_ADMIN, 200: {"content": {"text/csv": {}}}},
+)
+def submissions_csv(settings: SettingsDep, _admin: AdminIdentity) -> StreamingResponse:
+    """Every submission as CSV, streamed."""
+    return StreamingResponse(
+        admin.submissions_csv(settings),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="submissions.csv"'},
+    )

@@ -1,0 +1,111 @@
+"""The organisers' pages: queue, workers, every submission with its actions, CSV exports."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from edc import admin, db, leaderboard, submissions
+from edc.config import Settings
+from edc.errors import EdcError
+from edc.portal.auth import PageAdmin
+from edc.portal.render import checked_form, form_text, render
+from edc.portal.views import queue_out, submissions_out
+from edc.scheduler import queue
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+PAGE_SIZE = 50
+Action = Literal["rerun", "cancel", "disqualify", "restore", "baseline", "unbaseline"]
+
+
+@router.get("", name="admin_page")
+async def admin_page(
+    request: Request, identity: PageAdmin, offset: Annotated[int, Query(ge=0)] = 0
+) -> Response:
+    settings: Settings = request.app.state.settings
+
+    def load() -> dict[str, Any]:
+        with submissions.database_errors(), db.session_scope(settings) as session:
+            rows, total = submissions.list_submissions(session, limit=PAGE_SIZE, offset=offset)
+            context: dict[str, Any] = {
+                "queue": queue_out(session),
+                "submissions": submissions_out(session, rows),
+                "total": total,
+                "offset": offset,
+                "page_size": PAGE_SIZE,
+                "workers": None,
+                "workers_error": None,
+            }
+        try:
+            context["workers"] = queue.worker_states(settings)
+        except EdcError as exc:  # Redis down: the rest of the page is still useful
+            context["workers_error"] = exc.message
+        return context
+
+    context = await run_in_threadpool(load)
+    return render(request, "admin.html", context, identity=identity)
+
+
+@router.post("/submissions/{submission_id}/{action}", name="admin_action")
+async def admin_action(
+    submission_id: int, action: Action, request: Request, identity: PageAdmin
+) -> Response:
+    settings: Settings = request.app.state.settings
+    form = await checked_form(request, identity)
+
+    def run() -> None:
+        if action == "rerun":
+            admin.rerun(settings, submission_id=submission_id)
+        elif action == "cancel":
+            admin.cancel(
+                settings, submission_id=submission_id, by_name=identity.name, by_admin=True
+            )
+        else:
+            with submissions.database_errors(), db.session_scope(settings) as session:
+                if action in ("disqualify", "restore"):
+                    admin.set_disqualified(
+                        session,
+                        submission_id=submission_id,
+                        disqualified=action == "disqualify",
+                        reason=form_text(form, "reason") or None,
+                    )
+                else:
+                    admin.set_baseline(
+                        session, submission_id=submission_id, baseline=action == "baseline"
+                    )
+
+    await run_in_threadpool(run)
+    back = form_text(form, "next")
+    target = back if back.startswith("/") and not back.startswith("//") else "/admin"
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/leaderboard.csv", name="admin_leaderboard_csv")
+async def leaderboard_csv(request: Request, _identity: PageAdmin) -> Response:
+    settings: Settings = request.app.state.settings
+
+    def load() -> str:
+        with submissions.database_errors(), db.session_scope(settings) as session:
+            return leaderboard.csv_text(
+                leaderboard.compute(session, leaderboard.task_ranking(settings))
+            )
+
+    return PlainTextResponse(
+        await run_in_threadpool(load),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="leaderboard.csv"'},
+    )
+
+
+@router.get("/submissions.csv", name="admin_submissions_csv")
+async def submissions_csv(request: Request, _identity: PageAdmin) -> Response:
+    settings: Settings = request.app.state.settings
+    return StreamingResponse(
+        admin.submissions_csv(settings),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="submissions.csv"'},
+    )

@@ -1,0 +1,79 @@
+"""Submissions as the API and the pages show them: the row plus its owner and queue position."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edc import submissions
+from edc.models import Submission, SubmissionStatus, User
+from edc.portal import presentation
+from edc.portal.auth import Identity
+from edc.queue_position import queue_in_order, queue_position
+from edc.schemas import Figure, QueueItemOut, QueueOut, SubmissionEvent, SubmissionOut
+
+
+def submission_out(session: Session, row: Submission, *, owner: str | None = None) -> SubmissionOut:
+    out = SubmissionOut.model_validate(row)
+    out.queue_position = queue_position(session, row)
+    if owner is None and row.user_id is not None:
+        user = session.get(User, row.user_id)
+        owner = user.name if user else None
+    out.owner = owner
+    return out
+
+
+def submissions_out(session: Session, rows: Sequence[Submission]) -> list[SubmissionOut]:
+    names = submissions.owner_names(session, rows)
+    return [
+        submission_out(session, row, owner=names.get(row.user_id) if row.user_id else None)
+        for row in rows
+    ]
+
+
+def submission_event(session: Session, row: Submission) -> SubmissionEvent:
+    out = submission_out(session, row)
+    figures = [
+        Figure(label=f.label, value=f.value) for f in presentation.key_figures(row.result_metrics)
+    ]
+    return SubmissionEvent(**out.model_dump(), figures=figures)
+
+
+def visible_submission(session: Session, submission_id: int, viewer: Identity) -> Submission:
+    """The row when ``viewer`` owns it or is an admin; NotFound otherwise (ids cannot be probed)."""
+    return submissions.get_visible_submission(
+        session,
+        submission_id=submission_id,
+        viewer_id=viewer.user_id,
+        viewer_is_admin=viewer.is_admin,
+    )
+
+
+QUEUE_SHOWN = 200
+
+
+def queue_out(session: Session) -> QueueOut:
+    """The queue as admins see it: who waits in which position, and what is being evaluated."""
+    waiting, length = queue_in_order(session, limit=QUEUE_SHOWN)
+    names = submissions.owner_names(session, waiting)
+    processing = session.scalars(
+        select(Submission)
+        .where(Submission.status == SubmissionStatus.PROCESSING)
+        .order_by(Submission.started_at)
+    ).all()
+    return QueueOut(
+        length=length,
+        items=[
+            QueueItemOut(
+                position=index + 1,
+                id=row.id,
+                owner=names.get(row.user_id) if row.user_id else None,
+                queued_at=row.queued_at,
+                attempt=row.attempt,
+            )
+            for index, row in enumerate(waiting)
+        ],
+        processing=submissions_out(session, processing),
+    )
