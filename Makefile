@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: run test lint setup setup-test system-run system-test clean
 
 run: setup system-run
-	$(BIN)/edc up
+	$(BIN)/edc up --example examples/kvcache
 
 test: setup-test system-test lint
 	$(BIN)/python -m pytest

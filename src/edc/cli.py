@@ -64,6 +64,10 @@ def up(
     host: Annotated[str, typer.Option(help="Address the portal listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the portal.")] = 8000,
     workers: Annotated[int, typer.Option(min=0, help="Worker processes to run.")] = 1,
+    example: Annotated[
+        Path | None,
+        typer.Option(help="On a platform with no submissions yet, submit this example first."),
+    ] = None,
 ) -> None:
     """Run everything on this machine: database migration, Redis, the portal and workers."""
     from edc.supervisor import run_up
@@ -75,7 +79,14 @@ def up(
         console.print(f"[bold green]Efficient-Decode Competition is up:[/bold green] {url}")
         console.print("Stop with Ctrl-C.")
 
-    raise typer.Exit(run_up(settings, host=host, port=port, workers=workers, on_ready=announce))
+    try:
+        code = run_up(
+            settings, host=host, port=port, workers=workers, on_ready=announce, example=example
+        )
+    except EdcError as exc:
+        err_console.print(f"[red]Cannot start:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(code)
 
 
 @app.command()

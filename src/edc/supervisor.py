@@ -26,6 +26,7 @@ import redis
 
 from edc import db
 from edc.config import Settings
+from edc.seed import seed_example
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,20 @@ def edc_command(*args: str) -> list[str]:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, host: str, port: int, workers: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str,
+        port: int,
+        workers: int,
+        example: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.host = host
         self.port = port
         self.workers = workers
+        self.example = example
         self.children: list[Child] = []
         self.redis: EmbeddedRedis | None = None
         self._stopping = False
@@ -120,6 +130,8 @@ class Supervisor:
             self.redis = EmbeddedRedis(self.settings.data_dir)
             redis_url = self.redis.url
             log.info("embedded Redis at %s", redis_url)
+        if self.example is not None:
+            seed_example(self.settings.model_copy(update={"redis_url": redis_url}), self.example)
         env = self._child_env(redis_url)
         self.children.append(
             Child(
@@ -201,9 +213,15 @@ class Supervisor:
 
 
 def run_up(
-    settings: Settings, *, host: str, port: int, workers: int, on_ready: Callable[[str], None]
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    on_ready: Callable[[str], None],
+    example: Path | None = None,
 ) -> int:
-    supervisor = Supervisor(settings, host=host, port=port, workers=workers)
+    supervisor = Supervisor(settings, host=host, port=port, workers=workers, example=example)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     try:

@@ -43,7 +43,8 @@ def quick_task(directory: Path, *, max_new_tokens: int = 16) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "task.toml").write_text(text)
     for part in ("model", "prompts"):
-        (directory / part).symlink_to(BUNDLED_TASK / part)
+        if not (directory / part).exists():
+            (directory / part).symlink_to(BUNDLED_TASK / part)
     return directory
 
 
@@ -99,7 +100,11 @@ class RunningPlatform:
 
 
 def start_platform(
-    tmp_path: Path, *extra_env: tuple[str, str], workers: int = 1
+    tmp_path: Path,
+    *extra_env: tuple[str, str],
+    workers: int = 1,
+    up_args: tuple[str, ...] = (),
+    user: str = "tester",
 ) -> RunningPlatform:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
@@ -117,7 +122,17 @@ def start_platform(
     # A file, not a pipe: nobody reads a pipe during the test, and a full one blocks the platform.
     log = (tmp_path / "edc-up.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "edc", "up", "--port", str(port), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "edc",
+            "up",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            *up_args,
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -133,7 +148,7 @@ def start_platform(
             raise AssertionError(f"edc up exited early with {process.returncode}:\n{out}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                token = create_user(env, "tester")
+                token = create_user(env, user)
                 return RunningPlatform(process, url, tmp_path / "data", token)
         except httpx.HTTPError:
             pass

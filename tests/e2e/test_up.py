@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from tests.e2e.running import (
+    REPO,
     RunningPlatform,
     kvcache_zip,
     start_platform,
@@ -81,3 +85,31 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the portal still listens after stop"
     _gone, alive = psutil.wait_procs(children, timeout=5)
     assert alive == [], f"still running after stop: {alive}"
+
+
+def test_first_start_submits_the_example_once(tmp_path: Path) -> None:
+    example = ("--example", str(REPO / "examples" / "kvcache"))
+    platform = start_platform(tmp_path, up_args=example)
+    try:
+        # The example belongs to the "example" account; everyone sees it on the leaderboard once
+        # it has completed, as a baseline.
+        deadline = time.monotonic() + 120
+        baselines: list[dict[str, Any]] = []
+        while not baselines and time.monotonic() < deadline:
+            baselines = platform.client.get("/api/v1/leaderboard").json()["baselines"]
+            time.sleep(0.5)
+        assert [b["submission_id"] for b in baselines] == [1]
+        assert baselines[0]["score"] > 0
+        page = platform.client.get("/")
+        assert page.status_code == 200
+    finally:
+        stop_platform(platform)
+    # A restart on the same data finds submissions and submits nothing more.
+    again = start_platform(tmp_path, up_args=example, user="tester2")
+    try:
+        rows = again.client.get("/api/v1/leaderboard").json()["baselines"]
+        assert [r["submission_id"] for r in rows] == [1]
+        with sqlite3.connect(again.data_dir / "edc.sqlite3") as connection:
+            assert connection.execute("SELECT count(*) FROM submissions").fetchone() == (1,)
+    finally:
+        stop_platform(again)
