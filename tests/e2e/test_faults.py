@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,13 @@ import pytest
 import redis
 
 from tests.e2e.own_postgres import OwnPostgres
-from tests.e2e.running import RunningPlatform, kvcache_zip, start_platform, stop_platform
+from tests.e2e.running import (
+    RunningPlatform,
+    create_user,
+    kvcache_zip,
+    start_platform,
+    stop_platform,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -221,5 +228,34 @@ def test_sigterm_to_a_busy_worker_hands_its_submission_back(tmp_path: Path, redi
         assert final["status"] == "completed", final
         assert final["attempt"] == 2
         print(f"worker stopped and handed back its submission in {handed_back_s:.1f} s")
+    finally:
+        stop_platform(platform)
+
+
+def test_cancelling_a_running_submission_stops_its_sandbox(tmp_path: Path, redis_url: str) -> None:
+    platform = start_platform(tmp_path, ("EDC_REDIS_URL", redis_url), *FAST, workers=1)
+    try:
+        env = {"EDC_DATA_DIR": str(platform.data_dir), "PATH": os.environ["PATH"]}
+        boss = create_user(env, "boss", admin=True)
+        submission_id = platform.upload("slow.zip", sleeper(30)).json()["id"]
+        running = wait_status(platform, submission_id, "processing", 30)
+        worker = worker_process(platform, running["worker_id"])
+        time.sleep(1)  # let the sandbox come up
+        sandboxes = [p for p in worker.children(recursive=True) if p.name() == "bwrap"]
+        assert sandboxes
+
+        cancelled = platform.client.post(
+            f"/api/v1/admin/submissions/{submission_id}/cancel",
+            headers={"Authorization": f"Bearer {boss}"},
+        )
+        assert cancelled.status_code == 200, cancelled.text
+        _gone, alive = psutil.wait_procs(sandboxes, timeout=10)
+        assert alive == [], "the cancelled run's sandbox is still running"
+        assert platform.client.get(f"/api/v1/submissions/{submission_id}").json()["status"] == (
+            "cancelled"
+        )
+        # The worker is free again and the next submission runs.
+        follow_up = platform.upload("next.zip", sleeper(0)).json()["id"]
+        assert platform.wait_final(follow_up, timeout_s=90)["status"] == "completed"
     finally:
         stop_platform(platform)

@@ -14,8 +14,10 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,27 @@ class WorkerStopping(BaseException):
 
 def _stop_on_sigterm(_signum: int, _frame: object) -> None:
     raise WorkerStopping
+
+
+class SubmissionLost(BaseException):
+    """The row stopped being ours mid-run (cancelled, or handed to another worker)."""
+
+
+# The heartbeat thread signals the main thread with this, whose handler raises SubmissionLost:
+# a thread cannot raise in another, and the run blocks the main thread.
+LOST_SIGNAL = signal.SIGUSR1
+
+
+def _lost(_signum: int, _frame: object) -> None:
+    raise SubmissionLost
+
+
+def _stopper() -> Callable[[], None] | None:
+    """What the heartbeat calls to stop the run, where signals can reach the running thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    signal.signal(LOST_SIGNAL, _lost)
+    return lambda: os.kill(os.getpid(), LOST_SIGNAL)
 
 
 def process_submission(submission_id: int, attempt: int | None = None) -> None:
@@ -122,8 +145,12 @@ def run_submission(
 
     run_dir = settings.runs_dir / f"{submission_id}-{current_attempt}-{uuid.uuid4().hex[:8]}"
     try:
-        with Heartbeat(settings, submission_id, current_attempt):
+        with Heartbeat(settings, submission_id, current_attempt, on_lost=_stopper()):
             outcome = _evaluate_archive(settings, archive_path, run_dir, submission_id, worker_id)
+    except SubmissionLost:
+        # Cancelled, or already recovered elsewhere: the sandbox is stopped; nothing to store.
+        log.info("submission %s: run stopped, the row is no longer ours", submission_id)
+        return None
     except WorkerStopping:
         log.info("submission %s: worker stopping; handing it back", submission_id)
         stopped = Outcome(
@@ -140,6 +167,8 @@ def run_submission(
         )
         return stopped
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(LOST_SIGNAL, signal.SIG_IGN)  # a late heartbeat's signal changes nothing
         shutil.rmtree(run_dir, ignore_errors=True)
 
     if outcome.reason is FailureReason.INFRASTRUCTURE and current_attempt < settings.max_attempts:

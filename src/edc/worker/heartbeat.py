@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import update
@@ -36,21 +37,38 @@ def beat(settings: Settings, submission_id: int, attempt: int) -> bool:
 
 
 class Heartbeat:
-    """``with Heartbeat(...):`` beats every ``heartbeat_interval_s`` until the block ends."""
+    """``with Heartbeat(...):`` beats every ``heartbeat_interval_s`` until the block ends.
 
-    def __init__(self, settings: Settings, submission_id: int, attempt: int) -> None:
+    When a beat finds the row no longer ours (cancelled, or handed to another worker), it calls
+    ``on_lost`` once and stops beating.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        submission_id: int,
+        attempt: int,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.submission_id = submission_id
         self.attempt = attempt
+        self.on_lost = on_lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edc-heartbeat", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_interval_s):
             try:
-                beat(self.settings, self.submission_id, self.attempt)
+                still_ours = beat(self.settings, self.submission_id, self.attempt)
             except Exception as exc:  # a database hiccup must not end the run; retry next beat
                 log.warning("heartbeat for submission %s failed: %s", self.submission_id, exc)
+                continue
+            if not still_ours:
+                log.info("submission %s is no longer ours; stopping its run", self.submission_id)
+                if self.on_lost is not None:
+                    self.on_lost()
+                return
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
