@@ -141,7 +141,8 @@ def worker(
     reconciler = Reconciler(settings)
     reconciler.start()
     try:
-        make_worker(settings, name=name).work(burst=burst, with_scheduler=False)
+        rq_worker = make_worker(settings, name=name, hardware_class=settings.hardware_class)
+        rq_worker.work(burst=burst, with_scheduler=False)
     except EdcError as exc:
         err_console.print(f"[red]Worker stopped:[/red] {exc.message}")
         raise typer.Exit(3) from exc

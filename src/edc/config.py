@@ -22,6 +22,8 @@ Environment = Literal["dev", "production"]
 # open: anyone may sign up; invite: sign-up needs EDC_INVITE_CODE; closed: accounts come from
 # `edc user create` only.
 SignupMode = Literal["open", "invite", "closed"]
+# text: lines for people; json: one object per line, for log collectors.
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -67,7 +69,13 @@ class Settings(BaseSettings):
     # Captured stdout/stderr kept per stream; the rest is dropped at the sandbox boundary.
     log_cap_bytes: int = Field(default=64 * 1024, gt=0)
 
+    log_format: LogFormat = "text"
+    # When set, GET /metrics answers only requests with `Authorization: Bearer <token>`.
+    metrics_token: str | None = None
+
     worker_id: str | None = None
+    # The hardware class this worker serves (e.g. "cpu", "h100"); unset: the task's class.
+    hardware_class: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     # Infrastructure failures are retried up to this many attempts in all, then marked failed.
     max_attempts: int = Field(default=3, ge=1)
     # A processing submission whose heartbeat is older than the timeout goes back to the queue;
@@ -77,6 +85,18 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=15.0, gt=0)
     # How long the worker keeps retrying a write while the database is unreachable.
     db_retry_s: float = Field(default=300.0, ge=0)
+
+    # Workers on other hosts fetch archives from the portal's internal route with the worker
+    # credential; the portal refuses that route (404) while EDC_WORKER_TOKEN is unset.
+    portal_url: str | None = None
+    worker_token: str | None = None
+    # The portal's data directory as mounted on this worker (a shared file system). Unset: this
+    # host's own data directory when EDC_PORTAL_URL is unset (one machine), else none.
+    shared_data_dir: Path | None = None
+    # Downloaded archives are cached by sha256 under the worker's data directory, least recently
+    # used evicted above this size; downloads retry this long while the portal does not answer.
+    archive_cache_mb: int = Field(default=2048, gt=0)
+    archive_fetch_retry_s: float = Field(default=60.0, ge=0)
 
     # Accounts and the competition's rules.
     signup: SignupMode = "open"

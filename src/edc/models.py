@@ -248,6 +248,8 @@ class Submission(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # When it last joined the queue (upload or rerun): queue positions follow it.
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The task's hardware class when it was submitted: only workers of that class time it.
+    hardware_class: Mapped[str] = mapped_column(String(32), default="cpu", server_default="cpu")
     # Shown apart on the leaderboard (an organiser's reference decoder).
     is_baseline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     disqualified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -287,3 +289,5 @@ Index("ix_submissions_baseline", Submission.is_baseline, Submission.score)
 Index("ix_submissions_user_created", Submission.user_id, Submission.created_at)
 # Queue positions count the queued rows ahead.
 Index("ix_submissions_status_queued", Submission.status, Submission.queued_at, Submission.id)
+# The round-robin pointer: whose submission a worker of a class claimed last.
+Index("ix_submissions_class_started", Submission.hardware_class, Submission.started_at)

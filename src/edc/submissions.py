@@ -25,7 +25,7 @@ from edc.archive import ArchiveLimits, inspect_archive
 from edc.config import Settings
 from edc.errors import NotAuthenticated, NotFound, ServiceUnavailable
 from edc.models import Submission, SubmissionStatus, User, utcnow
-from edc.scheduler.queue import enqueue_submission
+from edc.scheduler.queue import enqueue_submission, submissions_class
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def _insert_queued(
             user_id=owner_id,
             created_at=now,
             queued_at=now,
+            hardware_class=submissions_class(settings),
         )
         session.add(submission)
     return submission

@@ -21,7 +21,7 @@ from edc import db
 from edc.config import Settings
 from edc.models import Submission, SubmissionStatus
 from edc.portal.app import create_app
-from edc.scheduler.queue import job_id_for, submission_queue
+from edc.scheduler.queue import job_id_for, queued_job_ids, submission_queue
 
 GOOD_CODE = b"class Decoder:\n    pass\n"
 
@@ -90,7 +90,7 @@ def uploads_left(settings: Settings) -> list[str]:
 def assert_nothing_kept(settings: Settings) -> None:
     assert row_count(settings) == 0
     assert uploads_left(settings) == []  # neither a final file nor a .part
-    assert submission_queue(settings).count == 0
+    assert queued_job_ids(settings) == []
 
 
 def closed_port() -> int:
@@ -123,9 +123,8 @@ def test_good_upload_is_stored_recorded_and_queued_by_id(
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == row.sha256
     assert uploads_left(api_settings) == [stored.name]
 
-    queue = submission_queue(api_settings)
-    assert queue.job_ids == [job_id_for(body["id"], 1)]
-    job = queue.fetch_job(job_id_for(body["id"], 1))
+    assert queued_job_ids(api_settings) == [job_id_for(body["id"], 1)]
+    job = submission_queue(api_settings, body["id"]).fetch_job(job_id_for(body["id"], 1))
     assert job is not None
     assert job.args == (body["id"],)
     assert job.kwargs == {"attempt": 1}

@@ -36,7 +36,9 @@ def _get(settings: Settings, submission_id: int) -> Submission:
 def test_queued_rows_lost_by_redis_are_enqueued_again(settings: Settings) -> None:
     ids = [_insert(settings) for _ in range(3)]
     queue.enqueue_submission(settings, ids[0])
-    redis.Redis.from_url(str(settings.redis_url)).delete(f"rq:queue:{settings.queue_name}")
+    redis.Redis.from_url(str(settings.redis_url)).delete(
+        queue.submission_queue(settings, ids[0]).key
+    )
 
     report = reconcile.reconcile_once(settings)
 
@@ -50,7 +52,7 @@ def test_a_dead_job_of_a_queued_row_is_replaced(settings: Settings) -> None:
     submission_id = _insert(settings)
     queue.enqueue_submission(settings, submission_id)
     # Play a worker that took the job off the queue and then lost it.
-    rq_queue = queue.submission_queue(settings)
+    rq_queue = queue.submission_queue(settings, submission_id)
     rq_queue.remove(queue.job_id_for(submission_id, 1))
     assert not queue.job_is_live(settings, submission_id, 1)
 

@@ -2,6 +2,10 @@
 
 The job id is derived from (submission id, attempt), and jobs are enqueued with RQ's atomic
 ``unique`` check, so one submission never has two live jobs for the same attempt.
+
+Each submission waits in the queue of its hardware class and participant,
+``<queue_name>.<class>.u<user id>``; a worker serves one class and takes the heads of those queues
+round-robin across participants (the rule lives in :mod:`edc.queue_position`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ import redis
 from rq import Queue, Worker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from sqlalchemy import select
 
+from edc import db
 from edc.config import Settings
 from edc.errors import ServiceUnavailable
+from edc.models import Submission
+from edc.queue_position import NO_OWNER, service_order
 
 JOB_FUNCTION = "edc.worker.executor.process_submission"
 # Failed RQ jobs are kept a day for operators; results live in the database, not in Redis.
@@ -50,8 +58,46 @@ def redis_errors() -> Iterator[None]:
         raise ServiceUnavailable(f"The job queue (Redis) is unreachable: {exc}") from exc
 
 
-def submission_queue(settings: Settings, connection: redis.Redis | None = None) -> Queue:
-    return Queue(settings.queue_name, connection=connection or redis_connection(settings))
+def queue_name_for(settings: Settings, hardware_class: str, owner_id: int) -> str:
+    return f"{class_prefix(settings, hardware_class)}{owner_id}"
+
+
+def class_prefix(settings: Settings, hardware_class: str) -> str:
+    return f"{settings.queue_name}.{hardware_class}.u"
+
+
+def _owner_of(queue_name: str, prefix: str) -> int | None:
+    rest = queue_name.removeprefix(prefix)
+    return int(rest) if queue_name.startswith(prefix) and rest.isdigit() else None
+
+
+def our_queues(
+    settings: Settings, connection: redis.Redis, hardware_class: str | None = None
+) -> list[Queue]:
+    """Every participant queue of the platform (of one class, when given)."""
+    prefix = class_prefix(settings, hardware_class) if hardware_class else f"{settings.queue_name}."
+    return [q for q in Queue.all(connection=connection) if q.name.startswith(prefix)]
+
+
+def _route(settings: Settings, submission_id: int) -> tuple[str, int]:
+    """The (hardware class, owner) whose queue a submission waits in."""
+    with db.session_scope(settings) as session:
+        row = session.execute(
+            select(Submission.hardware_class, Submission.user_id).where(
+                Submission.id == submission_id
+            )
+        ).first()
+    if row is None:  # not (or no longer) in the database: any worker of the task's class
+        return submissions_class(settings), NO_OWNER
+    return row[0], row[1] if row[1] is not None else NO_OWNER
+
+
+def submission_queue(settings: Settings, submission_id: int) -> Queue:
+    """The queue the submission's jobs go to."""
+    hardware_class, owner = _route(settings, submission_id)
+    return Queue(
+        queue_name_for(settings, hardware_class, owner), connection=redis_connection(settings)
+    )
 
 
 def _fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
@@ -68,10 +114,15 @@ def live_job_ids(settings: Settings) -> set[str]:
     survived but whose queue entry was lost counts as dead.
     """
     with redis_errors():
-        q = submission_queue(settings)
-        ids = set(q.get_job_ids())
-        for registry in (q.started_job_registry, q.deferred_job_registry, q.scheduled_job_registry):
-            ids.update(registry.get_job_ids())
+        ids: set[str] = set()
+        for q in our_queues(settings, redis_connection(settings)):
+            ids.update(q.get_job_ids())
+            for registry in (
+                q.started_job_registry,
+                q.deferred_job_registry,
+                q.scheduled_job_registry,
+            ):
+                ids.update(registry.get_job_ids())
         return ids
 
 
@@ -89,7 +140,7 @@ def enqueue_submission(
     """
     job_id = job_id_for(submission_id, attempt)
     with redis_errors():
-        queue = submission_queue(settings)
+        queue = submission_queue(settings, submission_id)
         if replace_dead and job_id not in live_job_ids(settings):
             old = _fetch_job(queue.connection, job_id)
             if old is not None:
@@ -115,8 +166,10 @@ def ping(settings: Settings) -> None:
 
 
 def queued_job_ids(settings: Settings) -> list[str]:
+    """Every waiting job, queue by queue (each queue first come, first served)."""
     with redis_errors():
-        return list(submission_queue(settings).get_job_ids())
+        queues = sorted(our_queues(settings, redis_connection(settings)), key=lambda q: q.name)
+        return [job_id for q in queues for job_id in q.get_job_ids()]
 
 
 class HandBackWorker(Worker):
@@ -130,18 +183,74 @@ class HandBackWorker(Worker):
                 os.kill(self.horse_pid, signal.SIGTERM)
 
 
-def make_worker(settings: Settings, *, name: str | None = None) -> Worker:
-    connection = redis_connection(settings)
-    return HandBackWorker(
-        [submission_queue(settings, connection)], connection=connection, name=name
+class FairWorker(HandBackWorker):
+    """Serves one hardware class, taking participants' queues round-robin.
+
+    RQ pops from the first non-empty queue of the list it is given, so the list is rebuilt
+    before every pop in the order of :func:`edc.queue_position.service_order`, and the blocking
+    pop is kept short so a new participant's queue joins within seconds.
+    """
+
+    POLL_S = 2
+
+    def __init__(
+        self, settings: Settings, hardware_class: str, connection: redis.Redis, name: str | None
+    ) -> None:
+        self.settings = settings
+        self.hardware_class = hardware_class
+        self.prefix = class_prefix(settings, hardware_class)
+        home = Queue(queue_name_for(settings, hardware_class, NO_OWNER), connection=connection)
+        super().__init__([home], connection=connection, name=name)
+        self._home = home
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return self.POLL_S
+
+    @property
+    def _ordered_queues(self) -> list[Queue]:
+        queues = {}
+        for q in our_queues(self.settings, self.connection, self.hardware_class):
+            owner = _owner_of(q.name, self.prefix)
+            if owner is not None:
+                queues[owner] = q
+        with db.session_scope(self.settings) as session:
+            order = service_order(session, self.hardware_class)
+        ordered = [queues.pop(owner) for owner in order if owner in queues]
+        # Queues the database knows nothing waiting in (stale jobs) come last; the home queue
+        # is always listed, so there is something to block on.
+        queues.setdefault(NO_OWNER, self._home)
+        return ordered + [queues[owner] for owner in sorted(queues)]
+
+    @_ordered_queues.setter
+    def _ordered_queues(self, _value: list[Queue]) -> None:
+        pass  # RQ's own reordering is replaced by the getter's rule
+
+
+def make_worker(
+    settings: Settings, *, name: str | None = None, hardware_class: str | None = None
+) -> Worker:
+    """A worker for ``hardware_class`` (default: the class of the competition's task)."""
+    return FairWorker(
+        settings,
+        hardware_class or submissions_class(settings),
+        redis_connection(settings),
+        name,
     )
+
+
+def submissions_class(settings: Settings) -> str:
+    """The hardware class new submissions get: the task's."""
+    from edc.harness.evaluate import load_task
+
+    return load_task(settings).spec.hardware.kind
 
 
 def remove_queued_job(settings: Settings, submission_id: int, attempt: int) -> bool:
     """Take a waiting job off the queue (a cancelled submission); False when none was waiting."""
     job_id = job_id_for(submission_id, attempt)
     with redis_errors():
-        queue = submission_queue(settings)
+        queue = submission_queue(settings, submission_id)
         removed = bool(queue.connection.lrem(queue.key, 0, job_id))
         job = _fetch_job(queue.connection, job_id)
         if job is not None and job.get_status(refresh=True) in (
@@ -184,7 +293,12 @@ def worker_states(settings: Settings) -> list[WorkerState]:
     """The workers registered on this platform's queue, busiest first."""
     with redis_errors():
         connection = redis_connection(settings)
-        workers = Worker.all(connection=connection, queue=submission_queue(settings, connection))
+        ours = f"{settings.queue_name}."
+        workers = [
+            w
+            for w in Worker.all(connection=connection)
+            if any(name.startswith(ours) for name in w.queue_names())
+        ]
         now = datetime.now(UTC)
         states = []
         for worker in workers:

@@ -49,7 +49,7 @@ Layout of ``task.toml`` (every key shown; ``description``, ``[hardware]`` bandwi
     direction = "lower"
 
     [hardware]
-    class = "cpu"                    # or "gpu"
+    class = "cpu"                    # the hardware class: "cpu", "h100", ...
     memory_bandwidth_gbps = 12.5     # optional: enables metrics.roofline
 
 Prompt files are JSON lines ``{"id": "...", "text": "..."}`` (or ``"tokens": [...]`` for
@@ -136,7 +136,9 @@ class Ranking(_Strict):
 class Hardware(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    kind: Literal["cpu", "gpu"] = Field(default="cpu", alias="class")
+    # The hardware class the task must be timed on (e.g. "cpu", "h100"): its submissions go only
+    # to workers serving that class (EDC_HARDWARE_CLASS).
+    kind: str = Field(default="cpu", alias="class", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     memory_bandwidth_gbps: float | None = Field(default=None, gt=0)
 
 
