@@ -111,9 +111,11 @@ def worker(
     ] = None,
 ) -> None:
     """Run a worker: take submission ids from the queue and evaluate them in a sandbox."""
+    from edc.harness.evaluate import load_task
     from edc.sandbox.select import choose_sandbox
     from edc.scheduler.queue import make_worker
     from edc.scheduler.reconcile import Reconciler
+    from edc.worker import provenance
 
     _supervised()
     _setup_logging()
@@ -138,6 +140,11 @@ def worker(
         sandbox.describe_isolation(),
         removed,
     )
+    try:
+        provenance.warm(settings, load_task(settings))
+    except EdcError as exc:
+        err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
+        raise typer.Exit(3) from exc
     reconciler = Reconciler(settings)
     reconciler.start()
     try:

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
 
     worker_id: str | None = None
+    # The GPUs this worker owns and hands to its sandboxes, e.g. "0" or "2,3"; unset: none.
+    gpus: str | None = Field(default=None, pattern=r"^\d+(,\d+)*$")
     # The hardware class this worker serves (e.g. "cpu", "h100"); unset: the task's class.
     hardware_class: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     # Infrastructure failures are retried up to this many attempts in all, then marked failed.
@@ -152,6 +154,10 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.cookie_secure if self.cookie_secure is not None else self.env != "dev"
+
+    @property
+    def gpu_ids(self) -> tuple[str, ...]:
+        return tuple(self.gpus.split(",")) if self.gpus else ()
 
     @property
     def deployment_id(self) -> str:

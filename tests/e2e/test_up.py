@@ -51,6 +51,16 @@ def test_upload_runs_to_completion_with_verified_figures(platform: RunningPlatfo
     assert metrics["throughput"]["output_tokens_per_s"] > 0
     assert final["started_at"] and final["finished_at"]
     assert final["worker_id"]
+    # What produced the figures, recorded with them.
+    made_by = metrics["provenance"]
+    assert made_by["worker"] == final["worker_id"]
+    assert made_by["host"] == socket.gethostname()
+    assert made_by["hardware_class"] == "cpu"
+    assert made_by["device"] and made_by["driver"].startswith("linux ")
+    assert made_by["sandbox"].startswith("bubblewrap")
+    assert made_by["task"]["name"] == "tiny-stdlib"
+    assert len(made_by["task"]["model_sha256"]) == 64
+    assert made_by["harness"]["protocol"] == 1
     # Nothing of the run is left on disk.
     assert list((platform.data_dir / "runs").iterdir()) == []
 

@@ -126,6 +126,11 @@ class Sandbox(abc.ABC):
         ``settings`` (default: the process's) names what the backend needs, e.g. the image.
         """
 
+    def identity(self) -> str:
+        """What exactly runs submissions (an image digest, a tool version), for each result's
+        provenance."""
+        return self.name
+
     @abc.abstractmethod
     def describe_isolation(self) -> str:
         """One line on what confinement this backend gives on this machine, for the start log."""

@@ -164,6 +164,18 @@ class BwrapSandbox(Sandbox):
                 removed += 1
         return removed
 
+    def identity(self) -> str:
+        """bubblewrap's version and the interpreter submissions run with."""
+        exe = shutil.which(self.executable) or self.executable
+        try:
+            version = subprocess.run(
+                [exe, "--version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+        except OSError:
+            version = "bubblewrap (version unknown)"
+        python = ".".join(str(part) for part in sys.version_info[:3])
+        return f"{version}; python {python} at {self.python}"
+
     def describe_isolation(self) -> str:
         """One line saying how runs are confined on this machine (probes the cgroups)."""
         probe = RunCgroup(run_name("probe-" + uuid.uuid4().hex[:8], {}))

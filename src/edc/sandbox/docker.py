@@ -240,6 +240,14 @@ class DockerSandbox(Sandbox):
                 _RunCgroup(parent).remove()
         return len(containers)
 
+    def identity(self) -> str:
+        """The image's content digest, so a result names exactly what it ran in."""
+        try:
+            image_id = str(self._docker().images.get(self.image).id)
+        except docker.errors.DockerException as exc:
+            return f"docker {self.image} (unknown digest: {exc.__class__.__name__})"
+        return f"docker {self.image}@{image_id}"
+
     def _docker(self) -> docker.DockerClient:
         with self._client_lock:
             if self._client is None:

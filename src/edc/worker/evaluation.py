@@ -21,6 +21,7 @@ from edc.errors import RunFailed
 from edc.harness.evaluate import evaluate_submission, load_task
 from edc.sandbox.select import choose_sandbox
 from edc.tasks.task import RequestCounts, Task
+from edc.worker.provenance import provenance
 
 # Enough to load the model, answer both scenarios and be verified, in a few seconds.
 PUBLIC_CHECK_REQUESTS = RequestCounts(warmup=1, timed=2, throughput=2, repeats=1)
@@ -48,7 +49,12 @@ def public_check_task(task: Task) -> Task:
 
 
 def evaluate(
-    settings: Settings, *, submission_dir: Path, run_dir: Path, labels: Mapping[str, str]
+    settings: Settings,
+    *,
+    submission_dir: Path,
+    run_dir: Path,
+    labels: Mapping[str, str],
+    worker_id: str,
 ) -> Evaluation:
     task = load_task(settings)
     sandbox = choose_sandbox(settings)
@@ -81,4 +87,8 @@ def evaluate(
     except RunFailed as exc:
         message = f"On the hidden prompts: {exc.message}"
         raise StageFailed(exc, message=message, public_logs=public_logs) from exc
-    return Evaluation(metrics=result.metrics, logs=result.logs, public_logs=public_logs)
+    metrics = {
+        **result.metrics,
+        "provenance": provenance(settings, sandbox=sandbox, task=task, worker_id=worker_id),
+    }
+    return Evaluation(metrics=metrics, logs=result.logs, public_logs=public_logs)

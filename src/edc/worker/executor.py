@@ -199,6 +199,7 @@ def _evaluate_archive(
                 "worker": worker_id,
                 "slot": worker_slot(worker_id),
             },
+            worker_id=worker_id,
         )
         return Outcome(
             SubmissionStatus.COMPLETED,
