@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -116,6 +117,7 @@ def worker(
     from edc.scheduler.queue import make_worker
     from edc.scheduler.reconcile import Reconciler
     from edc.worker import provenance
+    from edc.worker.drift import DriftWatch
 
     _supervised()
     _setup_logging()
@@ -141,20 +143,29 @@ def worker(
         removed,
     )
     try:
-        provenance.warm(settings, load_task(settings))
+        task = load_task(settings)
+        provenance.warm(settings, task)
     except EdcError as exc:
         err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
         raise typer.Exit(3) from exc
+    watch = None
+    if settings.drift_watch and task.baseline_dir is not None:
+        watch = DriftWatch(settings, name, settings.hardware_class or task.spec.hardware.kind)
     reconciler = Reconciler(settings)
     reconciler.start()
     try:
         rq_worker = make_worker(settings, name=name, hardware_class=settings.hardware_class)
+        if watch is not None:
+            rq_worker.watch = watch
         rq_worker.work(burst=burst, with_scheduler=False)
     except EdcError as exc:
         err_console.print(f"[red]Worker stopped:[/red] {exc.message}")
         raise typer.Exit(3) from exc
     finally:
         reconciler.stop()
+        if watch is not None:
+            with contextlib.suppress(EdcError):
+                watch.forget()
 
 
 @db_app.command("upgrade")

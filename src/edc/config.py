@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     worker_id: str | None = None
     # The GPUs this worker owns and hands to its sandboxes, e.g. "0" or "2,3"; unset: none.
     gpus: str | None = Field(default=None, pattern=r"^\d+(,\d+)*$")
+    # How often a worker times the task's baseline against the fleet's (see edc.worker.drift).
+    drift_watch: bool = True
+    drift_interval_s: float = Field(default=3600.0, gt=0)
     # The hardware class this worker serves (e.g. "cpu", "h100"); unset: the task's class.
     hardware_class: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     # Infrastructure failures are retried up to this many attempts in all, then marked failed.

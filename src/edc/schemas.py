@@ -187,6 +187,9 @@ class WorkerOut(BaseModel):
     busy_since: UtcTime | None
     last_heartbeat: UtcTime | None
     started_at: UtcTime | None
+    drifting: bool = Field(
+        default=False, description="barred from taking jobs: its baseline timing is off the fleet's"
+    )
 
 
 class DisqualifyIn(BaseModel):

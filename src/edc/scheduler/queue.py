@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import redis
 from rq import Queue, Worker
@@ -183,6 +184,21 @@ class HandBackWorker(Worker):
                 os.kill(self.horse_pid, signal.SIGTERM)
 
 
+class Watch(Protocol):
+    """A check a worker runs between jobs that can bar it from taking any (the drift watch)."""
+
+    drifting: bool
+
+    def due(self) -> bool: ...
+
+    def check(self) -> object: ...
+
+
+def drifting_key(settings: Settings) -> str:
+    """The Redis set of workers barred by the drift watch."""
+    return f"edc:{settings.deployment_id}:drifting"
+
+
 class FairWorker(HandBackWorker):
     """Serves one hardware class, taking participants' queues round-robin.
 
@@ -202,6 +218,9 @@ class FairWorker(HandBackWorker):
         home = Queue(queue_name_for(settings, hardware_class, NO_OWNER), connection=connection)
         super().__init__([home], connection=connection, name=name)
         self._home = home
+        # Never fed: what a barred worker listens on, so it takes no job but stays registered.
+        self._parked = Queue(f"{self.prefix}parked", connection=connection)
+        self.watch: Watch | None = None
 
     @property
     def dequeue_timeout(self) -> int:
@@ -209,6 +228,11 @@ class FairWorker(HandBackWorker):
 
     @property
     def _ordered_queues(self) -> list[Queue]:
+        if self.watch is not None:
+            if self.watch.due():
+                self.watch.check()
+            if self.watch.drifting:
+                return [self._parked]
         queues = {}
         for q in our_queues(self.settings, self.connection, self.hardware_class):
             owner = _owner_of(q.name, self.prefix)
@@ -229,7 +253,7 @@ class FairWorker(HandBackWorker):
 
 def make_worker(
     settings: Settings, *, name: str | None = None, hardware_class: str | None = None
-) -> Worker:
+) -> FairWorker:
     """A worker for ``hardware_class`` (default: the class of the competition's task)."""
     return FairWorker(
         settings,
@@ -283,6 +307,7 @@ class WorkerState:
     busy_since: datetime | None  # when the current job started
     last_heartbeat: datetime | None
     started_at: datetime | None  # when the worker process registered
+    drifting: bool = False  # barred by the drift watch: its baseline timing is off the fleet's
 
 
 # RQ workers beat every few seconds while idle or busy; well past that they are gone or stuck.
@@ -300,6 +325,7 @@ def worker_states(settings: Settings) -> list[WorkerState]:
             if any(name.startswith(ours) for name in w.queue_names())
         ]
         now = datetime.now(UTC)
+        drifting = {_text(name) for name in connection.smembers(drifting_key(settings))}
         states = []
         for worker in workers:
             job_id = worker.get_current_job_id()
@@ -321,9 +347,14 @@ def worker_states(settings: Settings) -> list[WorkerState]:
                     busy_since=busy_since,
                     last_heartbeat=heartbeat,
                     started_at=_utc(worker.birth_date) if worker.birth_date else None,
+                    drifting=worker.name in drifting,
                 )
             )
     return sorted(states, key=lambda s: (s.submission_id is None, s.name))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _utc(moment: datetime) -> datetime:

@@ -74,6 +74,7 @@ from edc.tasks.reference import LlamaConfig, ReferenceBackend, ReferenceModel
 from edc.tasks.sampling import MASK64, SamplingRule
 from edc.tasks.tokenizer import encode
 
+BASELINE_DIR = "baseline"
 TASK_FILE = "task.toml"
 PUBLIC_PROMPTS = "prompts/public.jsonl"
 HIDDEN_PROMPTS = "prompts/hidden.jsonl"
@@ -140,6 +141,9 @@ class Hardware(_Strict):
     # to workers serving that class (EDC_HARDWARE_CLASS).
     kind: str = Field(default="cpu", alias="class", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     memory_bandwidth_gbps: float | None = Field(default=None, gt=0)
+    # A worker whose baseline TPOT is off the fleet's median by more than this share stops
+    # taking jobs (see edc.worker.drift).
+    drift_tolerance: float = Field(default=0.25, gt=0, lt=10)
 
 
 class TaskFile(_Strict):
@@ -202,6 +206,12 @@ class Task:
     @property
     def model_dir(self) -> Path:
         return self.root / self.spec.model.dir
+
+    @property
+    def baseline_dir(self) -> Path | None:
+        """The organisers' reference submission, timed by every worker to catch slow hosts."""
+        path = self.root / BASELINE_DIR
+        return path if path.is_dir() else None
 
     @property
     def vocab_size(self) -> int:

@@ -42,10 +42,9 @@ class StageFailed(RunFailed):
         self.public_logs = public_logs
 
 
-def public_check_task(task: Task) -> Task:
-    return dataclasses.replace(
-        task, spec=task.spec.model_copy(update={"requests": PUBLIC_CHECK_REQUESTS})
-    )
+def public_check_task(task: Task, requests: RequestCounts = PUBLIC_CHECK_REQUESTS) -> Task:
+    """The task with fewer requests (the public check, the drift watch's baseline run)."""
+    return dataclasses.replace(task, spec=task.spec.model_copy(update={"requests": requests}))
 
 
 def evaluate(

@@ -1,0 +1,92 @@
+"""The drift watch: judged against the fleet in real Redis, measured through the real sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rq import Queue
+
+from edc.config import Settings
+from edc.harness.evaluate import load_task
+from edc.scheduler import queue
+from edc.worker import drift
+
+
+def test_a_lone_worker_has_nothing_to_drift_from() -> None:
+    assert not drift.judge(5.0, [], 0.25).drifting
+
+
+def test_within_tolerance_is_in_line_and_beyond_is_drifting() -> None:
+    assert not drift.judge(1.2, [1.0, 1.0], 0.25).drifting
+    verdict = drift.judge(2.0, [1.0, 1.0, 1.1], 0.25)
+    assert verdict.drifting
+    assert verdict.fleet_median_ms == pytest.approx(1.05)
+
+
+class _Measured(drift.DriftWatch):
+    """The real watch, with the measurement's result given instead of run."""
+
+    def __init__(self, settings: Settings, name: str, figure: float) -> None:
+        super().__init__(settings, name, "cpu")
+        self.figure = figure
+
+    def _measure_in_child(self) -> float:
+        return self.figure
+
+
+def test_a_slow_worker_is_flagged_and_stops_taking_jobs(sqlite_settings: Settings) -> None:
+    for name, figure in (("fast-1", 1.0), ("fast-2", 1.1)):
+        _Measured(sqlite_settings, name, figure).check()
+    slow = _Measured(sqlite_settings, "slow", 3.0)
+    verdict = slow.check()
+    assert verdict is not None and verdict.drifting and slow.drifting
+
+    worker = queue.make_worker(sqlite_settings, name="slow")
+    worker.watch = slow
+    queue.enqueue_submission(sqlite_settings, 1)
+    assert Queue.dequeue_any(worker._ordered_queues, None, connection=worker.connection) is None
+
+    # Back in line at the next check: it takes jobs again and its flag is gone.
+    slow.figure = 1.05
+    slow.next_check = 0.0
+    popped = Queue.dequeue_any(worker._ordered_queues, None, connection=worker.connection)
+    assert popped is not None and popped[0].args == (1,)
+    connection = queue.redis_connection(sqlite_settings)
+    assert connection.smembers(queue.drifting_key(sqlite_settings)) == set()
+
+
+def test_the_flag_shows_in_the_worker_list(sqlite_settings: Settings) -> None:
+    _Measured(sqlite_settings, "a", 1.0).check()
+    _Measured(sqlite_settings, "b", 1.0).check()
+    slow = _Measured(sqlite_settings, "drifter", 9.0)
+    slow.check()
+    worker = queue.make_worker(sqlite_settings, name="drifter")
+    worker.register_birth()
+    try:
+        states = {s.name: s for s in queue.worker_states(sqlite_settings)}
+        assert states["drifter"].drifting
+    finally:
+        worker.register_death()
+
+
+@pytest.mark.slow
+def test_the_baseline_is_timed_in_the_sandbox(sqlite_settings: Settings, tmp_path: Path) -> None:
+    task = load_task(sqlite_settings)
+    assert task.baseline_dir is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
+    env.update(EDC_DATA_DIR=str(tmp_path), EDC_SANDBOX="bwrap")
+    done = subprocess.run(
+        [sys.executable, "-m", "edc.worker.drift"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tpot_ms_p50"] > 0
