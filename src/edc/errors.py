@@ -16,6 +16,7 @@
     ├── ServiceUnavailable        the database or the queue does not answer
     ├── SandboxUnavailable        no sandbox backend can run untrusted code here
     ├── InvalidTask               a task directory (task.toml, model, prompts) is unusable
+    ├── ArchiveUnavailable        a worker cannot get a verified copy of the archive it runs
     └── RunFailed                 a submission's run ended badly; ``reason`` is a FailureReason
 """
 
@@ -91,6 +92,12 @@ class SandboxUnavailable(EdcError):
 
 class InvalidTask(EdcError):
     pass
+
+
+class ArchiveUnavailable(EdcError):
+    """The platform's fault, never the participant's: the portal unreachable or refusing, the file
+    gone, or bytes that do not match the database's sha256. The executor treats it as an
+    infrastructure failure (retried)."""
 
 
 class RunFailed(EdcError):

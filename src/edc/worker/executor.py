@@ -26,10 +26,11 @@ from sqlalchemy import update
 
 from edc import archive, db
 from edc.config import Settings, get_settings
-from edc.errors import InvalidUpload, RunFailed, SandboxUnavailable
+from edc.errors import ArchiveUnavailable, InvalidUpload, RunFailed, SandboxUnavailable
 from edc.lifetime import die_with_parent
 from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
 from edc.scheduler import queue
+from edc.worker.archive_source import fetch_archive
 from edc.worker.evaluation import StageFailed, evaluate
 from edc.worker.heartbeat import Heartbeat
 
@@ -140,13 +141,15 @@ def run_submission(
     with db.session_scope(settings) as session:
         row = session.get(Submission, submission_id)
         assert row is not None
-        archive_path = settings.data_dir / row.file_path
+        file_path, sha256 = row.file_path, row.sha256
         current_attempt = row.attempt
 
     run_dir = settings.runs_dir / f"{submission_id}-{current_attempt}-{uuid.uuid4().hex[:8]}"
     try:
         with Heartbeat(settings, submission_id, current_attempt, on_lost=_stopper()):
-            outcome = _evaluate_archive(settings, archive_path, run_dir, submission_id, worker_id)
+            outcome = _evaluate_archive(
+                settings, file_path, sha256, run_dir, submission_id, worker_id
+            )
     except SubmissionLost:
         # Cancelled, or already recovered elsewhere: the sandbox is stopped; nothing to store.
         log.info("submission %s: run stopped, the row is no longer ours", submission_id)
@@ -184,10 +187,19 @@ def run_submission(
 
 
 def _evaluate_archive(
-    settings: Settings, archive_path: Path, run_dir: Path, submission_id: int, worker_id: str
+    settings: Settings,
+    file_path: str,
+    sha256: str,
+    run_dir: Path,
+    submission_id: int,
+    worker_id: str,
 ) -> Outcome:
     """The single catch-all at the job boundary: every exception becomes an Outcome."""
     try:
+        # Inside the catch-all and the heartbeat: a download may take a while, or fail.
+        archive_path = fetch_archive(
+            settings, submission_id=submission_id, file_path=file_path, sha256=sha256
+        )
         submission_dir = run_dir / "submission"
         archive.unpack(archive_path, submission_dir, archive.ArchiveLimits.from_settings(settings))
         evaluation = evaluate(
@@ -222,7 +234,7 @@ def _evaluate_archive(
         return Outcome(
             SubmissionStatus.FAILED, None, "", FailureReason.INVALID_ARCHIVE, exc.message
         )
-    except SandboxUnavailable as exc:
+    except (SandboxUnavailable, ArchiveUnavailable) as exc:
         return Outcome(SubmissionStatus.FAILED, None, "", FailureReason.INFRASTRUCTURE, exc.message)
     except Exception:
         log.exception("submission %s: internal error", submission_id)
