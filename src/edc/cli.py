@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -47,11 +46,9 @@ def _supervised() -> None:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from edc.observability.logging import configure_logging
+
+    configure_logging(json=_settings().log_format == "json")
 
 
 @app.command()
@@ -101,7 +98,16 @@ def portal(
     _supervised()
     _setup_logging()
     _settings()
-    uvicorn.run("edc.portal.app:create_app", factory=True, host=host, port=port, log_level="info")
+    # uvicorn's own lines go through our logging (JSON when asked); the portal writes access lines.
+    uvicorn.run(
+        "edc.portal.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=None,
+        access_log=False,
+    )
 
 
 @app.command()
@@ -113,6 +119,7 @@ def worker(
 ) -> None:
     """Run a worker: take submission ids from the queue and evaluate them in a sandbox."""
     from edc.harness.evaluate import load_task
+    from edc.observability.logging import log_context
     from edc.sandbox.select import choose_sandbox
     from edc.scheduler.queue import make_worker
     from edc.scheduler.reconcile import Reconciler
@@ -157,7 +164,9 @@ def worker(
         rq_worker = make_worker(settings, name=name, hardware_class=settings.hardware_class)
         if watch is not None:
             rq_worker.watch = watch
-        rq_worker.work(burst=burst, with_scheduler=False)
+        # The forked work-horses inherit the context: every line carries the worker's name.
+        with log_context(worker_id=name):
+            rq_worker.work(burst=burst, with_scheduler=False)
     except EdcError as exc:
         err_console.print(f"[red]Worker stopped:[/red] {exc.message}")
         raise typer.Exit(3) from exc

@@ -59,12 +59,9 @@ class Settings(BaseSettings):
     # gives participants output they may read.
     public_check: bool = True
 
-    # Ceilings over a whole evaluation (the task's own limits apply inside them): RQ's job
-    # timeout derives from run_timeout_s.
-    run_timeout_s: float = Field(default=900.0, gt=0)
-    run_memory_mb: int = Field(default=2048, gt=0)
-    run_pids_max: int = Field(default=256, gt=0)
-    run_cpus: float = Field(default=1.0, gt=0)
+    # RQ's own kill switch for one evaluation (public check, hidden run, verification): a
+    # ceiling far above the task's limits, which the harness enforces inside it.
+    job_timeout_s: int = Field(default=1800, gt=0)
     scratch_mb: int = Field(default=512, gt=0)
     # Captured stdout/stderr kept per stream; the rest is dropped at the sandbox boundary.
     log_cap_bytes: int = Field(default=64 * 1024, gt=0)
@@ -179,11 +176,6 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
-
-    @property
-    def job_timeout_s(self) -> int:
-        """RQ's own kill switch: the run limit plus room for unpacking and storing the result."""
-        return int(self.run_timeout_s) + 120
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from edc.portal.app import create_app
 from tests.competition.conftest import People
 from tests.competition.helpers import add_submission, bearer, metrics, upload, web_login, zip_of
 
-Rule = Literal["public", "user", "owner", "admin"]
+Rule = Literal["public", "user", "owner", "admin", "worker"]
 # (method, path, rule); {id} is replaced by a submission of alice's.
 ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/", "public"),
@@ -31,6 +31,7 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("POST", "/logout", "public"),
     ("GET", "/healthz", "public"),
     ("GET", "/readyz", "public"),
+    ("GET", "/metrics", "public"),  # unless EDC_METRICS_TOKEN is set
     ("GET", "/api/v1/leaderboard", "public"),
     ("GET", "/api/v1/leaderboard/history", "public"),
     ("POST", "/api/v1/tokens", "public"),
@@ -61,6 +62,8 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/api/v1/admin/workers", "admin"),
     ("GET", "/api/v1/admin/leaderboard.csv", "admin"),
     ("GET", "/api/v1/admin/submissions.csv", "admin"),
+    # Workers on other hosts, with EDC_WORKER_TOKEN: no account, admins included, gets in.
+    ("GET", "/internal/v1/submissions/{id}/archive", "worker"),
 ]
 # Documentation routes FastAPI adds itself.
 UNGUARDED = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/static"}
@@ -120,7 +123,7 @@ def alices_submission(rules: Settings, people: People) -> int:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [(m, p) for m, p, rule in ROUTES if rule != "public"],
+    [(m, p) for m, p, rule in ROUTES if rule not in ("public", "worker")],
 )
 def test_anonymous_is_refused(
     app_client: TestClient, alices_submission: int, method: str, path: str
@@ -150,6 +153,15 @@ def test_the_owner_and_an_admin_get_through(
         # A finished submission cannot be cancelled (409), and its archive file is not on disk
         # here (404 with its own sentence); both mean the access check let the caller through.
         assert status in (200, 303, 409) or path.endswith("/archive"), (who, status)
+
+
+@pytest.mark.parametrize(("method", "path"), [(m, p) for m, p, rule in ROUTES if rule == "worker"])
+def test_worker_routes_refuse_every_account(
+    app_client: TestClient, people: People, alices_submission: int, method: str, path: str
+) -> None:
+    for who in ({}, bearer(people.alice[1]), bearer(people.root[1])):
+        # 404 while no worker token is configured (the route does not exist), else 401.
+        assert _call(app_client, method, _url(path, alices_submission), who) in (401, 404)
 
 
 def test_another_participants_404_reads_like_a_missing_id(

@@ -9,17 +9,29 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edc import submissions
 from edc.config import Settings, get_settings
 from edc.errors import EdcError
-from edc.portal import presentation
-from edc.portal.errors import edc_error_handler, validation_error_handler
-from edc.portal.routes import account, admin_api, admin_pages, api, health, pages
+from edc.observability.http import RequestObserver, request_log_context
+from edc.observability.metrics import PortalMetrics
+from edc.portal import openapi, presentation
+from edc.portal.errors import edc_error_handler, http_error_handler, validation_error_handler
+from edc.portal.routes import (
+    account,
+    admin_api,
+    admin_pages,
+    api,
+    health,
+    internal,
+    metrics,
+    pages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +65,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Efficient-Decode Competition",
         description="Upload a decoder; it is run sandboxed, checked token by token and ranked.",
         lifespan=lifespan,
+        dependencies=[Depends(request_log_context)],
     )
     app.state.settings = settings
     app.state.templates = make_templates()
+    app.state.metrics = PortalMetrics(settings)
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(EdcError, edc_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.include_router(pages.router)
     app.include_router(account.router)
     app.include_router(admin_pages.router)
     app.include_router(api.router, prefix="/api/v1")
     app.include_router(admin_api.router, prefix="/api/v1")
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(internal.router, prefix="/internal/v1")
+    openapi.install(app)
     return app
 
 

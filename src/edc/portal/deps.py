@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
@@ -35,3 +35,12 @@ def get_templates(request: Request) -> Jinja2Templates:
 
 
 TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
+
+
+# Row ids are 32-bit integer columns (PostgreSQL's `integer`): a larger number names no row, and
+# handing it to the database is an error there rather than a miss, so it is refused as invalid.
+MAX_ROW_ID = 2**31 - 1
+
+SubmissionId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="The submission's id.")]
+TokenId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="The API token's id.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ROW_ID, description="How many to skip.")]

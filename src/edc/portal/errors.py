@@ -6,11 +6,14 @@ the log-in form when it is not logged in, otherwise the sentence on an error pag
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from edc.errors import (
     CompetitionClosed,
@@ -106,3 +109,62 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
         problems.append(f"{where}: {error.get('msg', 'invalid')}")
     detail = "The request is invalid: " + "; ".join(problems) + "."
     return JSONResponse(ErrorOut(detail=detail, code="invalid_request").model_dump(), 422)
+
+
+# Methods probed when telling a client which ones a path accepts.
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts at this path.
+
+    Starlette's 405 names only the methods of the first route whose path matched, although
+    another route at the same path may take other methods (``GET`` and ``POST`` on
+    ``/api/v1/submissions``); ``Allow`` must list them all.
+    """
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    allowed = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette and FastAPI refusals (no such path, method not allowed, a body that cannot be
+    parsed) in the shape of every other."""
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    if status == 404:
+        code = "not_found"
+        detail = detail or f"There is nothing at {request.url.path}."
+    elif status == 405:
+        code = "method_not_allowed"
+        allowed = allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+        permitted = headers.get("Allow")
+        detail = detail or (
+            f"{request.method} is not allowed at {request.url.path}"
+            + (f"; use {permitted}." if permitted else ".")
+        )
+    else:
+        code = phrase.lower().replace(" ", "_").replace("-", "_")
+        detail = detail or f"{phrase}."
+    if wants_page(request):
+        templates = request.app.state.templates
+        return templates.TemplateResponse(  # type: ignore[no-any-return]
+            request,
+            "error.html",
+            {"message": detail, "status": status},
+            status_code=status,
+            headers=headers,
+        )
+    return JSONResponse(ErrorOut(detail=detail, code=code).model_dump(), status, headers)

@@ -29,6 +29,8 @@ from edc.config import Settings, get_settings
 from edc.errors import ArchiveUnavailable, InvalidUpload, RunFailed, SandboxUnavailable
 from edc.lifetime import die_with_parent
 from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
+from edc.observability.logging import log_context
+from edc.observability.metrics import record_outcome
 from edc.scheduler import queue
 from edc.worker.archive_source import fetch_archive
 from edc.worker.evaluation import StageFailed, evaluate
@@ -133,6 +135,13 @@ def run_submission(
     settings: Settings, submission_id: int, *, attempt: int | None, worker_id: str
 ) -> Outcome | None:
     """Claim, evaluate and record one submission. Returns None when the claim was lost."""
+    with log_context(submission_id=submission_id, worker_id=worker_id, attempt=attempt):
+        return _run_submission(settings, submission_id, attempt=attempt, worker_id=worker_id)
+
+
+def _run_submission(
+    settings: Settings, submission_id: int, *, attempt: int | None, worker_id: str
+) -> Outcome | None:
     if not claim(settings, submission_id, attempt=attempt, worker_id=worker_id):
         log.info(
             "submission %s attempt %s: not queued for us; nothing to do", submission_id, attempt
@@ -288,6 +297,8 @@ def _record(settings: Settings, submission_id: int, attempt: int, outcome: Outco
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             log.warning("submission %s attempt %s: result discarded", submission_id, attempt)
+            return
+    record_outcome(outcome.status, outcome.reason)
 
 
 def _hand_back(settings: Settings, submission_id: int, attempt: int, outcome: Outcome) -> None:

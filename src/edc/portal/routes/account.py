@@ -19,6 +19,7 @@ from edc.portal.auth import (
     client_address,
     set_session_cookie,
 )
+from edc.portal.deps import TokenId
 from edc.portal.errors import headers_for, status_for
 from edc.portal.render import checked_form, form_text, render
 from edc.submissions import database_errors
@@ -179,7 +180,7 @@ async def create_token(request: Request, identity: PageIdentity) -> Response:
 
 
 @router.post("/account/tokens/{token_id}/revoke", name="revoke_token")
-async def revoke_token(token_id: int, request: Request, identity: PageIdentity) -> Response:
+async def revoke_token(token_id: TokenId, request: Request, identity: PageIdentity) -> Response:
     settings: Settings = request.app.state.settings
     await checked_form(request, identity)
 

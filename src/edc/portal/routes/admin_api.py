@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from edc import admin, leaderboard
 from edc.portal.auth import AdminIdentity
-from edc.portal.deps import SessionDep, SettingsDep
+from edc.portal.deps import SessionDep, SettingsDep, SubmissionId
 from edc.portal.views import queue_out, submission_out
 from edc.scheduler import queue
 from edc.schemas import (
@@ -41,7 +41,7 @@ def _fresh(session: SessionDep, submission_id: int) -> SubmissionOut:
 
 @router.post("/submissions/{submission_id}/rerun", response_model=SubmissionOut, responses=_ACTION)
 def rerun(
-    submission_id: int, settings: SettingsDep, session: SessionDep, _admin: AdminIdentity
+    submission_id: SubmissionId, settings: SettingsDep, session: SessionDep, _admin: AdminIdentity
 ) -> SubmissionOut:
     """Evaluate a finished submission again, as a new attempt (the window does not apply)."""
     admin.rerun(settings, submission_id=submission_id)
@@ -50,7 +50,7 @@ def rerun(
 
 @router.post("/submissions/{submission_id}/cancel", response_model=SubmissionOut, responses=_ACTION)
 def cancel(
-    submission_id: int, settings: SettingsDep, session: SessionDep, who: AdminIdentity
+    submission_id: SubmissionId, settings: SettingsDep, session: SessionDep, who: AdminIdentity
 ) -> SubmissionOut:
     """Cancel a queued (taken off the queue) or running (its worker stops) submission."""
     admin.cancel(settings, submission_id=submission_id, by_name=who.name, by_admin=True)
@@ -61,7 +61,7 @@ def cancel(
     "/submissions/{submission_id}/disqualify", response_model=SubmissionOut, responses=_ACTION
 )
 def disqualify(
-    submission_id: int, body: DisqualifyIn, session: SessionDep, _admin: AdminIdentity
+    submission_id: SubmissionId, body: DisqualifyIn, session: SessionDep, _admin: AdminIdentity
 ) -> SubmissionOut:
     """Keep the submission off the leaderboard (the reason is shown to its owner)."""
     row = admin.set_disqualified(
@@ -73,7 +73,9 @@ def disqualify(
 @router.post(
     "/submissions/{submission_id}/restore", response_model=SubmissionOut, responses=_ACTION
 )
-def restore(submission_id: int, session: SessionDep, _admin: AdminIdentity) -> SubmissionOut:
+def restore(
+    submission_id: SubmissionId, session: SessionDep, _admin: AdminIdentity
+) -> SubmissionOut:
     """Undo a disqualification."""
     row = admin.set_disqualified(session, submission_id=submission_id, disqualified=False)
     return submission_out(session, row)
@@ -83,7 +85,7 @@ def restore(submission_id: int, session: SessionDep, _admin: AdminIdentity) -> S
     "/submissions/{submission_id}/baseline", response_model=SubmissionOut, responses=_ACTION
 )
 def baseline(
-    submission_id: int, body: BaselineIn, session: SessionDep, _admin: AdminIdentity
+    submission_id: SubmissionId, body: BaselineIn, session: SessionDep, _admin: AdminIdentity
 ) -> SubmissionOut:
     """Mark (or unmark) a submission as a baseline: shown apart on the leaderboard, unranked."""
     row = admin.set_baseline(session, submission_id=submission_id, baseline=body.baseline)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -12,6 +12,7 @@ from edc import admin, db, leaderboard, submissions
 from edc.config import Settings
 from edc.errors import EdcError
 from edc.portal.auth import PageAdmin
+from edc.portal.deps import Offset, SubmissionId
 from edc.portal.render import checked_form, form_text, render
 from edc.portal.views import queue_out, submissions_out
 from edc.scheduler import queue
@@ -23,9 +24,7 @@ Action = Literal["rerun", "cancel", "disqualify", "restore", "baseline", "unbase
 
 
 @router.get("", name="admin_page")
-async def admin_page(
-    request: Request, identity: PageAdmin, offset: Annotated[int, Query(ge=0)] = 0
-) -> Response:
+async def admin_page(request: Request, identity: PageAdmin, offset: Offset = 0) -> Response:
     settings: Settings = request.app.state.settings
 
     def load() -> dict[str, Any]:
@@ -52,7 +51,7 @@ async def admin_page(
 
 @router.post("/submissions/{submission_id}/{action}", name="admin_action")
 async def admin_action(
-    submission_id: int, action: Action, request: Request, identity: PageAdmin
+    submission_id: SubmissionId, action: Action, request: Request, identity: PageAdmin
 ) -> Response:
     settings: Settings = request.app.state.settings
     form = await checked_form(request, identity)

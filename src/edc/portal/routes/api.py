@@ -12,7 +12,7 @@ from edc import accounts, admin, competition, leaderboard, limits, storage, subm
 from edc.errors import NotFound
 from edc.models import User, utcnow
 from edc.portal.auth import CurrentIdentity, client_address
-from edc.portal.deps import SessionDep, SettingsDep
+from edc.portal.deps import Offset, SessionDep, SettingsDep, SubmissionId
 from edc.portal.events import snapshot, submission_stream
 from edc.portal.upload import UPLOAD_OPENAPI, receive_submission
 from edc.portal.views import submission_out, submissions_out, visible_submission
@@ -81,7 +81,7 @@ async def create_submission(
     tags=["submissions"],
 )
 def read_submission(
-    submission_id: int, session: SessionDep, identity: CurrentIdentity
+    submission_id: SubmissionId, session: SessionDep, identity: CurrentIdentity
 ) -> SubmissionOut:
     return submission_out(session, visible_submission(session, submission_id, identity))
 
@@ -91,7 +91,7 @@ def list_submissions(
     session: SessionDep,
     identity: CurrentIdentity,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     everyone: Annotated[bool, Query(description="Admins: every participant's.")] = False,
 ) -> Page:
     """Your submissions, newest first."""
@@ -115,7 +115,7 @@ def list_submissions(
     tags=["submissions"],
 )
 async def submission_events(
-    submission_id: int, request: Request, settings: SettingsDep, identity: CurrentIdentity
+    submission_id: SubmissionId, request: Request, settings: SettingsDep, identity: CurrentIdentity
 ) -> StreamingResponse:
     """Server-sent events: the submission each time its status, queue position or result changes."""
     # Refused with 404 before the stream starts, like the other reads.
@@ -136,7 +136,9 @@ async def submission_events(
     responses=_MINE,
     tags=["submissions"],
 )
-def read_logs(submission_id: int, session: SessionDep, identity: CurrentIdentity) -> SubmissionLogs:
+def read_logs(
+    submission_id: SubmissionId, session: SessionDep, identity: CurrentIdentity
+) -> SubmissionLogs:
     """The logs you may read: the public-prompt run's; admins also get the full logs."""
     row = visible_submission(session, submission_id, identity)
     return SubmissionLogs(
@@ -151,7 +153,10 @@ def read_logs(submission_id: int, session: SessionDep, identity: CurrentIdentity
     tags=["submissions"],
 )
 def download_archive(
-    submission_id: int, settings: SettingsDep, session: SessionDep, identity: CurrentIdentity
+    submission_id: SubmissionId,
+    settings: SettingsDep,
+    session: SessionDep,
+    identity: CurrentIdentity,
 ) -> FileResponse:
     """The uploaded zip, to its owner and to admins."""
     row = visible_submission(session, submission_id, identity)
@@ -168,7 +173,10 @@ def download_archive(
     tags=["submissions"],
 )
 def cancel_submission(
-    submission_id: int, settings: SettingsDep, session: SessionDep, identity: CurrentIdentity
+    submission_id: SubmissionId,
+    settings: SettingsDep,
+    session: SessionDep,
+    identity: CurrentIdentity,
 ) -> SubmissionOut:
     """Cancel your queued or running submission (it does not count against your limits)."""
     visible_submission(session, submission_id, identity)

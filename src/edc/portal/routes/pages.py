@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -14,6 +14,7 @@ from edc.config import Settings
 from edc.errors import EdcError
 from edc.models import utcnow
 from edc.portal.auth import CSRF_FIELD, Identity, OptionalIdentity, PageIdentity, check_csrf
+from edc.portal.deps import Offset, SubmissionId
 from edc.portal.errors import headers_for, status_for
 from edc.portal.render import checked_form, render
 from edc.portal.routes.api import leaderboard_out
@@ -30,7 +31,7 @@ PAGE_SIZE = 50
 async def index(
     request: Request,
     identity: OptionalIdentity,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     settings: Settings = request.app.state.settings
     context = await run_in_threadpool(_home_context, settings, identity, offset)
@@ -89,7 +90,9 @@ def _home_context(settings: Settings, identity: Identity | None, offset: int) ->
 
 
 @router.get("/submissions/{submission_id}", name="submission_page")
-async def submission_page(submission_id: int, request: Request, identity: PageIdentity) -> Response:
+async def submission_page(
+    submission_id: SubmissionId, request: Request, identity: PageIdentity
+) -> Response:
     settings: Settings = request.app.state.settings
 
     def load() -> dict[str, Any]:
@@ -105,7 +108,7 @@ async def submission_page(submission_id: int, request: Request, identity: PageId
 
 
 @router.post("/submissions/{submission_id}/cancel", name="cancel_page")
-async def cancel(submission_id: int, request: Request, identity: PageIdentity) -> Response:
+async def cancel(submission_id: SubmissionId, request: Request, identity: PageIdentity) -> Response:
     from edc import admin
 
     await checked_form(request, identity)
