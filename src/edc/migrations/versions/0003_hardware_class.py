@@ -21,9 +21,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("hardware_class", sa.String(32), nullable=False, server_default="cpu")
         )
-    op.create_index(
-        "ix_submissions_class_started", "submissions", ["hardware_class", "started_at"]
-    )
+    op.create_index("ix_submissions_class_started", "submissions", ["hardware_class", "started_at"])
 
 
 def downgrade() -> None:
