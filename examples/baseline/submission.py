@@ -79,11 +79,14 @@ class Llama:
                 qkv[:, h * hd : (h + kvh) * hd].reshape(n, kvh, hd).transpose(1, 0, 2), positions
             )
             v = qkv[:, (h + kvh) * hd :].reshape(n, kvh, hd).transpose(1, 0, 2)
-            att = np.einsum("kgqd,ksd->kgqs", q.reshape(kvh, group, n, hd), k) / math.sqrt(hd)
+            # Query head j reads key/value head j // group: one matrix product per kv head.
+            att = q.reshape(kvh, group * n, hd) @ k.transpose(0, 2, 1) / math.sqrt(hd)
+            att = att.reshape(kvh, group, n, n)
             att = att + causal
             att = np.exp(att - att.max(axis=-1, keepdims=True))
             att /= att.sum(axis=-1, keepdims=True)
-            y = np.einsum("kgqs,ksd->qkgd", att, v).reshape(n, h * hd)
+            y = (att.reshape(kvh, group * n, n) @ v).reshape(kvh, group, n, hd)
+            y = y.transpose(2, 0, 1, 3).reshape(n, h * hd)
             x = x + y @ layer["o"]
             gate, up = np.split(self.rms(x, layer["post_norm"]) @ layer["gate_up"], 2, axis=-1)
             x = x + (gate * (0.5 + 0.5 * np.tanh(0.5 * gate)) * up) @ layer["down"]

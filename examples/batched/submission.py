@@ -86,11 +86,14 @@ class Llama:
             )
             kv[1, :, start:total] = qkv[:, (h + kvh) * hd :].reshape(n, kvh, hd).transpose(1, 0, 2)
             keys, values = kv[0, :, :total], kv[1, :, :total]
-            att = np.einsum("kgqd,ksd->kgqs", q.reshape(kvh, group, n, hd), keys)
+            # Query head j reads key/value head j // group: one matrix product per kv head.
+            att = q.reshape(kvh, group * n, hd) @ keys.transpose(0, 2, 1)
+            att = att.reshape(kvh, group, n, total)
             att = att / math.sqrt(hd) + mask
             att = np.exp(att - att.max(axis=-1, keepdims=True))
             att /= att.sum(axis=-1, keepdims=True)
-            y = np.einsum("kgqs,ksd->qkgd", att, values).reshape(n, h * hd)
+            y = (att.reshape(kvh, group * n, total) @ values).reshape(kvh, group, n, hd)
+            y = y.transpose(2, 0, 1, 3).reshape(n, h * hd)
             x = x + y @ layer["o"]
             gate, up = np.split(self.rms(x, layer["post_norm"]) @ layer["gate_up"], 2, axis=-1)
             x = x + (gate * (0.5 + 0.5 * np.tanh(0.5 * gate)) * up) @ layer["down"]
@@ -118,11 +121,11 @@ class Llama:
                 kv[0, :, at] = k[:, i]
                 kv[1, :, at] = v[:, i]
                 keys, values = kv[0, :, : at + 1], kv[1, :, : at + 1]
-                att = np.einsum("kgd,ksd->kgs", q[:, i].reshape(kvh, group, hd), keys)
+                att = q[:, i].reshape(kvh, group, hd) @ keys.transpose(0, 2, 1)
                 att = att / math.sqrt(hd)
                 att = np.exp(att - att.max(axis=-1, keepdims=True))
                 att /= att.sum(axis=-1, keepdims=True)
-                y[i] = np.einsum("kgs,ksd->kgd", att, values).reshape(h * hd)
+                y[i] = (att @ values).reshape(h * hd)
             x = x + y @ layer["o"]
             gate, up = np.split(self.rms(x, layer["post_norm"]) @ layer["gate_up"], 2, axis=-1)
             x = x + (gate * (0.5 + 0.5 * np.tanh(0.5 * gate)) * up) @ layer["down"]

@@ -77,6 +77,7 @@ def session_limits(task: Task, settings: Settings) -> SessionLimits:
         cpus=limits.cpus,
         scratch_mb=settings.scratch_mb,
         output_cap_bytes=settings.log_cap_bytes,
+        gpus=settings.gpu_ids,
     )
 
 

@@ -66,6 +66,7 @@ class SessionLimits:
     cpus: float = 1.0
     scratch_mb: int = 512
     output_cap_bytes: int = 64 * 1024
+    gpus: tuple[str, ...] = ()  # the worker's devices, handed to the sandbox
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,8 @@ def entry_argv(submission_dir: Path, python: str) -> tuple[str, ...]:
 
 def prepare_channel_dir(channel_dir: Path) -> None:
     """The directory mounted at CHANNEL_DIR: the shim and the helper module, nothing else."""
-    channel_dir.mkdir(parents=True, exist_ok=False)
+    shutil.rmtree(channel_dir, ignore_errors=True)  # a previous session's, never shared
+    channel_dir.mkdir(parents=True)
     channel_dir.chmod(0o755)
     for module, name in ((shim, SHIM_NAME), (participant, PARTICIPANT_MODULE_NAME)):
         assert module.__file__ is not None
@@ -227,11 +229,14 @@ class Session:
         )
         while True:
             left_s = (deadline_ns - time.monotonic_ns()) / 1e9
-            for _stamp, message in self._receive(left_s, waiting_for="ready"):
+            messages = self._receive(left_s, waiting_for="ready")
+            for i, (_stamp, message) in enumerate(messages):
                 if isinstance(message, protocol.Ready):
                     self._run_deadline_ns = time.monotonic_ns() + int(
                         self._limits.run_timeout_s * 1e9
                     )
+                    for stamp, later in messages[i + 1 :]:
+                        self._handle(stamp, later)
                     return
                 if isinstance(message, protocol.SubmissionError):
                     raise submission_error(message)
@@ -254,7 +259,6 @@ class Session:
     def all_at_once(
         self, specs: Sequence[RequestSpec], progress: Callable[[int], None] | None = None
     ) -> ThroughputRun:
-        start_ns = time.monotonic_ns()
         records = tuple(self._start(spec) for spec in specs)
         done = 0
 
@@ -267,6 +271,7 @@ class Session:
             return not self._inflight
 
         self._await(finished)
+        start_ns = records[0].sent_ns if records else time.monotonic_ns()
         return ThroughputRun(records=records, start_ns=start_ns, end_ns=self._last_stamp_ns)
 
     def shutdown(self) -> None:
@@ -299,8 +304,10 @@ class Session:
         self, timeout_s: float, *, waiting_for: str
     ) -> list[tuple[int, protocol.SubmissionMessage]]:
         """At least one message, or a RunFailed saying why none came."""
+        deadline_ns = time.monotonic_ns() + int(max(timeout_s, 0.0) * 1e9)
         while True:
-            stamp, data = self._channel.receive(max(timeout_s, 0.0))
+            left_s = max(deadline_ns - time.monotonic_ns(), 0) / 1e9
+            stamp, data = self._channel.receive(left_s)
             if not data:
                 raise self._silence(waiting_for)
             lines = self._splitter.feed(data)
@@ -309,7 +316,6 @@ class Session:
                     (stamp, protocol.decode_message(line, vocab_size=self._plan.vocab_size))
                     for line in lines
                 ]
-            timeout_s = (timeout_s * 1e9 - (time.monotonic_ns() - stamp)) / 1e9
 
     def _silence(self, waiting_for: str) -> RunFailed:
         if waiting_for == "ready":
@@ -329,10 +335,13 @@ class Session:
             f"{r.request_id!r} ({len(r.tokens)} of {r.max_new_tokens} tokens)"
             for r in list(self._inflight.values())[:3]
         )
+        hint = ""
+        if all(len(r.tokens) == r.max_new_tokens for r in self._inflight.values()):
+            hint = ' (every token arrived, but no {"id": ..., "done": true})'
         return RunFailed(
             FailureReason.RUN_TIMEOUT,
             f"The submission sent nothing for {self._limits.step_timeout_s:g} s while requests "
-            f"were waiting: {waiting}.",
+            f"were waiting: {waiting}{hint}.",
         )
 
     def _handle(self, stamp: int, message: protocol.SubmissionMessage) -> None:
@@ -427,6 +436,7 @@ def run_session(
         cpus=limits.cpus,
         scratch_mb=limits.scratch_mb,
         output_cap_bytes=limits.output_cap_bytes,
+        gpus=limits.gpus,
         labels=dict(labels or {}),
     )
 
@@ -436,7 +446,11 @@ def run_session(
 
     report("start", 0, 0)
     started_ns = time.monotonic_ns()
-    process = sandbox.start(spec)
+    try:
+        process = sandbox.start(spec)
+    except BaseException:
+        listener.close()
+        raise
     channel: Channel | None = None
     shut_down = False
     try:
@@ -478,7 +492,9 @@ def run_session(
         raise
     finally:
         if not shut_down:
+            # Also after an error of the harness itself: the sandbox never outlives the session.
             process.kill()
+            process.wait()
         if channel is not None:
             channel.close()
         listener.close()

@@ -1,0 +1,100 @@
+"""The example submissions, run through the real sandbox and judged by the verifier."""
+
+from pathlib import Path
+
+import pytest
+
+from edc.config import Settings
+from edc.errors import RunFailed
+from edc.harness.evaluate import evaluate_submission, load_task
+from edc.models import FailureReason
+from edc.sandbox.base import Sandbox
+from edc.tasks.task import Task
+
+from .conftest import EXAMPLES, example_source, write_python
+
+
+@pytest.mark.parametrize("example", ["baseline", "kvcache", "batched"])
+def test_example_passes_verification(
+    example: str,
+    bwrap_sandbox: Sandbox,
+    small_task: Task,
+    harness_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    evaluation = evaluate_submission(
+        settings=harness_settings,
+        sandbox=bwrap_sandbox,
+        submission_dir=EXAMPLES / example,
+        task=small_task,
+        run_dir=tmp_path / "run",
+    )
+    metrics = evaluation.metrics
+    requests = 1 + 2 * 2 + 3
+    assert metrics["correct"] is True
+    assert metrics["tokens_checked"] == requests * small_task.max_new_tokens
+    assert metrics["max_gap"] <= small_task.epsilon
+    assert metrics["exact_match_rate"] > 0.9
+    assert metrics["latency"]["tpot_ms"]["p50"] > 0
+    assert metrics["throughput"]["output_tokens_per_s"] > 0
+    assert metrics["load_s"] > 0
+    low, high = metrics["score_ci"]
+    assert low <= metrics["score"] <= high
+    assert len(metrics["itl_ms_by_position"]) == small_task.max_new_tokens - 1
+
+
+def test_a_wrong_token_fails_naming_request_and_position(
+    bwrap_sandbox: Sandbox, small_task: Task, harness_settings: Settings, tmp_path: Path
+) -> None:
+    # The kvcache example, except that the first request's fourth token is its worst choice.
+    source = (
+        example_source("kvcache")
+        + """
+
+_Correct = Decoder
+
+
+class Decoder(_Correct):
+    def step(self, requests):
+        for request_id, tokens in super().step(requests):
+            if not hasattr(self, "victim"):
+                self.victim = request_id
+            request = next(r for r in requests if r.id == request_id)
+            if request_id == self.victim and len(request.generated) == 3:
+                cache, sampler, logits = self.state[request_id]
+                tokens = [int(sampler.scores(logits, 3).argmin())]
+            yield request_id, tokens
+"""
+    )
+    submission = write_python(tmp_path / "wrong", source)
+    with pytest.raises(RunFailed) as info:
+        evaluate_submission(
+            settings=harness_settings,
+            sandbox=bwrap_sandbox,
+            submission_dir=submission,
+            task=small_task,
+            run_dir=tmp_path / "run",
+        )
+    failure = info.value
+    first = small_task.request_plan(small_task.hidden_prompts()).warmup[0].id
+    assert failure.reason is FailureReason.WRONG_OUTPUT
+    assert f"request {first!r}, position 3" in failure.message
+
+
+@pytest.mark.slow
+def test_kvcache_passes_the_bundled_task_in_full(
+    bwrap_sandbox: Sandbox, harness_settings: Settings, tmp_path: Path
+) -> None:
+    task = load_task(harness_settings)
+    evaluation = evaluate_submission(
+        settings=harness_settings,
+        sandbox=bwrap_sandbox,
+        submission_dir=EXAMPLES / "kvcache",
+        task=task,
+        run_dir=tmp_path / "run",
+    )
+    counts = task.requests
+    total = counts.warmup + counts.timed * counts.repeats + counts.throughput
+    assert evaluation.metrics["correct"] is True
+    assert evaluation.metrics["tokens_checked"] == total * task.max_new_tokens
+    assert evaluation.metrics["roofline"] > 0
