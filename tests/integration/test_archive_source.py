@@ -19,8 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from tests.competition.helpers import bearer, make_user, zip_of
-from tests.e2e.running import free_port
 
 from edc import db
 from edc.config import Settings
@@ -28,6 +26,8 @@ from edc.errors import ArchiveUnavailable
 from edc.models import Submission
 from edc.portal.app import create_app
 from edc.worker.archive_source import archive_cache_dir, fetch_archive
+from tests.competition.helpers import bearer, make_user, zip_of
+from tests.e2e.running import free_port
 
 WORKER_TOKEN = "worker-credential-for-tests"
 

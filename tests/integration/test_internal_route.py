@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.competition.helpers import bearer, make_user, zip_of
 
 from edc import db
 from edc.config import Settings
 from edc.models import Submission
 from edc.portal.app import create_app
+from tests.competition.helpers import bearer, make_user, zip_of
 
 WORKER_TOKEN = "worker-credential-for-tests"
 

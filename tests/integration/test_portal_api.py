@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from tests.competition.helpers import bearer, make_user
 
 from edc import db
 from edc.config import Settings
 from edc.models import Submission, SubmissionStatus
 from edc.portal.app import create_app
 from edc.scheduler.queue import job_id_for, queued_job_ids, submission_queue
+from tests.competition.helpers import bearer, make_user
 
 GOOD_CODE = b"class Decoder:\n    pass\n"
 

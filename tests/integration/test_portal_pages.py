@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from tests.competition.helpers import csrf_from, make_user, web_login
 
 from edc import db
 from edc.config import Settings
 from edc.models import FailureReason, Submission, SubmissionStatus, User
 from edc.portal.app import create_app
+from tests.competition.helpers import csrf_from, make_user, web_login
 
 BOOTSTRAP_CSS = "/static/vendor/bootstrap/bootstrap.min.css"
 BOOTSTRAP_JS = "/static/vendor/bootstrap/bootstrap.bundle.min.js"

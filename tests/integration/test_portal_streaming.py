@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 import uvicorn
-from tests.competition.helpers import make_user
 
 from edc.config import Settings
 from edc.portal.app import create_app
+from tests.competition.helpers import make_user
 
 pytestmark = pytest.mark.slow
 

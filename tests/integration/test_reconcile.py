@@ -7,34 +7,15 @@ from datetime import timedelta
 
 import redis
 
-from edc import db
 from edc.config import Settings
-from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
+from edc.models import FailureReason, SubmissionStatus, utcnow
 from edc.scheduler import queue, reconcile
 from edc.worker import heartbeat
-
-
-def _insert(settings: Settings, **values: object) -> int:
-    with db.session_scope(settings) as session:
-        row = Submission(
-            file_path="uploads/x.zip", sha256="0" * 64, size_bytes=1, original_filename="x.zip"
-        )
-        for key, value in values.items():
-            setattr(row, key, value)
-        session.add(row)
-        session.flush()
-        return row.id
-
-
-def _get(settings: Settings, submission_id: int) -> Submission:
-    with db.session_scope(settings) as session:
-        row = session.get(Submission, submission_id)
-        assert row is not None
-        return row
+from tests.integration.rows import get_submission, insert_submission
 
 
 def test_queued_rows_lost_by_redis_are_enqueued_again(settings: Settings) -> None:
-    ids = [_insert(settings) for _ in range(3)]
+    ids = [insert_submission(settings) for _ in range(3)]
     queue.enqueue_submission(settings, ids[0])
     redis.Redis.from_url(str(settings.redis_url)).delete(
         queue.submission_queue(settings, ids[0]).key
@@ -49,7 +30,7 @@ def test_queued_rows_lost_by_redis_are_enqueued_again(settings: Settings) -> Non
 
 
 def test_a_dead_job_of_a_queued_row_is_replaced(settings: Settings) -> None:
-    submission_id = _insert(settings)
+    submission_id = insert_submission(settings)
     queue.enqueue_submission(settings, submission_id)
     # Play a worker that took the job off the queue and then lost it.
     rq_queue = queue.submission_queue(settings, submission_id)
@@ -62,27 +43,27 @@ def test_a_dead_job_of_a_queued_row_is_replaced(settings: Settings) -> None:
 
 def test_stale_processing_row_goes_back_with_a_new_attempt(settings: Settings) -> None:
     stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 5)
-    submission_id = _insert(
+    submission_id = insert_submission(
         settings, status=SubmissionStatus.PROCESSING, attempt=1, heartbeat_at=stale, worker_id="w"
     )
-    fresh_id = _insert(
+    fresh_id = insert_submission(
         settings, status=SubmissionStatus.PROCESSING, attempt=1, heartbeat_at=utcnow()
     )
 
     report = reconcile.reconcile_once(settings)
 
     assert report.recovered == [submission_id]
-    row = _get(settings, submission_id)
+    row = get_submission(settings, submission_id)
     assert (row.status, row.attempt, row.worker_id) == (SubmissionStatus.QUEUED, 2, None)
     assert queue.queued_job_ids(settings) == [queue.job_id_for(submission_id, 2)]
-    assert _get(settings, fresh_id).status is SubmissionStatus.PROCESSING
+    assert get_submission(settings, fresh_id).status is SubmissionStatus.PROCESSING
     # The presumed-dead worker's late heartbeat no longer touches the row.
     assert not heartbeat.beat(settings, submission_id, 1)
 
 
 def test_out_of_attempts_ends_failed_as_infrastructure(settings: Settings) -> None:
     stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 5)
-    submission_id = _insert(
+    submission_id = insert_submission(
         settings,
         status=SubmissionStatus.PROCESSING,
         attempt=settings.max_attempts,
@@ -90,7 +71,7 @@ def test_out_of_attempts_ends_failed_as_infrastructure(settings: Settings) -> No
     )
     report = reconcile.reconcile_once(settings)
     assert report.abandoned == [submission_id]
-    row = _get(settings, submission_id)
+    row = get_submission(settings, submission_id)
     assert row.status is SubmissionStatus.FAILED
     assert row.failure_reason is FailureReason.INFRASTRUCTURE
     assert "not your code's fault" in (row.failure_message or "")
@@ -119,6 +100,8 @@ def test_heartbeats_are_judged_only_after_a_full_timeout_of_database_contact(
 
 def test_a_pass_that_may_not_judge_heartbeats_leaves_processing_rows(settings: Settings) -> None:
     stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 5)
-    submission_id = _insert(settings, status=SubmissionStatus.PROCESSING, heartbeat_at=stale)
+    submission_id = insert_submission(
+        settings, status=SubmissionStatus.PROCESSING, heartbeat_at=stale
+    )
     assert reconcile.reconcile_once(settings, recover_stale=False).recovered == []
-    assert _get(settings, submission_id).status is SubmissionStatus.PROCESSING
+    assert get_submission(settings, submission_id).status is SubmissionStatus.PROCESSING
