@@ -98,3 +98,10 @@ def test_kvcache_passes_the_bundled_task_in_full(
     assert evaluation.metrics["correct"] is True
     assert evaluation.metrics["tokens_checked"] == total * task.max_new_tokens
     assert evaluation.metrics["roofline"] > 0
+
+
+def test_the_kvcache_example_is_the_task_baseline() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    example = repo / "examples" / "kvcache" / "submission.py"
+    baseline = repo / "src" / "edc" / "tasks" / "tiny" / "baseline" / "submission.py"
+    assert example.read_bytes() == baseline.read_bytes()
