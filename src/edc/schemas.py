@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from edc.clock import aware_utc
 from edc.models import FailureReason, SubmissionStatus
 
 # SQLite hands back naive times (stored in UTC); say so, as PostgreSQL does.
 UtcTime = Annotated[datetime, AfterValidator(aware_utc)]
+
+# PostgreSQL's text cannot hold NUL: refused here (422) rather than by the database (a 500).
+NO_NUL_PATTERN = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(pattern=NO_NUL_PATTERN)]
 
 
 class SubmissionOut(BaseModel):
@@ -121,9 +125,9 @@ class MeOut(BaseModel):
 
 
 class TokenRequest(BaseModel):
-    name: str
+    name: Text
     password: str
-    label: str = "cli"
+    label: Text = "cli"
 
 
 class TokenIssued(BaseModel):
@@ -193,7 +197,7 @@ class WorkerOut(BaseModel):
 
 
 class DisqualifyIn(BaseModel):
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class BaselineIn(BaseModel):

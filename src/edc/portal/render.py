@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from edc import competition
 from edc.config import Settings
+from edc.errors import InvalidInput
 from edc.models import utcnow
 from edc.portal.auth import CSRF_FIELD, Identity, check_csrf, csrf_token_for, set_csrf_cookie
 
@@ -59,5 +60,11 @@ async def checked_form(request: Request, identity: Identity | None) -> FormData:
 
 
 def form_text(form: FormData, name: str) -> str:
+    """A text field of the form ("" when absent); InvalidInput when it holds a NUL character,
+    which PostgreSQL's text cannot store."""
     value = form.get(name)
-    return value if isinstance(value, str) else ""
+    if not isinstance(value, str):
+        return ""
+    if "\x00" in value:
+        raise InvalidInput(f"The form field {name!r} contains a NUL character.")
+    return value
