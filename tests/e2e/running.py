@@ -141,7 +141,7 @@ def start_platform(
         start_new_session=True,
     )
     log.close()
-    STARTED.append(process)
+    STARTED.append((process, (tmp_path / "data").resolve()))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -177,16 +177,24 @@ def stop_platform(platform: RunningPlatform) -> str:
 
 
 # Every `edc up` a test started; tests/e2e/conftest.py kills what a failed test left running.
-STARTED: list[subprocess.Popen[bytes]] = []
+STARTED: list[tuple[subprocess.Popen[bytes], Path]] = []
 
 
 def kill_leftovers() -> None:
+    """Kill what a test left running: `edc up`, its children, and its embedded Redis (which runs
+    daemonised, so it is found by its working directory, the platform's data directory)."""
     while STARTED:
-        process = STARTED.pop()
-        if process.poll() is not None:
-            continue
-        tree = psutil.Process(process.pid).children(recursive=True)
-        for member in [psutil.Process(process.pid), *tree]:
+        process, data_dir = STARTED.pop()
+        members = []
+        if process.poll() is None:
+            members = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+        members += [
+            p
+            for p in psutil.process_iter(["name", "cwd"])
+            if p.info["name"] == "redis-server" and p.info["cwd"] == str(data_dir)
+        ]
+        for member in members:
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.kill()
-        process.wait()
+        if process.poll() is None:
+            process.wait()
