@@ -13,6 +13,7 @@ from typing import Any
 
 from edc import __version__
 from edc.config import Settings
+from edc.harness.bandwidth import machine_bandwidth_gb_per_s
 from edc.harness.protocol import PROTOCOL_VERSION
 from edc.sandbox.base import Sandbox
 from edc.tasks.task import Task
@@ -65,10 +66,12 @@ def _task_identity(root: Path, name: str, version: str) -> dict[str, str]:
 
 def warm(settings: Settings, task: Task) -> None:
     """Work out the slow facts once in the worker process, before it forks a work-horse per job
-    (hashing a real model's weights takes a while)."""
+    (hashing a real model's weights, measuring the memory bandwidth)."""
     _cpu_model()
     _gpus(settings.gpu_ids)
     _task_identity(task.root, task.name, task.version)
+    if task.hardware.memory_bandwidth_gbps is None:
+        machine_bandwidth_gb_per_s()  # the roofline's denominator; measured before any timing
 
 
 def provenance(
