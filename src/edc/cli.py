@@ -121,7 +121,7 @@ def worker(
     from edc.harness.evaluate import load_task
     from edc.observability.logging import log_context
     from edc.sandbox.select import choose_sandbox
-    from edc.scheduler.queue import make_worker
+    from edc.scheduler.queue import announce_worker, make_worker, retire_worker
     from edc.scheduler.reconcile import Reconciler
     from edc.worker import provenance
     from edc.worker.drift import DriftWatch
@@ -158,10 +158,16 @@ def worker(
     watch = None
     if settings.drift_watch and task.baseline_dir is not None:
         watch = DriftWatch(settings, name, settings.hardware_class or task.spec.hardware.kind)
+    hardware_class = settings.hardware_class or task.spec.hardware.kind
+    try:
+        announce_worker(settings, name, hardware_class=hardware_class, host=socket.gethostname())
+    except EdcError as exc:
+        err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
+        raise typer.Exit(3) from exc
     reconciler = Reconciler(settings)
     reconciler.start()
     try:
-        rq_worker = make_worker(settings, name=name, hardware_class=settings.hardware_class)
+        rq_worker = make_worker(settings, name=name, hardware_class=hardware_class)
         if watch is not None:
             rq_worker.watch = watch
         # The forked work-horses inherit the context: every line carries the worker's name.
@@ -172,8 +178,9 @@ def worker(
         raise typer.Exit(3) from exc
     finally:
         reconciler.stop()
-        if watch is not None:
-            with contextlib.suppress(EdcError):
+        with contextlib.suppress(EdcError):
+            retire_worker(settings, name)
+            if watch is not None:
                 watch.forget()
 
 

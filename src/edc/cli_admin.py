@@ -164,12 +164,15 @@ def register(app: typer.Typer) -> None:
             except PortalError as exc:
                 raise fail(exc) from exc
         table = Table(title=f"{len(workers)} worker(s)")
-        for column in ("worker", "alive", "state", "submission", "busy since", "heartbeat"):
+        columns = ("worker", "class", "devices", "alive", "state", "submission", "busy since")
+        for column in (*columns, "heartbeat"):
             table.add_column(column)
         for w in workers:
             table.add_row(
                 w["name"],
-                "yes" if w["alive"] else "no",
+                w.get("hardware_class") or "",
+                ",".join(w.get("gpus") or []) or "cpu",
+                ("yes" if w["alive"] else "no") + (" (drifting)" if w.get("drifting") else ""),
                 w["state"],
                 f"#{w['submission_id']} (attempt {w['attempt']})" if w["submission_id"] else "",
                 w["busy_since"] or "",

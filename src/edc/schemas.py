@@ -194,6 +194,9 @@ class WorkerOut(BaseModel):
     drifting: bool = Field(
         default=False, description="barred from taking jobs: its baseline timing is off the fleet's"
     )
+    hardware_class: str | None = None
+    gpus: list[str] = Field(default_factory=list, description="the devices the worker owns")
+    host: str | None = None
 
 
 class DisqualifyIn(BaseModel):

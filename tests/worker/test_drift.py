@@ -90,3 +90,18 @@ def test_the_baseline_is_timed_in_the_sandbox(sqlite_settings: Settings, tmp_pat
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["tpot_ms_p50"] > 0
+
+
+def test_the_worker_list_names_class_devices_and_host(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings.model_copy(update={"gpus": "2,3"})
+    worker = queue.make_worker(settings, name="gpu-worker", hardware_class="h100")
+    worker.register_birth()
+    queue.announce_worker(settings, "gpu-worker", hardware_class="h100", host="gpu-host-7")
+    try:
+        (state,) = [s for s in queue.worker_states(settings) if s.name == "gpu-worker"]
+        assert (state.hardware_class, state.gpus, state.host) == ("h100", ("2", "3"), "gpu-host-7")
+        assert state.alive and not state.drifting
+    finally:
+        worker.register_death()
+        queue.retire_worker(settings, "gpu-worker")
+    assert all(s.hardware_class is None for s in queue.worker_states(settings))

@@ -10,6 +10,7 @@ round-robin across participants (the rule lives in :mod:`edc.queue_position`).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -194,6 +195,22 @@ class Watch(Protocol):
     def check(self) -> object: ...
 
 
+def _profile_key(settings: Settings) -> str:
+    return f"edc:{settings.deployment_id}:worker-profiles"
+
+
+def announce_worker(settings: Settings, name: str, *, hardware_class: str, host: str) -> None:
+    """Record what a worker is (class, devices, host) for the admins' list of workers."""
+    profile = {"hardware_class": hardware_class, "gpus": list(settings.gpu_ids), "host": host}
+    with redis_errors():
+        redis_connection(settings).hset(_profile_key(settings), name, json.dumps(profile))
+
+
+def retire_worker(settings: Settings, name: str) -> None:
+    with redis_errors():
+        redis_connection(settings).hdel(_profile_key(settings), name)
+
+
 def drifting_key(settings: Settings) -> str:
     """The Redis set of workers barred by the drift watch."""
     return f"edc:{settings.deployment_id}:drifting"
@@ -308,6 +325,9 @@ class WorkerState:
     last_heartbeat: datetime | None
     started_at: datetime | None  # when the worker process registered
     drifting: bool = False  # barred by the drift watch: its baseline timing is off the fleet's
+    hardware_class: str | None = None  # what the worker announced at start (announce_worker)
+    gpus: tuple[str, ...] = ()
+    host: str | None = None
 
 
 # RQ workers beat every few seconds while idle or busy; well past that they are gone or stuck.
@@ -326,6 +346,10 @@ def worker_states(settings: Settings) -> list[WorkerState]:
         ]
         now = datetime.now(UTC)
         drifting = {_text(name) for name in connection.smembers(drifting_key(settings))}
+        profiles = {
+            _text(name): json.loads(raw)
+            for name, raw in connection.hgetall(_profile_key(settings)).items()
+        }
         states = []
         for worker in workers:
             job_id = worker.get_current_job_id()
@@ -348,6 +372,9 @@ def worker_states(settings: Settings) -> list[WorkerState]:
                     last_heartbeat=heartbeat,
                     started_at=_utc(worker.birth_date) if worker.birth_date else None,
                     drifting=worker.name in drifting,
+                    hardware_class=profiles.get(worker.name, {}).get("hardware_class"),
+                    gpus=tuple(profiles.get(worker.name, {}).get("gpus", ())),
+                    host=profiles.get(worker.name, {}).get("host"),
                 )
             )
     return sorted(states, key=lambda s: (s.submission_id is None, s.name))
