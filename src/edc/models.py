@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     false,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -282,6 +283,17 @@ class Submission(Base):
 
 
 # The leaderboard's per-participant probe: best score first, then the earlier submission.
+def running_attempt(submission_id: int, attempt: int) -> ColumnElement[bool]:
+    """The row, while this attempt is still the one being evaluated: the condition of every
+    write a worker (or the reconciler acting for a dead one) makes, so a superseded attempt
+    changes nothing."""
+    return and_(
+        Submission.id == submission_id,
+        Submission.status == SubmissionStatus.PROCESSING,
+        Submission.attempt == attempt,
+    )
+
+
 Index("ix_submissions_user_score", Submission.user_id, Submission.score, Submission.created_at)
 # Baselines are few among many: found without a scan.
 Index("ix_submissions_baseline", Submission.is_baseline, Submission.score)

@@ -25,7 +25,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from edc import db
 from edc.config import Settings
 from edc.errors import EdcError
-from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
+from edc.models import FailureReason, Submission, SubmissionStatus, running_attempt, utcnow
 from edc.scheduler import queue
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,7 @@ def _recover_stale(settings: Settings, report: ReconcileReport) -> None:
         with db.session_scope(settings) as session:
             changed = session.execute(
                 update(Submission)
-                .where(
-                    Submission.id == submission_id,
-                    Submission.status == SubmissionStatus.PROCESSING,
-                    Submission.attempt == attempt,
-                )
+                .where(running_attempt(submission_id, attempt))
                 .values(**values)
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ from edc import archive, db
 from edc.config import Settings, get_settings
 from edc.errors import ArchiveUnavailable, InvalidUpload, RunFailed, SandboxUnavailable
 from edc.lifetime import die_with_parent
-from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
+from edc.models import FailureReason, Submission, SubmissionStatus, running_attempt, utcnow
 from edc.observability.logging import log_context
 from edc.observability.metrics import record_outcome
 from edc.scheduler import queue
@@ -279,11 +279,7 @@ def _record(settings: Settings, submission_id: int, attempt: int, outcome: Outco
     with db.session_scope(settings) as session:
         result = session.execute(
             update(Submission)
-            .where(
-                Submission.id == submission_id,
-                Submission.status == SubmissionStatus.PROCESSING,
-                Submission.attempt == attempt,
-            )
+            .where(running_attempt(submission_id, attempt))
             .values(
                 status=outcome.status,
                 finished_at=utcnow(),
@@ -312,11 +308,7 @@ def _hand_back(settings: Settings, submission_id: int, attempt: int, outcome: Ou
     with db.session_scope(settings) as session:
         session.execute(
             update(Submission)
-            .where(
-                Submission.id == submission_id,
-                Submission.status == SubmissionStatus.PROCESSING,
-                Submission.attempt == attempt,
-            )
+            .where(running_attempt(submission_id, attempt))
             .values(
                 status=SubmissionStatus.QUEUED,
                 attempt=attempt + 1,

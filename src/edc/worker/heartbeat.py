@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from edc import db
 from edc.config import Settings
-from edc.models import Submission, SubmissionStatus, utcnow
+from edc.models import Submission, running_attempt, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,7 @@ def beat(settings: Settings, submission_id: int, attempt: int) -> bool:
     with db.session_scope(settings) as session:
         result = session.execute(
             update(Submission)
-            .where(
-                Submission.id == submission_id,
-                Submission.attempt == attempt,
-                Submission.status == SubmissionStatus.PROCESSING,
-            )
+            .where(running_attempt(submission_id, attempt))
             .values(heartbeat_at=utcnow())
             .execution_options(synchronize_session=False)
         )
