@@ -204,4 +204,7 @@ class DisqualifyIn(BaseModel):
 
 
 class BaselineIn(BaseModel):
+    # Strict: a number or a string is not a yes/no (the schema says boolean).
+    model_config = ConfigDict(strict=True)
+
     baseline: bool = True

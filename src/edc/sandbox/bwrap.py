@@ -284,8 +284,10 @@ class BwrapProcess(SandboxProcess):
         with self._lock:
             if self._reaped:
                 return False
-            ready, _, _ = select.select([self._pidfd], [], [], 0)
-            return not ready
+            # poll(), not select(): a worker may hold more than FD_SETSIZE descriptors.
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            return not poller.poll(0)
 
     def kill(self) -> None:
         with self._lock:

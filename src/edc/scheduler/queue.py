@@ -40,15 +40,27 @@ def job_id_for(submission_id: int, attempt: int) -> str:
     return f"submission-{submission_id}-attempt-{attempt}"
 
 
+# One client (and its connection pool) per (URL, process): a pool per call would leave sockets
+# open until the garbage collector finds them, and a forked work-horse must not share sockets.
+_clients: dict[tuple[str, int], redis.Redis] = {}
+
+
 def redis_connection(settings: Settings) -> redis.Redis:
     if not settings.redis_url:
         raise ServiceUnavailable(
             "No Redis is configured: set EDC_REDIS_URL, or start everything with `edc up`, "
             "which runs an embedded Redis."
         )
-    return redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
-    )
+    key = (settings.redis_url, os.getpid())
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            health_check_interval=30,
+        )
+    return client
 
 
 @contextmanager
