@@ -123,6 +123,7 @@ def worker(
     from edc.sandbox.select import choose_sandbox
     from edc.scheduler.queue import announce_worker, make_worker, retire_worker
     from edc.scheduler.reconcile import Reconciler
+    from edc.worker import executor as _job  # noqa: F401  (loaded once here, not in each job)
     from edc.worker import provenance
     from edc.worker.drift import DriftWatch
 
