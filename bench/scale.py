@@ -45,6 +45,11 @@ def throughput(workers: int, submissions: int, load_s: float, scratch: Path) -> 
         workers=workers,
     )
     try:
+        # Time the fleet at work, not its start-up: wait until every worker listens.
+        connection = redis.Redis.from_url(REDIS_URL)
+        deadline = time.monotonic() + 60
+        while connection.scard("rq:workers") < workers and time.monotonic() < deadline:
+            time.sleep(0.2)
         payload = kvcache_zip(load_delay_s=load_s)
         started = time.perf_counter()
         ids = [platform.upload(f"s{i}.zip", payload).json()["id"] for i in range(submissions)]
