@@ -32,6 +32,8 @@ class Evaluation:
     metrics: dict[str, Any]
     logs: str  # hidden run: admins only
     public_logs: str  # public check: the participant's
+    # For organisers only (stored in ``submissions.audit``): what replays the hidden evaluation.
+    audit: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class StageFailed(RunFailed):
