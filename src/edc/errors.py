@@ -101,9 +101,23 @@ class ArchiveUnavailable(EdcError):
 
 
 class RunFailed(EdcError):
-    """Raised inside the worker; the executor records ``reason`` and ``message`` on the row."""
+    """Raised inside the worker; the executor records ``reason`` and ``message`` on the row.
 
-    def __init__(self, reason: FailureReason, message: str, *, logs: str = "") -> None:
+    ``message`` may quote what the submission sent. ``public_message``, when set, says the same
+    with harness-known facts only (reason, request index, position, counts): the hidden stage
+    shows the participant that one, so a submission cannot carry hidden prompts out in the text
+    of its own failure.
+    """
+
+    def __init__(
+        self,
+        reason: FailureReason,
+        message: str,
+        *,
+        logs: str = "",
+        public_message: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.logs = logs
+        self.public_message = public_message

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edc.errors import RunFailed
 from edc.harness import protocol as p
@@ -98,3 +100,37 @@ def test_line_splitter_refuses_an_endless_line() -> None:
 def test_line_splitter_refuses_a_long_complete_line() -> None:
     with pytest.raises(RunFailed):
         p.LineSplitter(max_line_bytes=10).feed(b"y" * 20 + b"\n")
+
+
+def test_a_deeply_nested_line_is_a_protocol_error_not_a_crash_of_the_harness() -> None:
+    # json.loads raises RecursionError on this; left alone it read as the platform's failure,
+    # retried for free.
+    message = refused(b"[" * 200_000)
+    assert "cannot read" in message and len(message) < 300
+
+
+def test_a_quoted_request_id_is_cut_short() -> None:
+    long_id = "x" * 10_000
+    message = refused(json.dumps({"id": long_id, "tokens": [300]}))
+    assert long_id not in message and len(message) < 400
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=4)
+            | st.dictionaries(st.sampled_from(["id", "op", "tokens", "done", "x"]), inner),
+            max_leaves=20,
+        ).map(lambda obj: json.dumps(obj).encode()),
+    )
+)
+def test_any_line_decodes_or_is_a_protocol_error(line: bytes) -> None:
+    try:
+        message = p.decode_message(line, vocab_size=256)
+    except RunFailed as exc:
+        assert exc.reason is FailureReason.PROTOCOL_ERROR
+    else:
+        assert isinstance(message, p.Ready | p.Chunk | p.SubmissionError)

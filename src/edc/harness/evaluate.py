@@ -27,14 +27,16 @@ from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness import metrics as m
 from edc.harness.bandwidth import machine_bandwidth_gb_per_s
+from edc.harness.disclosure import GENERIC_SENTENCES
 from edc.harness.runner import (
+    RequestRecord,
     RequestSpec,
     SessionLimits,
     SessionPlan,
     SessionResult,
     run_session,
 )
-from edc.harness.verify import RequestOutput, VerificationReport, verify_outputs
+from edc.harness.verify import FaultKind, RequestOutput, VerificationReport, verify_outputs
 from edc.models import FailureReason
 from edc.sandbox.base import Sandbox
 from edc.tasks.task import Prompt, RequestPlan, Task, bundled_task_dir
@@ -151,7 +153,12 @@ def evaluate_submission(
     )
     report("verify", len(records), len(records))
     if not verification.correct:
-        raise RunFailed(FailureReason.WRONG_OUTPUT, verification.message, logs=session.logs)
+        raise RunFailed(
+            FailureReason.WRONG_OUTPUT,
+            verification.message,
+            logs=session.logs,
+            public_message=_wrong_output_facts(verification, records),
+        )
     result = Evaluation(metrics=compute_metrics(task, session, verification), logs=session.logs)
     report("done", len(records), len(records))
     return result
@@ -188,6 +195,17 @@ def compute_metrics(
         floor_ms=floor,
         bandwidth_gb_per_s=bandwidth,
     )
+
+
+def _wrong_output_facts(verification: VerificationReport, records: Sequence[RequestRecord]) -> str:
+    """Where the first fault lies, by the harness's own numbering: no token, no gap."""
+    fault = verification.first_fault
+    assert fault is not None
+    index = next(i for i, r in enumerate(records) if r.request_id == fault.request_id)
+    what = GENERIC_SENTENCES[FailureReason.WRONG_OUTPUT]
+    if fault.kind is FaultKind.WRONG_COUNT:
+        what = "The submission returned the wrong number of tokens"
+    return f"{what}: request {index + 1} of {len(records)}, position {fault.position}."
 
 
 def _first_divergence(verification: VerificationReport) -> dict[str, Any] | None:

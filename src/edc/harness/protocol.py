@@ -37,7 +37,7 @@ PROTOCOL_VERSION = 1
 # A line longer than this is refused: a chunk of even a few thousand tokens is far below it.
 MAX_LINE_BYTES = 1 << 20
 MAX_ERROR_MESSAGE_CHARS = 2000
-_QUOTE_CHARS = 80
+QUOTE_CHARS = 80
 
 
 # --- harness → submission -------------------------------------------------------------------
@@ -124,13 +124,35 @@ def quote(raw: bytes | str) -> str:
     """A short, printable excerpt of what the submission sent, for error sentences."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     text = text.strip()
-    if len(text) > _QUOTE_CHARS:
-        text = text[:_QUOTE_CHARS] + "…"
+    if len(text) > QUOTE_CHARS:
+        text = text[:QUOTE_CHARS] + "…"
     return repr(text)
 
 
+def short_repr(value: object) -> str:
+    """``repr(value)``, cut to a sane length: sentences may name what the submission sent."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
+
+
 def decode_message(line: bytes, *, vocab_size: int) -> SubmissionMessage:
-    """Parse and validate one line from the submission; raises RunFailed(protocol_error)."""
+    """Parse and validate one line from the submission; raises RunFailed(protocol_error).
+
+    Nothing a submission sends may end as anything but a protocol error: a parser's own failure
+    (a line nested too deeply raises RecursionError) would otherwise read as the platform's.
+    """
+    try:
+        return _decode_message(line, vocab_size)
+    except RunFailed:
+        raise
+    except Exception as exc:
+        raise violation(
+            f"The submission sent a line the harness cannot read ({type(exc).__name__}): "
+            f"{quote(line)}."
+        ) from None
+
+
+def _decode_message(line: bytes, vocab_size: int) -> SubmissionMessage:
     try:
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError):
@@ -178,8 +200,8 @@ def _decode_chunk(obj: dict[str, Any], line: bytes, vocab_size: int) -> Chunk:
         # bool is an int in Python; JSON true is not a token id.
         if type(token) is not int or not 0 <= token < vocab_size:
             raise violation(
-                f"Request {request_id!r} got token {token!r}, which is not a token id "
-                f"(the vocabulary has ids 0 to {vocab_size - 1})."
+                f"Request {short_repr(request_id)} got token {short_repr(token)}, which is not a "
+                f"token id (the vocabulary has ids 0 to {vocab_size - 1})."
             )
     if not tokens and not done:
         raise violation(f"The submission sent a chunk with neither tokens nor done: {quote(line)}.")

@@ -27,6 +27,7 @@ from typing import Any
 from edc.errors import RunFailed
 from edc.harness import participant, protocol, shim
 from edc.harness.channel import Channel, ChannelClosed, Listener
+from edc.harness.disclosure import disclose_progress
 from edc.harness.metrics import RequestTiming
 from edc.models import FailureReason
 from edc.sandbox.base import (
@@ -47,6 +48,8 @@ SHIM_NAME = "edc_shim.py"
 PARTICIPANT_MODULE_NAME = "edc_participant.py"
 SOCKET_PATH = f"{CHANNEL_DIR}/edc.sock"
 
+# How much of a submission's own error message a failure sentence quotes.
+ERROR_QUOTE_CHARS = 500
 # Silence while a request waits longer than this is a hang, whatever the run's overall budget.
 DEFAULT_STEP_TIMEOUT_S = 30.0
 SHUTDOWN_GRACE_S = 5.0
@@ -216,6 +219,10 @@ class Session:
         self._run_deadline_ns: int | None = None
         self._last_stamp_ns = 0
 
+    @property
+    def requests_done(self) -> int:
+        return len(self._finished)
+
     # -- load --
 
     def load(self, deadline_ns: int) -> None:
@@ -360,7 +367,8 @@ class Session:
                     f"The submission sent more for request {chunk.request_id!r} after it was done."
                 )
             raise protocol.violation(
-                f"The submission sent tokens for an unknown request id {chunk.request_id!r}."
+                "The submission sent tokens for an unknown request id "
+                f"{protocol.short_repr(chunk.request_id)}."
             )
         if chunk.tokens:
             if len(record.tokens) + len(chunk.tokens) > record.max_new_tokens:
@@ -389,7 +397,8 @@ def submission_error(message: protocol.SubmissionError) -> RunFailed:
     reason = FailureReason.CRASHED
     if text.startswith("MemoryError"):
         reason = FailureReason.MEMORY_LIMIT
-    end = "" if text.endswith((".", "!", "?")) else "."
+    text = text if len(text) <= ERROR_QUOTE_CHARS else text[:ERROR_QUOTE_CHARS] + "…"
+    end = "" if text.endswith((".", "!", "?", "…")) else "."
     return RunFailed(reason, f"The submission stopped with an error: {text}{end}")
 
 
@@ -452,6 +461,7 @@ def run_session(
         listener.close()
         raise
     channel: Channel | None = None
+    session: Session | None = None
     shut_down = False
     try:
         load_deadline = started_ns + int(limits.load_timeout_s * 1e9)
@@ -486,9 +496,12 @@ def run_session(
         session.shutdown()
         shut_down = True
     except ChannelClosed:
-        raise _ended_early(process, "before finishing its requests") from None
+        ended = _ended_early(process, "before finishing its requests")
+        disclose_progress(ended, done=_done(session), total=plan.total_requests)
+        raise ended from None
     except RunFailed as failure:
         failure.logs = combined_logs(_wait_exit(process, 0.0)[0])
+        disclose_progress(failure, done=_done(session), total=plan.total_requests)
         raise
     finally:
         if not shut_down:
@@ -506,6 +519,10 @@ def run_session(
         throughput=throughput,
         logs=combined_logs(result),
     )
+
+
+def _done(session: Session | None) -> int:
+    return session.requests_done if session is not None else 0
 
 
 def _offset(

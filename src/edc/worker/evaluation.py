@@ -18,6 +18,7 @@ from typing import Any
 
 from edc.config import Settings
 from edc.errors import RunFailed
+from edc.harness.disclosure import public_sentence
 from edc.harness.evaluate import evaluate_submission, load_task
 from edc.sandbox.select import choose_sandbox
 from edc.tasks.task import RequestCounts, Task
@@ -86,7 +87,9 @@ def evaluate(
             labels={**labels, "stage": "hidden"},
         )
     except RunFailed as exc:
-        message = f"On the hidden prompts: {exc.message}"
+        # The participant reads harness-known facts only; organisers read the whole sentence.
+        exc.logs = f"--- failure (organisers only) ---\n{exc.message}\n{exc.logs}"
+        message = f"On the hidden prompts: {public_sentence(exc)}"
         raise StageFailed(exc, message=message, public_logs=public_logs) from exc
     metrics = {
         **result.metrics,
