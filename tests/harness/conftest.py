@@ -65,7 +65,7 @@ pids = 128
 cpus = {cpus}
 
 [ranking]
-metric = "latency.tpot_ms.p50"
+metric = "latency.e2e_per_token_ms.p50"
 direction = "lower"
 """
 

@@ -36,7 +36,7 @@ def test_a_zip_as_a_table(
     code = run_eval(archive, small_task.root, False, harness_settings)
     out = capsys.readouterr().out
     assert code == EXIT_OK
-    assert "latency.tpot_ms" in out and "score" in out and "roofline" in out
+    assert "e2e_per_token_ms" in out and "score" in out and "roofline" in out
 
 
 def test_a_failing_submission_exits_non_zero(

@@ -58,13 +58,14 @@ def test_latency_metrics_pool_requests_and_name_every_percentile() -> None:
     a = timing(0, [10, 20, 30])  # ttft 10, tpot 10
     b = timing(100, [130, 150, 170])  # ttft 30, tpot 20
     lat = m.latency_metrics([a, b])
-    assert set(lat) == {"ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"}
+    assert set(lat) == {"ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "e2e_per_token_ms"}
     for block in lat.values():
         assert set(block) == {"p50", "p90", "p99", "mean"}
     assert lat["ttft_ms"]["mean"] == pytest.approx(20.0)
     assert lat["tpot_ms"]["p50"] == pytest.approx(15.0)
     assert lat["e2e_ms"]["mean"] == pytest.approx((30 + 70) / 2)
     assert lat["itl_ms"]["mean"] == pytest.approx((10 + 10 + 20 + 20) / 4)
+    assert lat["e2e_per_token_ms"]["p50"] == pytest.approx((30 / 3 + 70 / 3) / 2)
 
 
 def test_itl_by_position_is_the_median_across_requests() -> None:
@@ -136,9 +137,11 @@ def test_build_metrics_has_every_name_of_the_contract() -> None:
             tokens_checked=9, max_gap=0.01, exact_match_rate=1.0, first_divergence=None
         ),
         load_s=0.5,
-        ranking_metric="latency.tpot_ms.p50",
+        ranking_metric="latency.e2e_per_token_ms.p50",
         floor_ms=0.5,
         bandwidth_gb_per_s=20.0,
+        plausibility_floor_ms=4.5,
+        plausibility_margin=1.0,
     )
     for name in (
         "correct",
@@ -155,9 +158,12 @@ def test_build_metrics_has_every_name_of_the_contract() -> None:
         assert name in out
     assert out["correct"] is True
     assert out["throughput"]["output_tokens_per_s"] == pytest.approx(100.0)
-    # Per-repeat TPOTs are 2, 3 and 4 ms: the score is their median.
-    assert out["score_repeats"] == pytest.approx([2.0, 3.0, 4.0])
-    assert out["score"] == pytest.approx(3.0)
+    # Per-repeat E2E per token: 14/3, 16/3 and 18/3 ms; the score is their median.
+    assert out["score_repeats"] == pytest.approx([14 / 3, 16 / 3, 18 / 3])
+    assert out["score"] == pytest.approx(16 / 3)
+    # The pooled median per-token time (16/3 ms) is above the floor: not flagged.
+    assert out["plausibility"]["floor_ms"] == 4.5
+    assert out["plausibility"]["implausible"] is False
     low, high = out["score_ci"]
     assert low <= out["score"] <= high
     assert out["roofline"] == pytest.approx(out["latency"]["tpot_ms"]["p50"] / 0.5)

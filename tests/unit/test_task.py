@@ -30,7 +30,7 @@ def test_the_bundled_task_loads_with_its_settings() -> None:
     assert task.sampling == SamplingRule(kind="gumbel", temperature=0.8, seed=20261128)
     assert task.max_new_tokens == 64
     assert task.epsilon == 0.1
-    assert task.ranking.metric == "latency.tpot_ms.p50"
+    assert task.ranking.metric == "latency.e2e_per_token_ms.p50"
     assert task.ranking.direction == "lower"
     assert task.hardware.kind == "cpu"
     assert task.limits.memory_mb > 0
@@ -100,6 +100,13 @@ def test_broken_toml_is_refused(task_copy: Path) -> None:
         (lambda s: s + "\n[extras]\nx = 1\n", "extras"),
         (lambda s: s.replace('direction = "lower"', 'direction = "down"'), "ranking.direction"),
         (lambda s: s.replace("[limits]", "[limits]\nload_timeout = 3"), "limits.load_timeout"),
+        # Figures that sending tokens in other chunks improves may not be ranked.
+        (lambda s: s.replace("e2e_per_token_ms.p50", "tpot_ms.p50"), "may not rank by"),
+        (lambda s: s.replace("e2e_per_token_ms.p50", "itl_ms.p99"), "may not rank by"),
+        (lambda s: s.replace("e2e_per_token_ms.p50", "ttft_ms.p50"), "may not rank by"),
+        (lambda s: s.replace("e2e_per_token_ms.p50", "load_s"), "may not rank by"),
+        (lambda s: s.replace('direction = "lower"', 'direction = "higher"'), "better when lower"),
+        (lambda s: s.replace("margin = 0.5", "margin = 2"), "plausibility.margin"),
     ],
 )
 def test_invalid_settings_are_named(task_copy: Path, edit: object, message: str) -> None:

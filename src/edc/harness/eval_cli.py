@@ -148,7 +148,7 @@ def result_table(evaluation: Evaluation, *, task_name: str, prompt_set: str) -> 
     latency.add_column("latency (ms)")
     for column in ("p50", "p90", "p99", "mean"):
         latency.add_column(column, justify="right")
-    for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+    for name in ("e2e_per_token_ms", "ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
         row = m["latency"][name]
         latency.add_row(name, *(f"{row[c]:.3f}" for c in ("p50", "p90", "p99", "mean")))
     summary = Table(show_header=False)
@@ -160,10 +160,19 @@ def result_table(evaluation: Evaluation, *, task_name: str, prompt_set: str) -> 
     summary.add_row("output tokens/s", f"{m['throughput']['output_tokens_per_s']:.1f}")
     summary.add_row("load", f"{m['load_s']:.3f} s")
     summary.add_row("roofline", _roofline(m))
+    summary.add_row("plausibility", _plausibility(m))
     summary.add_row("exact match rate", f"{m['exact_match_rate']:.3f}")
     summary.add_row("max gap", f"{m['max_gap']:.4g}")
     summary.add_row("prompts", prompt_set)
     return Group(latency, summary)
+
+
+def _plausibility(m: dict[str, Any]) -> str:
+    check = m.get("plausibility")
+    if not check:
+        return "n/a (the task sets no physical floor)"
+    verdict = "IMPLAUSIBLE: flagged for review" if check["implausible"] else "plausible"
+    return f"{verdict} (floor {check['floor_ms']:.4f} ms × margin {check['margin']:g})"
 
 
 def _roofline(m: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ so the reference never shares a machine moment with the code it judges. Any fail
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -168,7 +169,14 @@ def compute_metrics(
     task: Task, session: SessionResult, verification: VerificationReport
 ) -> dict[str, Any]:
     bandwidth = task.hardware.memory_bandwidth_gbps or machine_bandwidth_gb_per_s()
-    floor = m.tpot_floor_ms(weight_bytes_per_token(task.model_dir), bandwidth)
+    weights = weights_per_token(task.model_dir)
+    floor = m.tpot_floor_ms(weights.bytes, bandwidth)
+    physics = task.plausibility
+    plausibility_floor = (
+        m.tpot_floor_ms(round(weights.count * physics.bytes_per_weight), physics.memory_gbps)
+        if physics is not None
+        else None
+    )
     throughput = session.throughput
     # The throughput scenario runs once; every timed repeat shares its figure.
     repeats = [
@@ -194,6 +202,8 @@ def compute_metrics(
         ranking_metric=task.ranking.metric,
         floor_ms=floor,
         bandwidth_gb_per_s=bandwidth,
+        plausibility_floor_ms=plausibility_floor,
+        plausibility_margin=physics.margin if physics is not None else 1.0,
     )
 
 
@@ -216,10 +226,17 @@ def _first_divergence(verification: VerificationReport) -> dict[str, Any] | None
     return {"request": first.request_id, "position": first.first_divergence}
 
 
-def weight_bytes_per_token(model_dir: Path) -> int:
-    """Bytes of weights one decode step reads, as stored: every tensor once, except that an
-    untied input embedding contributes a single row (a lookup), not the whole table."""
-    sizes: dict[str, tuple[int, tuple[int, ...]]] = {}
+@dataclass(frozen=True)
+class WeightsPerToken:
+    """What one decode step reads of the weights: every tensor once, except that an untied input
+    embedding contributes a single row (a lookup), not the whole table."""
+
+    bytes: int  # as stored
+    count: int  # weights, whatever their format
+
+
+def weights_per_token(model_dir: Path) -> WeightsPerToken:
+    tensors: dict[str, tuple[int, tuple[int, ...]]] = {}
     for path in sorted(model_dir.glob("*.safetensors")):
         with path.open("rb") as fh:
             (header_len,) = struct.unpack("<Q", fh.read(8))
@@ -227,10 +244,17 @@ def weight_bytes_per_token(model_dir: Path) -> int:
         for name, info in header.items():
             if name != "__metadata__":
                 start, end = info["data_offsets"]
-                sizes[name] = (end - start, tuple(info["shape"]))
-    total = sum(size for size, _ in sizes.values())
-    embed = sizes.get("model.embed_tokens.weight")
-    if embed is not None and "lm_head.weight" in sizes:
-        size, shape = embed
-        total -= size - size // max(shape[0], 1)
-    return total
+                tensors[name] = (end - start, tuple(info["shape"]))
+    size = sum(nbytes for nbytes, _ in tensors.values())
+    count = sum(math.prod(shape) for _, shape in tensors.values())
+    embed = tensors.get("model.embed_tokens.weight")
+    if embed is not None and "lm_head.weight" in tensors:
+        nbytes, shape = embed
+        rows = max(shape[0], 1)
+        size -= nbytes - nbytes // rows
+        count -= math.prod(shape) - math.prod(shape) // rows
+    return WeightsPerToken(bytes=size, count=count)
+
+
+def weight_bytes_per_token(model_dir: Path) -> int:
+    return weights_per_token(model_dir).bytes

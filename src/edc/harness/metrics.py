@@ -11,6 +11,10 @@ Definitions (as vLLM's and MLPerf's serving benchmarks use them):
 - ITL: the wait for each token after the first. A chunk of k tokens that arrived ``gap`` after the
   previous chunk gives each of its tokens ``gap / k``; tokens that came in the first chunk, together
   with the first token, waited 0. So the ITLs of a request sum to ``E2E − TTFT``.
+- E2E per token: ``E2E / N`` for a request of N tokens, the first included. The figure tasks rank:
+  a token counts when it arrives, so holding tokens back or sending them in other chunks can only
+  make it worse (``docs/ranking.md``). TPOT, ITL and TTFT depend on how tokens are grouped into
+  chunks (a decoder that sends all of them at once has a TPOT of 0) and are reported, never ranked.
 - Throughput: output tokens of every request ÷ (last arrival − first send), all requests at once.
 """
 
@@ -26,9 +30,11 @@ import numpy as np
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
-LATENCY_METRICS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
+LATENCY_METRICS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "e2e_per_token_ms")
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20261128
+# The per-token time checked against the task's physical floor (one request at a time).
+PLAUSIBILITY_FIGURE = "latency.e2e_per_token_ms.p50"
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,10 @@ class RequestTiming:
     @property
     def e2e_ns(self) -> int:
         return self.chunk_arrivals_ns[-1] - self.sent_ns
+
+    @property
+    def e2e_per_token_ns(self) -> float:
+        return self.e2e_ns / self.tokens
 
     @property
     def tpot_ns(self) -> float | None:
@@ -91,6 +101,7 @@ def latency_samples(timings: Sequence[RequestTiming]) -> dict[str, list[float]]:
     for t in timings:
         samples["ttft_ms"].append(t.ttft_ns / NS_PER_MS)
         samples["e2e_ms"].append(t.e2e_ns / NS_PER_MS)
+        samples["e2e_per_token_ms"].append(t.e2e_per_token_ns / NS_PER_MS)
         tpot = t.tpot_ns
         if tpot is not None:
             samples["tpot_ms"].append(tpot / NS_PER_MS)
@@ -99,7 +110,7 @@ def latency_samples(timings: Sequence[RequestTiming]) -> dict[str, list[float]]:
 
 
 def latency_metrics(timings: Sequence[RequestTiming]) -> dict[str, dict[str, float]]:
-    """``latency.{ttft_ms,tpot_ms,itl_ms,e2e_ms}.{p50,p90,p99,mean}``."""
+    """``latency.{ttft_ms,tpot_ms,itl_ms,e2e_ms,e2e_per_token_ms}.{p50,p90,p99,mean}``."""
     samples = latency_samples(timings)
     # A task of one-token requests has neither TPOT nor ITL: report zeros rather than omit the key.
     return {name: summarize(values or [0.0]) for name, values in samples.items()}
@@ -170,6 +181,24 @@ def roofline(tpot_ms: float, floor_ms: float) -> float:
     return tpot_ms / floor_ms
 
 
+def plausibility(
+    *, figure: str, value_ms: float, floor_ms: float | None, margin: float
+) -> dict[str, Any] | None:
+    """Whether a per-token time beats what the hardware allows; None when the task sets no floor.
+
+    An implausible result is flagged for organisers to review, never hidden or failed here.
+    """
+    if floor_ms is None:
+        return None
+    return {
+        "figure": figure,
+        "value": value_ms,
+        "floor_ms": floor_ms,
+        "margin": margin,
+        "implausible": value_ms < floor_ms * margin,
+    }
+
+
 @dataclass(frozen=True)
 class RepeatTiming:
     """One timed repeat: its latency scenario and its throughput scenario."""
@@ -209,6 +238,8 @@ def build_metrics(
     ranking_metric: str,
     floor_ms: float | None,
     bandwidth_gb_per_s: float | None,
+    plausibility_floor_ms: float | None = None,
+    plausibility_margin: float = 1.0,
 ) -> dict[str, Any]:
     """The ``metrics`` object exactly as design.md names it, plus a few additive extras."""
     if not repeats:
@@ -237,4 +268,10 @@ def build_metrics(
         "tpot_floor_ms": floor_ms,
         "bandwidth_gb_per_s": bandwidth_gb_per_s,
         "itl_ms_by_position": itl_by_position_ms(pooled),
+        "plausibility": plausibility(
+            figure=PLAUSIBILITY_FIGURE,
+            value_ms=latency["e2e_per_token_ms"]["p50"],
+            floor_ms=plausibility_floor_ms,
+            margin=plausibility_margin,
+        ),
     }

@@ -187,7 +187,7 @@ pids = 256
 cpus = 2.0
 
 [ranking]
-metric = "latency.tpot_ms.p50"
+metric = "latency.e2e_per_token_ms.p50"
 direction = "lower"
 
 [hardware]

@@ -45,12 +45,17 @@ Layout of ``task.toml`` (every key shown; ``description``, ``[hardware]`` bandwi
     cpus = 2.0
 
     [ranking]
-    metric = "latency.tpot_ms.p50"   # a name under ``metrics.`` (design.md)
+    metric = "latency.e2e_per_token_ms.p50"   # one of RANKABLE_METRICS (docs/ranking.md)
     direction = "lower"
 
     [hardware]
     class = "cpu"                    # the hardware class: "cpu", "h100", ...
     memory_bandwidth_gbps = 12.5     # optional: enables metrics.roofline
+
+    [plausibility]                   # optional: flags results faster than physics for review
+    bytes_per_weight = 1.0           # the most compact weight format the tolerance admits
+    memory_gbps = 200                # the fastest memory the weights fit in
+    margin = 0.5
 
 Prompt files are JSON lines ``{"id": "...", "text": "..."}`` (or ``"tokens": [...]`` for
 ``tokenizer = "ids"``); ids are unique. Anything wrong raises :class:`edc.errors.InvalidTask`
@@ -129,9 +134,50 @@ class Limits(_Strict):
     cpus: float = Field(default=1.0, gt=0)
 
 
+# The only figures a task may rank by: ones that holding tokens back or regrouping them into other
+# chunks can never improve, so only real decoding speed moves them (docs/ranking.md). Each with
+# the direction in which it is better. TTFT, TPOT and ITL are reported, never ranked.
+RANKABLE_METRICS: dict[str, Literal["lower", "higher"]] = {
+    **{
+        f"latency.{family}.{stat}": "lower"
+        for family in ("e2e_per_token_ms", "e2e_ms")
+        for stat in ("p50", "p90", "p99", "mean")
+    },
+    "throughput.output_tokens_per_s": "higher",
+}
+
+
 class Ranking(_Strict):
     metric: str = Field(min_length=1)
     direction: Literal["lower", "higher"]
+
+    @model_validator(mode="after")
+    def _only_figures_reshaping_cannot_improve(self) -> Ranking:
+        better = RANKABLE_METRICS.get(self.metric)
+        if better is None:
+            raise ValueError(
+                f"a task may not rank by {self.metric!r}: only by figures that holding tokens "
+                f"back or reshaping chunks cannot improve ({', '.join(sorted(RANKABLE_METRICS))}); "
+                "see docs/ranking.md"
+            )
+        if better != self.direction:
+            raise ValueError(f"{self.metric!r} is better when {better}, not {self.direction}")
+        return self
+
+
+class Plausibility(_Strict):
+    """The fastest a decode step can physically be, to flag results for organisers' review.
+
+    Floor per token = every weight read once, stored as compactly as the rules allow
+    (``bytes_per_weight``), from the fastest memory the weights fit in (``memory_gbps``: on CPU,
+    the last-level cache when the model fits in it). A run whose median per-token time is below
+    floor × ``margin`` is flagged ``implausible`` (the margin leaves room for speculative
+    decoding, which reads the weights once for several tokens).
+    """
+
+    bytes_per_weight: float = Field(gt=0)
+    memory_gbps: float = Field(gt=0)
+    margin: float = Field(default=0.5, gt=0, le=1)
 
 
 class Hardware(_Strict):
@@ -157,6 +203,7 @@ class TaskFile(_Strict):
     limits: Limits
     ranking: Ranking
     hardware: Hardware = Hardware()
+    plausibility: Plausibility | None = None
 
     @model_validator(mode="after")
     def _bytes_tokenizer_needs_byte_vocab(self) -> TaskFile:
@@ -245,6 +292,10 @@ class Task:
     @property
     def hardware(self) -> Hardware:
         return self.spec.hardware
+
+    @property
+    def plausibility(self) -> Plausibility | None:
+        return self.spec.plausibility
 
     @property
     def public_prompts_path(self) -> Path:
