@@ -123,8 +123,8 @@ def worker(
     from edc.sandbox.select import choose_sandbox
     from edc.scheduler.queue import announce_worker, make_worker, retire_worker
     from edc.scheduler.reconcile import Reconciler
+    from edc.worker import canary, provenance
     from edc.worker import executor as _job  # noqa: F401  (loaded once here, not in each job)
-    from edc.worker import provenance
     from edc.worker.drift import DriftWatch
 
     _supervised()
@@ -151,6 +151,7 @@ def worker(
         removed,
     )
     try:
+        canary.check_in_child()  # nothing of the platform may be visible inside its sandboxes
         task = load_task(settings)
         provenance.warm(settings, task)
     except EdcError as exc:
@@ -228,6 +229,42 @@ def task_init(
         err_console.print(f"[red]Cannot build the task:[/red] {exc.message}")
         raise typer.Exit(2) from exc
     console.print(f"Task written to {out}")
+
+
+@task_app.command("import-pool")
+def task_import_pool(
+    file: Annotated[Path, typer.Argument(help='JSON lines of {"id": ..., "text"|"tokens": ...}.')],
+) -> None:
+    """Replace the task's hidden prompt pool (kept in the database, shared by every worker)."""
+    from edc.harness.evaluate import load_task
+    from edc.tasks.pool import import_pool
+
+    settings = _settings()
+    try:
+        count = import_pool(settings, load_task(settings), file)
+    except EdcError as exc:
+        err_console.print(f"[red]Cannot import the pool:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    console.print(f"The hidden pool now holds {count} prompts.")
+
+
+@task_app.command("export-pool")
+def task_export_pool(
+    file: Annotated[Path, typer.Argument(help="Where to write the pool (JSON lines of tokens).")],
+) -> None:
+    """Write the task's hidden prompt pool to a file (seeding it first if there is none)."""
+    from edc.harness.evaluate import load_task
+    from edc.tasks.pool import export_pool, hidden_pool
+
+    settings = _settings()
+    task = load_task(settings)
+    try:
+        hidden_pool(settings, task)
+        count = export_pool(settings, task, file)
+    except (EdcError, OSError) as exc:
+        err_console.print(f"[red]Cannot export the pool:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"Wrote {count} prompts to {file}.")
 
 
 cli_participant.register(app)

@@ -44,10 +44,10 @@ def hidden_task(make_task: TaskFactory) -> Task:
 
 @pytest.mark.parametrize("leak", sorted(LEAKS))
 def test_the_hidden_stage_never_echoes_what_the_submission_sent(
-    leak: str, hidden_task: Task, tmp_path: Path
+    leak: str, hidden_task: Task, sqlite_settings: Settings, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        sandbox="bwrap", data_dir=tmp_path / "data", task_dir=hidden_task.root, public_check=False
+    settings = sqlite_settings.model_copy(
+        update={"sandbox": "bwrap", "task_dir": hidden_task.root, "public_check": False}
     )
     submission = write_native(tmp_path / "sub", DUMP_PROMPTS.format(leak=LEAKS[leak]))
     with pytest.raises(StageFailed) as info:
@@ -67,8 +67,10 @@ def test_the_hidden_stage_never_echoes_what_the_submission_sent(
     assert "PROMPTS:" in failure.logs
 
 
-def test_the_public_check_may_quote_but_cuts_it_short(hidden_task: Task, tmp_path: Path) -> None:
-    settings = Settings(sandbox="bwrap", data_dir=tmp_path / "data", task_dir=hidden_task.root)
+def test_the_public_check_may_quote_but_cuts_it_short(
+    hidden_task: Task, sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    settings = sqlite_settings.model_copy(update={"sandbox": "bwrap", "task_dir": hidden_task.root})
     submission = write_native(
         tmp_path / "sub", DUMP_PROMPTS.format(leak=LEAKS["error_message"]) + "\n"
     )

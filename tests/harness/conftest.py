@@ -94,7 +94,10 @@ def write_task(root: Path, *, hidden: list[dict[str, Any]] | None = None, **over
     bundled = bundled_task_dir() / "prompts"
     (prompts / "public.jsonl").write_text((bundled / "public.jsonl").read_text())
     if hidden is None:
-        (prompts / "hidden.jsonl").write_text((bundled / "hidden.jsonl").read_text())
+        # The bundled task ships no hidden prompts: test tasks hide the public ones, renamed.
+        public = [json.loads(line) for line in (bundled / "public.jsonl").read_text().splitlines()]
+        rows = [{"id": f"hid-{i:03d}", "text": r["text"]} for i, r in enumerate(reversed(public))]
+        (prompts / "hidden.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     else:
         (prompts / "hidden.jsonl").write_text("".join(json.dumps(r) + "\n" for r in hidden))
     return Task.load(root)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from edc.config import Settings
-from edc.harness.evaluate import load_task, request_plan, session_plan, weight_bytes_per_token
+from edc.harness.draw import EvaluationSecret, draw_prompts
+from edc.harness.evaluate import draw_session, load_task, weight_bytes_per_token
 from edc.tasks.task import Prompt, Task, bundled_task_dir
 
 from .conftest import TaskFactory
@@ -54,27 +55,59 @@ def test_the_default_task_is_the_bundled_one(tmp_path: Path, small_task: Task) -
     assert load_task(Settings(), small_task.root).name == "harness-test"
 
 
-def test_a_short_prompt_file_is_reused_under_fresh_ids(make_task: TaskFactory) -> None:
+def test_a_short_pool_is_reused_under_fresh_opaque_ids(make_task: TaskFactory) -> None:
     task = make_task(warmup=2, timed=3, throughput=4, repeats=2)
     prompts = [Prompt(f"p{i}", "x", (120 + i,)) for i in range(5)]
-    plan = request_plan(task, prompts)
-    used = [*plan.warmup, *(p for repeat in plan.timed for p in repeat), *plan.throughput]
-    assert len(used) == 2 + 3 * 2 + 4
-    ids = [p.id for p in used]
+    draw = draw_session(task, prompts, EvaluationSecret.fresh())
+    plan = draw.plan
+    specs = [*plan.warmup, *(s for repeat in plan.latency for s in repeat), *plan.throughput]
+    assert len(specs) == 2 + 3 * 2 + 4
+    ids = [s.request_id for s in specs]
     assert len(set(ids)) == len(ids)
-    assert ids[:5] == [f"p{i}" for i in range(5)]
-    assert ids[5:7] == ["p0~1", "p1~1"]
-    assert used[5].tokens == prompts[0].tokens
+    # Opaque: nothing of the prompt's id, its position or the plan's order.
+    assert all(len(i) == 16 and not i.startswith("p") for i in ids)
+    # Every prompt is used before any is used again.
+    assert sorted(s.prompt for s in specs[:5]) == sorted(p.tokens for p in prompts)
+    assert draw.audit["prompt_ids"][:5] and len(draw.audit["prompt_ids"]) == len(specs)
 
 
-def test_the_session_plan_carries_the_sampling_rule(small_task: Task) -> None:
-    plan = session_plan(small_task, small_task.request_plan(small_task.hidden_prompts()))
-    assert plan.sampling == {"rule": "gumbel", "temperature": 0.8, "seed": 20261128}
+def test_the_seed_travels_only_with_each_request_and_is_secret(small_task: Task) -> None:
+    secret = EvaluationSecret.fresh()
+    draw = draw_session(small_task, small_task.hidden_prompts(), secret)
+    plan = draw.plan
+    assert plan.load_sampling == {"rule": "gumbel", "temperature": 0.8}
+    assert plan.sampling == {"rule": "gumbel", "temperature": 0.8, "seed": secret.sampling_seed()}
+    # Neither the task's public seed nor another evaluation's.
+    assert secret.sampling_seed() != small_task.sampling.seed
+    assert EvaluationSecret.fresh().sampling_seed() != secret.sampling_seed()
+    assert draw.judged.sampling.seed == secret.sampling_seed()
     assert plan.max_new_tokens == small_task.max_new_tokens
     assert plan.total_requests == 1 + 2 * 2 + 3
+
+
+def test_the_same_secret_replays_the_same_evaluation(small_task: Task) -> None:
+    secret = EvaluationSecret.fresh()
+    pool = small_task.hidden_prompts()
+    first, again = (
+        draw_session(small_task, pool, secret),
+        draw_session(small_task, pool, EvaluationSecret.from_hex(secret.hex())),
+    )
+    assert first.plan == again.plan and first.audit == again.audit
+    other = draw_session(small_task, pool, EvaluationSecret.fresh())
+    assert other.plan.warmup != first.plan.warmup
+
+
+def test_a_large_pool_is_drawn_without_repeats_and_differently_each_time(
+    small_task: Task,
+) -> None:
+    pool = [Prompt(f"h{i}", "", (32 + i % 90, 40 + i // 90)) for i in range(2000)]
+    picks = [draw_prompts(pool, needed=56, secret=EvaluationSecret.fresh()) for _ in range(3)]
+    for drawn in picks:
+        assert len({p.id for p in drawn}) == 56
+    assert len({tuple(p.id for p in drawn) for drawn in picks}) == 3
 
 
 @pytest.mark.parametrize("prompt_set", ["hidden", "public"])
 def test_both_prompt_sets_plan(small_task: Task, prompt_set: str) -> None:
     prompts = small_task.hidden_prompts() if prompt_set == "hidden" else small_task.public_prompts()
-    assert request_plan(small_task, prompts).warmup
+    assert draw_session(small_task, prompts, EvaluationSecret.fresh()).plan.warmup

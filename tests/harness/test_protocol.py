@@ -121,8 +121,10 @@ def test_a_quoted_request_id_is_cut_short() -> None:
         st.binary(max_size=400),
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-            lambda inner: st.lists(inner, max_size=4)
-            | st.dictionaries(st.sampled_from(["id", "op", "tokens", "done", "x"]), inner),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(st.sampled_from(["id", "op", "tokens", "done", "x"]), inner)
+            ),
             max_leaves=20,
         ).map(lambda obj: json.dumps(obj).encode()),
     )

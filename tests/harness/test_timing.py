@@ -39,7 +39,8 @@ def plan(requests: int, throughput: int = 2) -> SessionPlan:
         throughput=tuple(RequestSpec(f"t{i}", (7, 8)) for i in range(throughput)),
         max_new_tokens=TOKENS,
         vocab_size=256,
-        sampling={"rule": "greedy"},
+        sampling={"rule": "greedy", "seed": 5},
+        load_sampling={"rule": "greedy"},
     )
 
 

@@ -43,7 +43,8 @@ def test_the_bundled_model_is_small_enough_to_commit() -> None:
 
 def test_bundled_prompts_are_distinct_sized_and_split_by_file() -> None:
     task = Task.load(BUNDLED)
-    public, hidden = task.public_prompts(), task.hidden_prompts()
+    public, hidden = task.public_prompts(), task.new_hidden_pool()
+    assert len(hidden) == task.prompt_sources.hidden_pool_size
     for prompts in (public, hidden):
         assert len(prompts) >= task.requests.total
         assert len({p.text for p in prompts}) == len(prompts)
@@ -55,7 +56,7 @@ def test_bundled_prompts_are_distinct_sized_and_split_by_file() -> None:
 
 def test_request_plan_gives_disjoint_sets() -> None:
     task = Task.load(BUNDLED)
-    plan = task.request_plan(task.hidden_prompts())
+    plan = task.request_plan(task.new_hidden_pool())
     counts = task.requests
     assert len(plan.warmup) == counts.warmup
     assert [len(t) for t in plan.timed] == [counts.timed] * counts.repeats
@@ -158,9 +159,12 @@ def test_prompts_may_carry_token_ids(task_copy: Path) -> None:
 def test_init_task_builds_a_task_from_the_bundled_model(tmp_path: Path) -> None:
     prompts = tmp_path / "all.jsonl"
     texts = [
-        json.loads(line)["text"]
-        for f in ("public", "hidden")
-        for line in (BUNDLED / "prompts" / f"{f}.jsonl").read_text().splitlines()
+        *(
+            json.loads(line)["text"]
+            for line in (BUNDLED / "prompts/public.jsonl").read_text().split("\n")
+            if line
+        ),
+        *(p.text for p in Task.load(BUNDLED).new_hidden_pool()[:64]),
     ]
     prompts.write_text(
         "\n".join(json.dumps({"id": f"q{i}", "text": t}) for i, t in enumerate(texts)) + "\n"

@@ -29,6 +29,7 @@ from edc.errors import RunFailed
 from edc.harness import metrics as m
 from edc.harness.bandwidth import machine_bandwidth_gb_per_s
 from edc.harness.disclosure import GENERIC_SENTENCES
+from edc.harness.draw import EvaluationSecret, draw_prompts
 from edc.harness.runner import (
     RequestRecord,
     RequestSpec,
@@ -37,10 +38,10 @@ from edc.harness.runner import (
     SessionResult,
     run_session,
 )
-from edc.harness.verify import FaultKind, RequestOutput, VerificationReport, verify_outputs
+from edc.harness.verify import FaultKind, RequestOutput, VerificationReport, Verifier
 from edc.models import FailureReason
 from edc.sandbox.base import Sandbox
-from edc.tasks.task import Prompt, RequestPlan, Task, bundled_task_dir
+from edc.tasks.task import Prompt, Task, bundled_task_dir
 
 PromptSet = Literal["hidden", "public"]
 PHASES = ("start", "load", "warmup", "latency", "throughput", "verify", "done")
@@ -59,6 +60,7 @@ class ProgressEvent:
 class Evaluation:
     metrics: dict[str, Any]  # design.md's names; stored as the submission's result_metrics
     logs: str  # the sandbox's stdout and stderr, truncated at the sandbox boundary
+    audit: dict[str, Any]  # organisers only: the secret and drawn prompts that replay it
 
 
 def task_dir(settings: Settings) -> Path:
@@ -84,35 +86,45 @@ def session_limits(task: Task, settings: Settings) -> SessionLimits:
     )
 
 
-def request_plan(task: Task, prompts: Sequence[Prompt]) -> RequestPlan:
-    """The task's split; a prompt file too short for it (a public set) is reused under new ids.
+@dataclass(frozen=True)
+class Draw:
+    """One evaluation's requests: what the harness runs, how it is judged, what replays it."""
 
-    A reused prompt gets a fresh request id, hence fresh sampling noise and a different answer,
-    so no output can be replayed from an earlier request.
+    plan: SessionPlan
+    judged: Task  # the task with the evaluation's secret sampling seed
+    audit: dict[str, Any]  # for organisers: the secret and the drawn prompts' ids
+
+
+def draw_session(task: Task, pool: Sequence[Prompt], secret: EvaluationSecret) -> Draw:
+    """Draw the evaluation's prompts from ``pool`` with ``secret``, under opaque request ids.
+
+    The seed goes out only with each ``generate``; ``load`` carries the rule and temperature.
     """
-    needed = task.requests.total
-    if len(prompts) >= needed:
-        return task.request_plan(list(prompts))
-    extended = list(prompts)
-    for i in range(len(prompts), needed):
-        p = prompts[i % len(prompts)]
-        extended.append(Prompt(f"{p.id}~{i // len(prompts)}", p.text, p.tokens))
-    return task.request_plan(extended)
+    drawn = draw_prompts(pool, needed=task.requests.total, secret=secret)
+    split = task.request_plan(drawn)
+    counter = iter(range(len(drawn)))
 
-
-def session_plan(task: Task, plan: RequestPlan) -> SessionPlan:
     def specs(prompts: Sequence[Prompt]) -> tuple[RequestSpec, ...]:
-        return tuple(RequestSpec(p.id, p.tokens) for p in prompts)
+        return tuple(RequestSpec(secret.request_id(next(counter)), p.tokens) for p in prompts)
 
+    seed = secret.sampling_seed()
     rule = task.sampling
-    return SessionPlan(
-        warmup=specs(plan.warmup),
-        latency=tuple(specs(repeat) for repeat in plan.timed),
-        throughput=specs(plan.throughput),
+    public_rule = {"rule": rule.kind, "temperature": rule.temperature}
+    plan = SessionPlan(
+        warmup=specs(split.warmup),
+        latency=tuple(specs(repeat) for repeat in split.timed),
+        throughput=specs(split.throughput),
         max_new_tokens=task.max_new_tokens,
         vocab_size=task.vocab_size,
-        sampling={"rule": rule.kind, "temperature": rule.temperature, "seed": rule.seed},
+        sampling={**public_rule, "seed": seed},
+        load_sampling=public_rule,
     )
+    audit = {
+        "secret": secret.hex(),
+        "pool_size": len(pool),
+        "prompt_ids": [p.id for p in drawn],
+    }
+    return Draw(plan=plan, judged=task.with_seed(seed), audit=audit)
 
 
 def evaluate_submission(
@@ -123,17 +135,25 @@ def evaluate_submission(
     task: Task,
     run_dir: Path,
     prompt_set: PromptSet = "hidden",
+    pool: Sequence[Prompt] | None = None,
+    secret: EvaluationSecret | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     labels: Mapping[str, str] | None = None,
 ) -> Evaluation:
-    """Time the submission in ``sandbox``, verify every token, and compute the metrics."""
+    """Time the submission in ``sandbox``, verify every token, and compute the metrics.
+
+    The prompts are drawn from ``pool`` (the worker passes the database's hidden pool), else from
+    the task's ``prompt_set`` file, with ``secret`` (fresh unless an organiser replays one).
+    """
 
     def report(phase: str, done: int, total: int) -> None:
         if progress is not None:
             progress(ProgressEvent(phase, done, total))
 
-    prompts = task.hidden_prompts() if prompt_set == "hidden" else task.public_prompts()
-    plan = session_plan(task, request_plan(task, prompts))
+    if pool is None:
+        pool = task.new_hidden_pool() if prompt_set == "hidden" else task.public_prompts()
+    draw = draw_session(task, pool, secret or EvaluationSecret.fresh())
+    plan = draw.plan
     run_dir.mkdir(parents=True, exist_ok=True)
     session = run_session(
         sandbox=sandbox,
@@ -147,10 +167,10 @@ def evaluate_submission(
     )
     records = session.all_records()
     report("verify", 0, len(records))
-    verification = verify_outputs(
-        task,
-        [RequestOutput(r.request_id, r.prompt, r.tokens) for r in records],
-        cache_dir=settings.data_dir / "reference",
+    # Judged under the evaluation's own seed; the exact-match figures come from the same
+    # teacher-forced pass (a fresh seed would never hit a cache of reference decodes).
+    verification = Verifier.for_task(draw.judged).verify(
+        [RequestOutput(r.request_id, r.prompt, r.tokens) for r in records]
     )
     report("verify", len(records), len(records))
     if not verification.correct:
@@ -160,7 +180,11 @@ def evaluate_submission(
             logs=session.logs,
             public_message=_wrong_output_facts(verification, records),
         )
-    result = Evaluation(metrics=compute_metrics(task, session, verification), logs=session.logs)
+    result = Evaluation(
+        metrics=compute_metrics(task, session, verification),
+        logs=session.logs,
+        audit=draw.audit,
+    )
     report("done", len(records), len(records))
     return result
 

@@ -85,7 +85,8 @@ class SessionPlan:
     throughput: tuple[RequestSpec, ...]
     max_new_tokens: int
     vocab_size: int
-    sampling: Mapping[str, Any]  # sent with load and with every generate
+    sampling: Mapping[str, Any]  # sent with every generate: the rule with the secret seed
+    load_sampling: Mapping[str, Any]  # sent with load: the rule without the seed
 
     @property
     def total_requests(self) -> int:
@@ -231,7 +232,7 @@ class Session:
                 model_dir=MODEL_DIR,
                 vocab_size=self._plan.vocab_size,
                 max_new_tokens=self._plan.max_new_tokens,
-                sampling=self._plan.sampling,
+                sampling=self._plan.load_sampling,
             ).encode()
         )
         while True:

@@ -117,7 +117,7 @@ class VerificationReport:
     correct: bool
     tokens_checked: int
     max_gap: float
-    exact_match_rate: float | None  # None when no reference decode was given
+    exact_match_rate: float | None
     epsilon: float
     requests: tuple[RequestVerdict, ...]
     first_fault: TokenFault | None  # the first failing request's earliest fault
@@ -212,14 +212,22 @@ class Verifier:
                 checkable = checkable[:i]
                 break
         ids = [int(t) for t in checkable]
-        gaps = self._gaps(output.request_id, list(output.prompt), ids)
+        gaps, best = self._gaps(output.request_id, list(output.prompt), ids)
         wrong = np.flatnonzero(gaps > self.epsilon)
         if wrong.size:
             at = int(wrong[0])
             fault(FaultKind.WRONG_TOKEN, at, ids[at], float(gaps[at]))
         first_divergence: int | None = None
         exact = 0
-        if expected is not None:
+        if expected is None:
+            # The reference's own decode picks the best-scoring token at every step; on the
+            # submission's prefix it agrees with the submission up to the first token that is
+            # not the best, so that position is the first divergence, with no decode needed.
+            differs = np.flatnonzero(np.asarray(ids, dtype=np.int64) != best)
+            exact = int(differs[0]) if differs.size else len(ids)
+            if exact < self.max_new_tokens:
+                first_divergence = exact
+        else:
             same = 0
             for got, want in zip(tokens, expected, strict=False):
                 if got != want:
@@ -237,18 +245,21 @@ class Verifier:
             fault=min(faults, key=lambda f: f.position) if faults else None,
         )
 
-    def _gaps(self, request_id: str, prompt: list[int], tokens: list[int]) -> np.ndarray[Any, Any]:
-        """Best score minus each token's score at its step, teacher-forced on the own prefix."""
+    def _gaps(
+        self, request_id: str, prompt: list[int], tokens: list[int]
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Best score minus each token's score at its step, teacher-forced on the own prefix,
+        and the best-scoring token at each step."""
         if not prompt:
             raise ValueError(f"request {request_id!r} has an empty prompt")
         if not tokens:
-            return np.zeros(0)
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
         logits = self.reference.forward_all(prompt + tokens[:-1])
         rows = logits[len(prompt) - 1 :]
         steps = np.arange(len(tokens))
         scores = self.rule.scores(rows, self.rule.request_key(request_id), steps)
         gaps: np.ndarray[Any, Any] = scores.max(axis=1) - scores[steps, tokens]
-        return gaps
+        return gaps, scores.argmax(axis=1)
 
     def verify(
         self,
@@ -260,10 +271,8 @@ class Verifier:
             for o in outputs
         )
         first_fault = next((v.fault for v in verdicts if v.fault is not None), None)
-        rate: float | None = None
-        if expected is not None:
-            total = self.max_new_tokens * len(verdicts)
-            rate = sum(v.exact_match_tokens for v in verdicts) / total if total else 1.0
+        total = self.max_new_tokens * len(verdicts)
+        rate = sum(v.exact_match_tokens for v in verdicts) / total if total else 1.0
         return VerificationReport(
             correct=first_fault is None,
             tokens_checked=sum(v.tokens_checked for v in verdicts),

@@ -52,6 +52,10 @@ Layout of ``task.toml`` (every key shown; ``description``, ``[hardware]`` bandwi
     class = "cpu"                    # the hardware class: "cpu", "h100", ...
     memory_bandwidth_gbps = 12.5     # optional: enables metrics.roofline
 
+    [prompts]                        # optional: where the hidden pool comes from
+    hidden_source = "file"           # "file": prompts/hidden.jsonl; "stdlib": generated
+    hidden_pool_size = 4096          # prompts generated for a "stdlib" pool
+
     [plausibility]                   # optional: flags results faster than physics for review
     bytes_per_weight = 1.0           # the most compact weight format the tolerance admits
     memory_gbps = 200                # the fastest memory the weights fit in
@@ -64,8 +68,10 @@ with a sentence naming the file and the problem.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import random
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +81,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edc.errors import InvalidTask
+from edc.tasks.corpus import hidden_snippets
 from edc.tasks.reference import LlamaConfig, ReferenceBackend, ReferenceModel
 from edc.tasks.sampling import MASK64, SamplingRule
 from edc.tasks.tokenizer import encode
@@ -192,6 +199,20 @@ class Hardware(_Strict):
     drift_tolerance: float = Field(default=0.25, gt=0, lt=10)
 
 
+class PromptsSection(_Strict):
+    """Where an evaluation's hidden prompts come from: always the database's pool, seeded once.
+
+    ``file``: the task's ``prompts/hidden.jsonl`` (kept on the server, imported into the pool the
+    first time it is needed; ``edc task import-pool`` replaces it). ``stdlib``: snippets of the
+    held-out standard-library files the bundled model never saw, drawn with fresh secret
+    randomness when the pool is first needed, so nothing shipped or inside a sandbox can
+    regenerate the pool.
+    """
+
+    hidden_source: Literal["file", "stdlib"] = "file"
+    hidden_pool_size: int = Field(default=4096, gt=0, le=1_000_000)
+
+
 class TaskFile(_Strict):
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
@@ -204,6 +225,7 @@ class TaskFile(_Strict):
     ranking: Ranking
     hardware: Hardware = Hardware()
     plausibility: Plausibility | None = None
+    prompts: PromptsSection = PromptsSection()
 
     @model_validator(mode="after")
     def _bytes_tokenizer_needs_byte_vocab(self) -> TaskFile:
@@ -298,6 +320,19 @@ class Task:
         return self.spec.plausibility
 
     @property
+    def prompt_sources(self) -> PromptsSection:
+        return self.spec.prompts
+
+    def with_seed(self, seed: int) -> Task:
+        """The task judged with another sampling seed (an evaluation's secret one)."""
+        sampling = self.spec.sampling.model_copy(update={"seed": seed})
+        return dataclasses.replace(self, spec=self.spec.model_copy(update={"sampling": sampling}))
+
+    def with_requests(self, requests: RequestCounts) -> Task:
+        """The task with other request counts (the public check, the drift watch)."""
+        return dataclasses.replace(self, spec=self.spec.model_copy(update={"requests": requests}))
+
+    @property
     def public_prompts_path(self) -> Path:
         return self.root / PUBLIC_PROMPTS
 
@@ -347,11 +382,30 @@ class Task:
         return self.load_prompts(self.public_prompts_path)
 
     def hidden_prompts(self) -> list[Prompt]:
-        """The server's secret prompts; falls back to nothing when the file is absent."""
+        """The organiser's hidden prompts file, the source of a ``file`` pool (server side only)."""
         return self.load_prompts(self.hidden_prompts_path)
 
     def has_hidden_prompts(self) -> bool:
         return self.hidden_prompts_path.is_file()
+
+    def new_hidden_pool(self) -> list[Prompt]:
+        """A hidden pool from the task's source: what ``edc.tasks.pool`` seeds the database with
+        (and what ``edc eval`` draws from when an organiser evaluates on hidden prompts locally)."""
+        source = self.prompt_sources
+        if source.hidden_source == "file":
+            if not self.has_hidden_prompts():
+                raise InvalidTask(
+                    f"The task {self.name!r} has no hidden prompt pool yet and no "
+                    f"{self.hidden_prompts_path} to seed it from; import one with "
+                    "`edc task import-pool FILE`."
+                )
+            return self.hidden_prompts()
+        limit = self.max_positions - self.max_new_tokens
+        # The operating system's randomness: no seed anywhere regenerates this pool.
+        texts = hidden_snippets(source.hidden_pool_size, random.SystemRandom())
+        return [
+            Prompt(f"h{i:06d}", text, tuple(encode(text))[:limit]) for i, text in enumerate(texts)
+        ]
 
     def load_prompts(self, path: Path) -> list[Prompt]:
         """Read and check a prompts file: unique ids, tokens in the vocabulary, room to decode."""

@@ -20,10 +20,8 @@ predicts the next token under greedy and under the task's hashed-Gumbel rule).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import random
 import sys
 import time
 from collections import Counter
@@ -33,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edc.tasks.corpus import load_corpus, write_prompts
 
 CONTEXT = 256
 REPORT_NAME = "training_report.json"
@@ -80,93 +80,6 @@ class ModelShape:
 
 
 # --- corpus -------------------------------------------------------------------------------------
-
-
-def stdlib_dir() -> Path:
-    return (
-        Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    )
-
-
-def stdlib_files(root: Path | None = None) -> list[Path]:
-    """Every stdlib ``.py`` file except third-party packages and test suites, in a stable order."""
-    base = root or stdlib_dir()
-    skip_parts = {"site-packages", "test", "tests", "idle_test"}
-    files = [
-        p
-        for p in base.rglob("*.py")
-        if not skip_parts.intersection(p.relative_to(base).parts) and p.is_file()
-    ]
-    return sorted(files, key=lambda p: p.relative_to(base).as_posix())
-
-
-def is_held_out(relative: str) -> bool:
-    """About one file in sixteen is held out, chosen by a hash of its path (stable everywhere)."""
-    return hashlib.sha256(relative.encode()).digest()[0] % 16 == 0
-
-
-def load_corpus(root: Path | None = None) -> tuple[bytes, bytes, list[Path]]:
-    """(train bytes, held-out bytes, held-out files)."""
-    base = root or stdlib_dir()
-    train: list[bytes] = []
-    held: list[bytes] = []
-    held_files: list[Path] = []
-    for path in stdlib_files(base):
-        data = path.read_bytes()
-        if is_held_out(path.relative_to(base).as_posix()):
-            held.append(data)
-            held_files.append(path)
-        else:
-            train.append(data)
-    return b"\n\n".join(train), b"\n\n".join(held), held_files
-
-
-def snippets_from(path: Path, *, count: int, rng: random.Random, seen: set[str]) -> list[str]:
-    """Up to ``count`` new prompt snippets (64–160 ASCII bytes, from a line start) of one file."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    text = "".join(ch for ch in text if ch.isascii())
-    line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
-    out: list[str] = []
-    attempts = 0
-    while len(out) < count and attempts < count * 50:
-        attempts += 1
-        start = rng.choice(line_starts)
-        snippet = text[start : start + rng.randint(64, 160)]
-        # Mostly-blank windows make dull prompts; so do exact repeats.
-        if len(snippet) < 64 or len(snippet.split()) < 4 or snippet in seen:
-            continue
-        seen.add(snippet)
-        out.append(snippet)
-    return out
-
-
-PROMPTS_PER_FILE = 64
-
-
-def write_prompts(out_dir: Path, held_files: Sequence[Path], *, seed: int = 1) -> None:
-    """public.jsonl and hidden.jsonl, 64 prompts each, drawn from disjoint held-out files."""
-    rng = random.Random(seed)
-    files = [f for f in held_files if f.stat().st_size > 2000]
-    rng.shuffle(files)
-    half = len(files) // 2
-    seen: set[str] = set()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, group, prefix in (
-        ("public", files[:half], "pub"),
-        ("hidden", files[half:], "hid"),
-    ):
-        prompts: list[str] = []
-        for path in group:
-            prompts.extend(snippets_from(path, count=6, rng=rng, seen=seen))
-            if len(prompts) >= PROMPTS_PER_FILE:
-                break
-        if len(prompts) < PROMPTS_PER_FILE:
-            raise RuntimeError(f"only {len(prompts)} {name} prompts could be drawn")
-        rows = [
-            json.dumps({"id": f"{prefix}-{i:03d}", "text": text})
-            for i, text in enumerate(prompts[:PROMPTS_PER_FILE])
-        ]
-        (out_dir / f"{name}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 # --- training (torch) ---------------------------------------------------------------------------

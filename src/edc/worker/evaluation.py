@@ -21,6 +21,7 @@ from edc.errors import RunFailed
 from edc.harness.disclosure import public_sentence
 from edc.harness.evaluate import evaluate_submission, load_task
 from edc.sandbox.select import choose_sandbox
+from edc.tasks.pool import hidden_pool
 from edc.tasks.task import RequestCounts, Task
 from edc.worker.provenance import provenance
 
@@ -47,7 +48,7 @@ class StageFailed(RunFailed):
 
 def public_check_task(task: Task, requests: RequestCounts = PUBLIC_CHECK_REQUESTS) -> Task:
     """The task with fewer requests (the public check, the drift watch's baseline run)."""
-    return dataclasses.replace(task, spec=task.spec.model_copy(update={"requests": requests}))
+    return task.with_requests(requests)
 
 
 def evaluate(
@@ -76,6 +77,7 @@ def evaluate(
             message = f"On the public prompts: {exc.message}"
             raise StageFailed(exc, message=message, public_logs=exc.logs) from exc
         public_logs = check.logs
+    pool = hidden_pool(settings, task)
     try:
         result = evaluate_submission(
             settings=settings,
@@ -83,7 +85,7 @@ def evaluate(
             submission_dir=submission_dir,
             task=task,
             run_dir=run_dir / "hidden",
-            prompt_set="hidden",
+            pool=pool,
             labels={**labels, "stage": "hidden"},
         )
     except RunFailed as exc:
@@ -95,4 +97,6 @@ def evaluate(
         **result.metrics,
         "provenance": provenance(settings, sandbox=sandbox, task=task, worker_id=worker_id),
     }
-    return Evaluation(metrics=metrics, logs=result.logs, public_logs=public_logs)
+    return Evaluation(
+        metrics=metrics, logs=result.logs, public_logs=public_logs, audit=result.audit
+    )

@@ -1,0 +1,81 @@
+"""Each evaluation's secret: its sampling seed, its opaque request ids and its draw of prompts.
+
+Nothing a submission can know before a request arrives lets it precompute that request's answer:
+
+- the secret is 32 bytes from the operating system's CSPRNG, fresh for every evaluation (public
+  check, hidden run, ``edc eval`` alike), and reaches nobody but the harness;
+- the sampling seed derived from it is sent only inside each ``generate`` (never with ``load``),
+  so answers cannot be computed during the untimed load;
+- request ids are derived from it too: opaque, unrelated to the prompt or the plan's order;
+- the prompts are drawn with it from the pool (the hidden pool lives in the database).
+
+The secret is stored with the result for organisers (``submissions.audit``): with the same pool it
+replays the evaluation exactly (the same prompts, ids and noise).
+
+::
+
+    secret = EvaluationSecret.fresh()
+    drawn = draw_prompts(pool, needed=56, secret=secret)   # in plan order
+    secret.sampling_seed(), secret.request_id(0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edc.tasks.task import Prompt
+
+SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class EvaluationSecret:
+    value: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.value) != SECRET_BYTES:
+            raise ValueError(f"an evaluation secret is {SECRET_BYTES} bytes")
+
+    @classmethod
+    def fresh(cls) -> EvaluationSecret:
+        return cls(secrets.token_bytes(SECRET_BYTES))
+
+    @classmethod
+    def from_hex(cls, text: str) -> EvaluationSecret:
+        return cls(bytes.fromhex(text))
+
+    def hex(self) -> str:
+        return self.value.hex()
+
+    def _derive(self, purpose: bytes, index: int = 0, size: int = 8) -> bytes:
+        # One keyed hash per purpose: knowing a request id or the seed says nothing of the rest.
+        return hashlib.blake2b(
+            index.to_bytes(8, "little"), key=self.value, person=purpose, digest_size=size
+        ).digest()
+
+    def sampling_seed(self) -> int:
+        """The sampling rule's 64-bit seed for this evaluation."""
+        return int.from_bytes(self._derive(b"edc-seed"), "little")
+
+    def request_id(self, index: int) -> str:
+        """The opaque id of the plan's ``index``-th request."""
+        return self._derive(b"edc-request-id", index).hex()
+
+    def rng(self) -> random.Random:
+        return random.Random(int.from_bytes(self._derive(b"edc-draw", size=32), "little"))
+
+
+def draw_prompts(pool: Sequence[Prompt], *, needed: int, secret: EvaluationSecret) -> list[Prompt]:
+    """``needed`` prompts from ``pool`` in a secret order, each at most once while the pool lasts
+    (a pool smaller than the plan, like a public prompt file, is gone through again)."""
+    if not pool:
+        raise ValueError("the prompt pool is empty")
+    rng = secret.rng()
+    drawn: list[Prompt] = []
+    while len(drawn) < needed:
+        drawn.extend(rng.sample(list(pool), min(len(pool), needed - len(drawn))))
+    return drawn
