@@ -123,9 +123,10 @@ def test_the_sandbox_is_nobody_without_privileges_and_sees_only_itself(
         "dev",
         "tmp",
         "submission",
+        "opt",  # the decoder's libraries (numpy) at /opt/edc-libs
         *top,
     }
-    # The platform's interpreter and libraries, but not the platform's own code.
+    # The interpreter and the decoder's libraries, but not the platform's own code.
     assert report["numpy"] is True
     assert report["edc"] is False
     assert report["cuda_visible_devices"] is None

@@ -38,7 +38,8 @@ from edc.sandbox.select import BACKENDS, backend_class
 HOSTILE = Path(__file__).parent / "hostile"
 REPO = Path(__file__).resolve().parents[2]
 # What a backend may add to ``spec.env``: a minimal PATH/HOME/LANG and what the runtime sets.
-ALLOWED_EXTRA_ENV = {"PATH", "HOME", "LANG", "PWD", "HOSTNAME", "LC_CTYPE", "TERM"}
+# PYTHONPATH: bubblewrap's way to the decoder's libraries (/opt/edc-libs).
+ALLOWED_EXTRA_ENV = {"PATH", "HOME", "LANG", "PWD", "HOSTNAME", "LC_CTYPE", "TERM", "PYTHONPATH"}
 MIB = 1024 * 1024
 
 

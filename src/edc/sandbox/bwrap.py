@@ -5,14 +5,29 @@ What a run gets::
     namespaces   user (uid/gid 65534 inside, no nested user namespaces), pid, net (loopback only,
                  not the host's), ipc, uts (hostname ``sandbox``), cgroup, mount
     privileges   every capability dropped, no_new_privs, a new session (no terminal injection)
-    filesystem   an empty read-only root holding: /usr read-only (and the /bin, /lib, ... links),
-                 a handful of /etc files (linker cache, alternatives; passwd, group and hosts
-                 written for the sandbox: none of the host's), the interpreter's own folders
-                 read-only, /proc of the pid namespace, a minimal read-only /dev with a small
-                 /dev/shm, /tmp as a tmpfs of ``scratch_mb``, the submission read-only at
-                 /submission (the working directory) and the spec's mounts
-    environment  exactly ``spec.env`` on top of PATH=/usr/local/bin:/usr/bin:/bin, HOME=/tmp and
-                 LANG=C.UTF-8 (bubblewrap adds PWD); CUDA_VISIBLE_DEVICES from ``spec.gpus``
+    filesystem   an empty read-only root holding only what a decoder needs:
+                 - /usr read-only (and the /bin, /lib, ... links), a handful of /etc files
+                   (linker cache, alternatives; passwd, group and hosts written for the
+                   sandbox: none of the host's), /proc of the pid namespace, a minimal
+                   read-only /dev with a small /dev/shm, /tmp as a tmpfs of ``scratch_mb``;
+                 - the interpreter at the worker's own path (``python``): its base
+                   installation's folders read-only where /usr does not hold them; for a venv
+                   a link to the base interpreter, never the venv's folders;
+                 - the decoder libraries (``DECODER_LIBRARIES``: numpy, with the ``numpy.libs``
+                   its wheel vendors) read-only under /opt/edc-libs, which is on PYTHONPATH;
+                 - the submission read-only at /submission (the working directory) and the
+                   spec's mounts (the model at /model, the channel at /run/edc).
+                 Masked by an empty read-only tmpfs wherever a bound folder (/usr, the base
+                 installation) holds them: every site-packages and dist-packages folder (the
+                 platform's dependencies, and the platform once installed), the platform's
+                 package with its install record, and ``private_dirs`` (the data and task
+                 directories: ``from_settings``). So nothing of the platform, its uploads or its
+                 hidden prompts is readable, however it is installed. /proc/self/mountinfo
+                 still shows the host paths the binds come from (the submission's, the
+                 model's, the channel's, numpy's, the masked folders'), never their contents.
+    environment  exactly ``spec.env`` on top of PATH=/usr/local/bin:/usr/bin:/bin, HOME=/tmp,
+                 LANG=C.UTF-8 and PYTHONPATH=/opt/edc-libs (after the spec's own, if any;
+                 bubblewrap adds PWD); CUDA_VISIBLE_DEVICES from ``spec.gpus``
     limits       memory, pids and CPU through per-run cgroups (see ``cgroups.py``) where they can
                  be written; otherwise RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU (a warning says so
                  once; ``describe_isolation`` tells which). Core dumps off. The scratch and
@@ -34,6 +49,8 @@ rlimits (no ``preexec_fn``, which is unsafe in a threaded worker).
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import json
 import logging
 import math
@@ -43,12 +60,14 @@ import resource
 import select
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -73,6 +92,16 @@ INSTALL_HINT = "install it with `apt-get install -y bubblewrap`"
 SANDBOX_UID = 65534
 DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH_DIR, "LANG": "C.UTF-8"}
 SHM_MAX_MB = 64
+# What a decoder may import besides the standard library: nothing else of the worker's Python
+# environment enters the sandbox. (One day the task chooses its runtime; until then, this.)
+DECODER_LIBRARIES = ("numpy",)
+# Where those libraries appear inside, a neutral folder the backend puts on PYTHONPATH.
+LIBRARIES_DIR = "/opt/edc-libs"
+# Folders where an interpreter keeps third-party packages; every one a bound folder holds is
+# masked, so the platform's dependencies (and the platform, once installed) stay outside.
+SITE_DIR_NAMES = ("site-packages", "dist-packages")
+# The platform's own package: its code and the bundled task, hidden prompts included.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # Host /etc entries a program needs and that hold no secrets.
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime")
 # Merged-/usr systems link these into /usr; elsewhere they are bound read-only.
@@ -85,19 +114,58 @@ _CAPTURE_JOIN_S = 5.0
 _CPU_RLIMIT_EXIT = 128 + signal.SIGXCPU
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What a run sees besides the system folders, /tmp, the submission and the spec's mounts."""
+
+    python_dirs: tuple[Path, ...]  # the interpreter's folders (or files), read-only at their path
+    links: tuple[tuple[str, str], ...]  # (target, path inside): symlinks made in the sandbox
+    libraries: tuple[tuple[Path, str], ...]  # (host path, path inside), read-only
+    hidden_dirs: tuple[Path, ...]  # paths inside, each masked by an empty read-only tmpfs
+
+
 class BwrapSandbox(Sandbox):
     name = "bwrap"
     executable: ClassVar[str] = "bwrap"
 
-    def __init__(self, *, use_cgroups: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        use_cgroups: bool = True,
+        private_dirs: Iterable[Path] = (),
+        libraries: Sequence[str] = DECODER_LIBRARIES,
+    ) -> None:
         # use_cgroups=False forces the rlimit fallbacks (for machines without writable cgroups).
         self.use_cgroups = use_cgroups
+        # Hidden wherever a bound folder holds them (besides the platform's package, always).
+        self.private_dirs = tuple(Path(path).absolute() for path in private_dirs)
+        self.libraries = tuple(libraries)
         self._fallback_reported = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BwrapSandbox:
+        """Hides the data directories and the task directory (the bundled task is inside the
+        package, hidden anyway)."""
+        private = (settings.data_dir, settings.shared_data_dir, settings.task_dir)
+        return cls(private_dirs=[path for path in private if path is not None])
 
     @property
     def python(self) -> str:
-        """The platform's own interpreter; its folders are bound read-only into every sandbox."""
+        """The worker's interpreter path; inside, it has its standard library and the decoder
+        libraries only."""
         return sys.executable
+
+    def layout(self) -> Layout:
+        """What of the worker's files a run sees (computed per run: folders come and go)."""
+        python_dirs, links = _interpreter()
+        bound = [*_system_dirs(), *python_dirs]
+        hidden = _hidden_dirs(bound, [*_site_dirs(), *_platform_dirs(), *self.private_dirs])
+        return Layout(
+            python_dirs=tuple(python_dirs),
+            links=tuple(links),
+            libraries=_library_binds(self.libraries),
+            hidden_dirs=tuple(hidden),
+        )
 
     @classmethod
     def unavailable_reason(cls, settings: Settings | None = None) -> str | None:
@@ -132,9 +200,15 @@ class BwrapSandbox(Sandbox):
             raise SandboxUnavailable(f"The sandbox reaper could not be started: {exc}.") from exc
         cgroup = RunCgroup.create(name, limits) if self.use_cgroups else RunCgroup(name)
         try:
-            python_dirs = _python_dirs()
+            layout = self.layout()
             process = BwrapProcess(
-                exe, spec, cgroup, python_dirs=python_dirs, hidden_dirs=_hidden_dirs(python_dirs)
+                exe,
+                spec,
+                cgroup,
+                python_dirs=layout.python_dirs,
+                hidden_dirs=layout.hidden_dirs,
+                links=layout.links,
+                libraries=layout.libraries,
             )
         except BaseException:
             cgroup.kill()
@@ -190,7 +264,9 @@ class BwrapSandbox(Sandbox):
             probe.remove()
         return (
             "user/pid/net/ipc/uts/cgroup/mount namespaces, all capabilities dropped, "
-            "no_new_privs, read-only system, tmpfs scratch; "
+            "no_new_privs, read-only system, standard library and "
+            + (", ".join(self.libraries) or "no libraries")
+            + " only (site-packages and the platform's folders masked), tmpfs scratch; "
             + "; ".join(f"{limit}: {how}" for limit, how in methods.items())
             + f"; kill: {kill}pid namespace teardown"
         )
@@ -207,6 +283,8 @@ class BwrapProcess(SandboxProcess):
         *,
         python_dirs: Sequence[Path],
         hidden_dirs: Sequence[Path] = (),
+        links: Sequence[tuple[str, str]] = (),
+        libraries: Sequence[tuple[Path, str]] = (),
     ) -> None:
         self._spec = spec
         self._cgroup = cgroup
@@ -225,7 +303,7 @@ class BwrapProcess(SandboxProcess):
             for target, content in _etc_files().items():
                 data_fds.append(_data_pipe(content))
                 argv += ["--ro-bind-data", str(data_fds[-1]), target]
-            argv += _sandbox_args(spec, python_dirs, hidden_dirs)
+            argv += _sandbox_args(spec, python_dirs, hidden_dirs, links, libraries)
             argv += ["--", *spec.argv]
             self._started = time.monotonic()
             spawner = _Spawner.for_this_process()
@@ -468,6 +546,16 @@ def _namespace_args() -> list[str]:
     ]
 
 
+def _system_dirs() -> list[Path]:
+    """The host folders bound at their own path by ``_system_args``."""
+    dirs = [Path("/usr")]
+    for name in TOP_LEVEL_SYSTEM_DIRS:
+        host = Path("/") / name
+        if host.is_dir() and not host.is_symlink():
+            dirs.append(host)
+    return dirs
+
+
 def _system_args() -> list[str]:
     argv = ["--ro-bind", "/usr", "/usr"]
     for name in TOP_LEVEL_SYSTEM_DIRS:
@@ -483,10 +571,17 @@ def _system_args() -> list[str]:
 
 
 def _sandbox_args(
-    spec: SandboxSpec, python_dirs: Sequence[Path], hidden_dirs: Sequence[Path]
+    spec: SandboxSpec,
+    python_dirs: Sequence[Path],
+    hidden_dirs: Sequence[Path],
+    links: Sequence[tuple[str, str]] = (),
+    libraries: Sequence[tuple[Path, str]] = (),
 ) -> list[str]:
     argv = ["--clearenv"]
     env = {**DEFAULT_ENV, **spec.env}
+    if libraries:
+        given = spec.env.get("PYTHONPATH")
+        env["PYTHONPATH"] = f"{given}:{LIBRARIES_DIR}" if given else LIBRARIES_DIR
     if spec.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(spec.gpus)
     for key, value in env.items():
@@ -502,7 +597,13 @@ def _sandbox_args(
     argv += ["--perms", "1777", "--size", str(scratch_bytes), "--tmpfs", SCRATCH_DIR]
     for path in python_dirs:
         argv += ["--ro-bind", str(path), str(path)]
-    for path in hidden_dirs:
+    for target, link in links:
+        argv += ["--symlink", target, link]
+    for host, inside in libraries:
+        argv += ["--ro-bind", str(host), inside]
+    # After the binds they cover; a mask inside another is already hidden (and could not be
+    # mounted on the read-only tmpfs).
+    for path in _outermost(hidden_dirs):
         argv += ["--size", "4096", "--tmpfs", str(path), "--remount-ro", str(path)]
     argv += ["--ro-bind", os.path.abspath(spec.submission_dir), SUBMISSION_DIR]
     for mount in spec.mounts:
@@ -515,26 +616,105 @@ def _sandbox_args(
 
 
 def _python_dirs() -> list[Path]:
-    """The interpreter's prefixes (venv and base) that /usr does not already cover."""
+    """The interpreter's base installation (standard library, shared libraries), where /usr does
+    not already hold it. Never a venv's folders: their packages are the platform's."""
     dirs: list[Path] = []
-    for raw in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
+    for raw in (sys.base_prefix, sys.base_exec_prefix):
         path = Path(raw)
-        if path == Path("/usr") or Path("/usr") in path.parents or path in dirs:
+        if path in dirs or any(path.is_relative_to(d) for d in _system_dirs()):
             continue
         dirs.append(path)
     return dirs
 
 
-def _hidden_dirs(python_dirs: Sequence[Path]) -> list[Path]:
-    """The platform's own package when it sits inside a bound interpreter folder (a non-editable
-    install): hidden under an empty tmpfs, so its tasks and code stay out of reach."""
-    package = Path(__file__).resolve().parents[1]
-    hidden = []
-    for path in python_dirs:
-        if package.is_relative_to(path.resolve()):
+def _interpreter() -> tuple[list[Path], list[tuple[str, str]]]:
+    """What is bound (``_python_dirs`` and maybe more) and linked so that ``sys.executable``
+    runs inside: a venv's interpreter is a link to the base one, or (a copy) the copy itself
+    with its pyvenv.cfg, which names where the standard library is."""
+    dirs = _python_dirs()
+    bound = [d.resolve() for d in [*_system_dirs(), *dirs]]
+    exe = Path(sys.executable)
+    if any(exe.parent.resolve().is_relative_to(d) for d in bound):
+        return dirs, []
+    real = exe.resolve()
+    if any(real.is_relative_to(d) for d in bound):
+        return dirs, [(str(real), str(exe))]
+    config = Path(sys.prefix) / "pyvenv.cfg"
+    return [*dirs, exe, *([config] if config.is_file() else [])], []
+
+
+def _site_dirs() -> list[Path]:
+    """Every folder where an interpreter of this machine keeps third-party packages: the
+    worker's own (venv, base, user), /usr's and /usr/local's (any Python version), and any on
+    ``sys.path`` (a PYTHONPATH into one)."""
+    prefixes = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    prefixes |= {"/usr", "/usr/local"}
+    found = [*site.getsitepackages(sorted(prefixes)), site.getusersitepackages(), *sys.path]
+    for prefix in sorted(prefixes):
+        for name in SITE_DIR_NAMES:
+            found += [str(p) for p in Path(prefix).glob(f"lib*/python3*/{name}")]
+    dirs: list[Path] = []
+    for raw in found:
+        path = Path(raw)
+        if path.name in SITE_DIR_NAMES and path.is_dir() and path not in dirs:
+            dirs.append(path)
+    return dirs
+
+
+def _platform_dirs() -> list[Path]:
+    """The platform's package and the installation's record beside it (a file list with
+    hashes), wherever it is installed."""
+    parent = PACKAGE_DIR.parent
+    return [PACKAGE_DIR, *parent.glob("edc-*.dist-info"), *parent.glob("edc.egg-info")]
+
+
+def _hidden_dirs(bound: Sequence[Path], private: Sequence[Path] = (PACKAGE_DIR,)) -> list[Path]:
+    """Where the ``private`` folders appear inside the sandbox: at each folder of ``bound``
+    (bound at its own path) that holds one. Those no bound folder holds are out of reach."""
+    hidden: list[Path] = []
+    for folder in bound:
+        root = folder.resolve()
+        for path in private:
+            real = path.resolve()
+            if not real.is_dir() or not real.is_relative_to(root):
+                continue
             # Inside the sandbox the folder sits at its unresolved path.
-            hidden.append(path / package.relative_to(path.resolve()))
+            inside = folder / real.relative_to(root)
+            if inside not in hidden:
+                hidden.append(inside)
     return hidden
+
+
+def _outermost(paths: Sequence[Path]) -> list[Path]:
+    kept: list[Path] = []
+    for path in sorted(set(paths), key=lambda p: len(p.parts)):
+        if not any(path.is_relative_to(k) for k in kept):
+            kept.append(path)
+    return kept
+
+
+@functools.cache
+def _library_binds(names: tuple[str, ...]) -> tuple[tuple[Path, str], ...]:
+    """Each library's package folder (or module file), and the folder of shared libraries its
+    wheel vendors beside it (``numpy.libs``), bound under LIBRARIES_DIR."""
+    binds: list[tuple[Path, str]] = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not (spec.origin or spec.submodule_search_locations):
+            raise SandboxUnavailable(
+                f"The decoder library {name} is not installed for the worker's interpreter "
+                f"({sys.executable}); install it there."
+            )
+        if spec.submodule_search_locations:
+            path = Path(next(iter(spec.submodule_search_locations)))
+        else:
+            assert spec.origin is not None
+            path = Path(spec.origin)
+        binds.append((path, f"{LIBRARIES_DIR}/{path.name}"))
+        vendored = path.parent / f"{name}.libs"
+        if vendored.is_dir():
+            binds.append((vendored, f"{LIBRARIES_DIR}/{vendored.name}"))
+    return tuple(binds)
 
 
 def _etc_files() -> dict[str, bytes]:
