@@ -161,7 +161,8 @@ def overhead_plan(requests: int, tokens: int, throughput: int = 8) -> SessionPla
         throughput=tuple(RequestSpec(f"t{i}", (1,) * 64) for i in range(throughput)),
         max_new_tokens=tokens,
         vocab_size=256,
-        sampling={"rule": "greedy"},
+        sampling={"rule": "greedy", "seed": 1},
+        load_sampling={"rule": "greedy"},
     )
 
 
