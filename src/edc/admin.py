@@ -1,4 +1,5 @@
-"""What organisers do to submissions: rerun, cancel, disqualify or restore, mark baselines, export.
+"""What organisers do to submissions: rerun, cancel, disqualify or restore, clear a review flag,
+mark baselines, export.
 
 Status changes are conditional UPDATEs (the row must still be in the state the action expects),
 so an action racing a worker either wins cleanly or is refused with Conflict, never half-done.
@@ -20,7 +21,7 @@ from edc import db
 from edc.clock import aware_utc
 from edc.config import Settings
 from edc.errors import Conflict, NotFound, ServiceUnavailable
-from edc.models import Submission, SubmissionStatus, User, utcnow
+from edc.models import ReviewState, Submission, SubmissionStatus, User, utcnow
 from edc.scheduler import queue
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ def rerun(settings: Settings, *, submission_id: int) -> int:
                 failure_message=None,
                 logs=None,
                 public_logs=None,
+                # Both belong to the result being cleared; the new one brings its own.
+                review=None,
+                audit=None,
             )
             .execution_options(synchronize_session=False)
         )
@@ -146,6 +150,24 @@ def set_disqualified(
     return row
 
 
+def clear_review(session: Session, *, submission_id: int) -> Submission:
+    """An organiser looked at a flagged result and accepts it: it stays ranked, unmarked.
+
+    (The other way out of a flag is :func:`set_disqualified`.)
+    """
+    row = existing(session, submission_id)
+    result = session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id, Submission.review == ReviewState.FLAGGED)
+        .values(review=ReviewState.CLEARED)
+        .execution_options(synchronize_session=False)
+    )
+    if not _changed(result):
+        raise Conflict(f"Submission {submission_id} is not flagged for review.")
+    session.refresh(row)
+    return row
+
+
 def set_baseline(session: Session, *, submission_id: int, baseline: bool) -> Submission:
     row = existing(session, submission_id)
     row.is_baseline = baseline
@@ -171,6 +193,7 @@ SUBMISSION_CSV_COLUMNS = (
     "started_at",
     "finished_at",
     "worker_id",
+    "review",
 )
 
 
@@ -218,6 +241,7 @@ def _submission_fields(s: Submission, participant: str | None) -> tuple[Any, ...
         iso(s.started_at),
         iso(s.finished_at),
         s.worker_id or "",
+        s.review.value if s.review else "",
     )
 
 

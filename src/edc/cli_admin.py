@@ -1,7 +1,8 @@
 """`edc user …` (on the server's own database) and `edc admin …` (over the API, as an admin).
 
 ``edc user create NAME --admin`` is how the first admin comes to be: it writes the account
-straight into the configured database and prints an API token for it.
+straight into the configured database and prints an API token for it. ``edc admin rescore`` also
+works on the server's own database and task (the portal runs the same at every start).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edc import accounts, db
+from edc import accounts, db, rescore, submissions
 from edc.cli_participant import connect, fail, result_table
 from edc.client import PortalError
 from edc.config import Settings, get_settings
@@ -34,7 +35,10 @@ def _settings() -> Settings:
 def register(app: typer.Typer) -> None:
     """Add ``edc user`` and ``edc admin`` to ``app``."""
     user_app = typer.Typer(help="Accounts, on this server's database.", no_args_is_help=True)
-    admin_app = typer.Typer(help="Organisers' actions, over the API.", no_args_is_help=True)
+    admin_app = typer.Typer(
+        help="Organisers' actions, over the API (`rescore`: on this server's database).",
+        no_args_is_help=True,
+    )
     app.add_typer(user_app, name="user")
     app.add_typer(admin_app, name="admin")
 
@@ -87,6 +91,8 @@ def register(app: typer.Typer) -> None:
             except PortalError as exc:
                 raise fail(exc) from exc
         console.print(result_table(result))
+        if result.get("review"):
+            console.print(f"review: {result['review']}")
 
     @admin_app.command()
     def rerun(submission_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
@@ -110,6 +116,34 @@ def register(app: typer.Typer) -> None:
     def restore(submission_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
         """Undo a disqualification."""
         act(submission_id, "restore")
+
+    @admin_app.command("clear-review")
+    def clear_review(submission_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+        """Accept a result flagged as faster than the task's physical floor (it stays ranked).
+
+        To reject it instead, disqualify the submission.
+        """
+        act(submission_id, "clear-review")
+
+    @admin_app.command("rescore")
+    def rescore_command() -> None:
+        """Bring stored results in line with the task's ranking metric (on this server's database).
+
+        Results ranked under another metric are converted from their stored figures where that
+        is exact, else marked stale (off the leaderboard until rerun). Safe to run again.
+        """
+        settings = _settings()
+        try:
+            with submissions.database_errors():
+                counts = rescore.rescore_configured(settings)
+        except EdcError as exc:
+            err_console.print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(1) from exc
+        console.print(
+            f"ranking metric: {counts.metric}\n"
+            f"re-scored from stored figures: {counts.rescored}\n"
+            f"stale (off the leaderboard until rerun): {counts.stale}"
+        )
 
     @admin_app.command()
     def baseline(

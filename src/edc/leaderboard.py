@@ -6,6 +6,10 @@
 - Participants are ranked the same way. An entry whose ``score_ci`` overlaps the interval of the
   entry above it is marked statistically tied with it: its place may be noise.
 - Baselines (submissions an admin marked) are listed apart, each one, unranked.
+- A result flagged for review (faster than the task's physical floor) stays ranked, marked, until
+  an organiser clears it or disqualifies the submission.
+- A result ranked under an older metric is re-scored or kept off (see :mod:`edc.rescore`); a
+  re-scored one has no interval, so it claims no tie and none is claimed against it.
 
 Failed, cancelled and disqualified submissions never appear. The per-participant best is found
 with one correlated probe per participant on the ``(user_id, score, created_at)`` index, so the
@@ -29,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from edc.clock import aware_utc
 from edc.config import Settings
-from edc.models import Submission, SubmissionStatus, User, utcnow
+from edc.models import ReviewState, Submission, SubmissionStatus, User, utcnow
 
 Direction = Literal["lower", "higher"]
 
@@ -74,6 +78,10 @@ class Entry:
     tokens_per_s: float | None
     submitted_at: datetime
     is_baseline: bool
+    # Faster than the task's physical floor, not yet cleared by an organiser.
+    flagged: bool = False
+    # Converted from a result ranked under this older metric (see edc.rescore).
+    rescored_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,8 @@ def _best_first(ranking: Ranking) -> tuple[Any, ...]:
 
 
 def _columns() -> list[Any]:
-    # Generated columns only: no JSON is parsed per row (see edc.models.MetricNumber).
+    # Generated columns, so no JSON is parsed to rank (see edc.models.MetricNumber); the one JSON
+    # key read is only for the rows shown, one per participant.
     return [
         User.name.label("participant"),
         Submission.id,
@@ -112,6 +121,8 @@ def _columns() -> list[Any]:
         Submission.tokens_per_s,
         Submission.created_at,
         Submission.is_baseline,
+        Submission.review,
+        Submission.result_metrics["rescored_from"].as_string().label("rescored_from"),
     ]
 
 
@@ -183,6 +194,8 @@ def _entry(row: Any, *, rank: int | None) -> Entry:
         tokens_per_s=_number(row.tokens_per_s),
         submitted_at=aware_utc(row.created_at),
         is_baseline=bool(row.is_baseline),
+        flagged=row.review == ReviewState.FLAGGED,
+        rescored_from=row.rescored_from,
     )
 
 
@@ -256,6 +269,8 @@ CSV_COLUMNS = (
     "output_tokens_per_s",
     "submitted_at",
     "baseline",
+    "flagged_for_review",
+    "rescored_from",
 )
 
 
@@ -284,6 +299,8 @@ def _csv_row(entry: Entry) -> Sequence[Any]:
         _blank(entry.tokens_per_s),
         entry.submitted_at.isoformat(),
         "yes" if entry.is_baseline else "",
+        "yes" if entry.flagged else "",
+        entry.rescored_from or "",
     )
 
 

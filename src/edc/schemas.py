@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from edc.clock import aware_utc
-from edc.models import FailureReason, SubmissionStatus
+from edc.models import FailureReason, ReviewState, SubmissionStatus
 
 # SQLite hands back naive times (stored in UTC); say so, as PostgreSQL does.
 UtcTime = Annotated[datetime, AfterValidator(aware_utc)]
@@ -47,6 +47,22 @@ class SubmissionOut(BaseModel):
     is_baseline: bool = False
     disqualified: bool = False
     disqualified_reason: str | None = None
+    review: ReviewState | None = Field(
+        default=None,
+        description="`flagged`: the result is faster than the task's physical floor "
+        "(`result_metrics.plausibility`) and waits for an organiser, who clears it or "
+        "disqualifies the submission; `cleared`: an organiser accepted it.",
+    )
+
+
+class AdminSubmissionOut(SubmissionOut):
+    """A submission as organisers see it: with the record that replays its hidden evaluation."""
+
+    audit: dict[str, Any] | None = Field(
+        default=None,
+        description="The hidden evaluation's secret seed, request ids and prompt ids: "
+        "organisers only.",
+    )
 
 
 class Figure(BaseModel):
@@ -54,10 +70,19 @@ class Figure(BaseModel):
     value: str
 
 
+class Notice(BaseModel):
+    """A sentence about the result the participant should read (a review flag, a stale score)."""
+
+    level: Literal["warning", "info"]
+    text: str
+
+
 class SubmissionEvent(SubmissionOut):
-    """One message of ``GET /submissions/{id}/events``: the submission and its key figures."""
+    """One message of ``GET /submissions/{id}/events``: the submission, its key figures and the
+    notices about its result."""
 
     figures: list[Figure] = Field(default_factory=list)
+    notices: list[Notice] = Field(default_factory=list)
 
 
 class SubmissionCreated(BaseModel):
@@ -149,6 +174,16 @@ class LeaderboardEntryOut(BaseModel):
     output_tokens_per_s: float | None = None
     submitted_at: UtcTime
     baseline: bool
+    flagged: bool = Field(
+        default=False,
+        description="Faster than the task's physical floor: ranked, but awaiting an organiser's "
+        "review.",
+    )
+    rescored_from: str | None = Field(
+        default=None,
+        description="The score was converted from a result ranked under this older metric "
+        "(it has no interval).",
+    )
 
 
 class LeaderboardOut(BaseModel):

@@ -47,7 +47,11 @@ def test_upload_runs_to_completion_with_verified_figures(platform: RunningPlatfo
     assert metrics["exact_match_rate"] == 1.0
     tpot = metrics["latency"]["tpot_ms"]
     assert 0 < tpot["p50"] <= tpot["p99"]
-    assert metrics["score"] == tpot["p50"]
+    ranked = metrics["latency"]["e2e_per_token_ms"]
+    assert metrics["score_metric"] == "latency.e2e_per_token_ms.p50"
+    assert min(metrics["score_repeats"]) <= metrics["score"] <= max(metrics["score_repeats"])
+    assert 0 < ranked["p50"] <= ranked["p99"]
+    assert metrics["plausibility"]["implausible"] is False
     assert metrics["throughput"]["output_tokens_per_s"] > 0
     assert final["started_at"] and final["finished_at"]
     assert final["worker_id"]

@@ -9,6 +9,8 @@ better on a rankable figure.
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,10 +35,10 @@ def trace_and_emission(draw: st.DrawFn) -> tuple[list[m.RequestTiming], list[m.R
         cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=n - 1))) if n > 1 else []
         bounds = [0, *cuts, n]
         arrivals: list[int] = []
-        for a, b in zip(bounds, bounds[1:], strict=False):
+        for _a, b in itertools.pairwise(bounds):
             delay = draw(st.integers(0, 3 * MS))
             arrivals.append(max(ready[b - 1], arrivals[-1] if arrivals else 0) + delay)
-        sizes = tuple(b - a for a, b in zip(bounds, bounds[1:], strict=False))
+        sizes = tuple(b - a for a, b in itertools.pairwise(bounds))
         reshaped.append(m.RequestTiming(f"r{r}", sent, tuple(arrivals), sizes))
     return honest, reshaped
 

@@ -13,9 +13,10 @@ from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edc import submissions
+from edc import rescore, submissions
 from edc.config import Settings, get_settings
 from edc.errors import EdcError
 from edc.observability.http import RequestObserver, request_log_context
@@ -53,9 +54,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.warning("upload debris not cleaned: %s", exc.message)
             await anyio.sleep(max(0.5, settings.stale_upload_s / 2))
 
+    def rescore_results() -> None:
+        # Before the first request: a result ranked under an older rule of the task must not
+        # outrank the current ones even for a moment. One empty query when all are current.
+        try:
+            with submissions.database_errors():
+                rescore.rescore_configured(settings)
+        except EdcError as exc:  # a database down must not take the portal down
+            log.warning("results not re-scored for the current ranking rule: %s", exc.message)
+        except SQLAlchemyError as exc:  # nor a database not yet migrated (`edc db upgrade`)
+            log.warning("results not re-scored for the current ranking rule: %s", exc)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(rescore_results)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(sweep_upload_debris)
             yield

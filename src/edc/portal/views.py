@@ -12,7 +12,15 @@ from edc.models import Submission, SubmissionStatus, User
 from edc.portal import presentation
 from edc.portal.auth import Identity
 from edc.queue_position import queue_in_order, queue_position
-from edc.schemas import Figure, QueueItemOut, QueueOut, SubmissionEvent, SubmissionOut
+from edc.schemas import (
+    AdminSubmissionOut,
+    Figure,
+    Notice,
+    QueueItemOut,
+    QueueOut,
+    SubmissionEvent,
+    SubmissionOut,
+)
 
 
 def submission_out(session: Session, row: Submission, *, owner: str | None = None) -> SubmissionOut:
@@ -23,6 +31,11 @@ def submission_out(session: Session, row: Submission, *, owner: str | None = Non
         owner = user.name if user else None
     out.owner = owner
     return out
+
+
+def admin_submission_out(session: Session, row: Submission) -> AdminSubmissionOut:
+    """The organisers' view: the participant's, plus the audit record (never shown to them)."""
+    return AdminSubmissionOut(**submission_out(session, row).model_dump(), audit=row.audit)
 
 
 def submissions_out(session: Session, rows: Sequence[Submission]) -> list[SubmissionOut]:
@@ -38,7 +51,11 @@ def submission_event(session: Session, row: Submission) -> SubmissionEvent:
     figures = [
         Figure(label=f.label, value=f.value) for f in presentation.key_figures(row.result_metrics)
     ]
-    return SubmissionEvent(**out.model_dump(), figures=figures)
+    notices = [
+        Notice(level=n.level, text=n.text)
+        for n in presentation.result_notices(row.result_metrics, row.review)
+    ]
+    return SubmissionEvent(**out.model_dump(), figures=figures, notices=notices)
 
 
 def visible_submission(session: Session, submission_id: int, viewer: Identity) -> Submission:

@@ -28,12 +28,19 @@ from edc import archive, db
 from edc.config import Settings, get_settings
 from edc.errors import ArchiveUnavailable, InvalidUpload, RunFailed, SandboxUnavailable
 from edc.lifetime import die_with_parent
-from edc.models import FailureReason, Submission, SubmissionStatus, running_attempt, utcnow
+from edc.models import (
+    FailureReason,
+    ReviewState,
+    Submission,
+    SubmissionStatus,
+    running_attempt,
+    utcnow,
+)
 from edc.observability.logging import log_context
 from edc.observability.metrics import record_outcome
 from edc.scheduler import queue
 from edc.worker.archive_source import fetch_archive
-from edc.worker.evaluation import StageFailed, evaluate
+from edc.worker.evaluation import Evaluation, StageFailed, evaluate
 from edc.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,28 @@ class Outcome:
     reason: FailureReason | None = None
     message: str | None = None
     public_logs: str = ""  # for the participant
+    # For organisers only (``submissions.audit``): what replays the hidden evaluation.
+    audit: dict[str, Any] | None = None
+
+    @property
+    def review(self) -> ReviewState | None:
+        """Flagged when the harness found the result faster than the task's physical floor:
+        it stays ranked, marked, until an organiser clears it or disqualifies the submission."""
+        plausibility = (self.metrics or {}).get("plausibility")
+        if isinstance(plausibility, dict) and plausibility.get("implausible") is True:
+            return ReviewState.FLAGGED
+        return None
+
+
+def completed(evaluation: Evaluation) -> Outcome:
+    """The outcome of an evaluation that ran to the end."""
+    return Outcome(
+        SubmissionStatus.COMPLETED,
+        finite_json(evaluation.metrics),
+        evaluation.logs,
+        public_logs=evaluation.public_logs,
+        audit=finite_json(evaluation.audit) or None,
+    )
 
 
 def default_worker_id() -> str:
@@ -222,12 +251,7 @@ def _evaluate_archive(
             },
             worker_id=worker_id,
         )
-        return Outcome(
-            SubmissionStatus.COMPLETED,
-            finite_json(evaluation.metrics),
-            evaluation.logs,
-            public_logs=evaluation.public_logs,
-        )
+        return completed(evaluation)
     except StageFailed as exc:
         return Outcome(
             SubmissionStatus.FAILED,
@@ -288,6 +312,9 @@ def _record(settings: Settings, submission_id: int, attempt: int, outcome: Outco
                 failure_message=outcome.message,
                 logs=_truncate(outcome.logs, 2 * settings.log_cap_bytes),
                 public_logs=_truncate(outcome.public_logs, 2 * settings.log_cap_bytes),
+                # Each result is judged afresh: an earlier attempt's review does not carry over.
+                review=outcome.review,
+                audit=outcome.audit,
             )
             .execution_options(synchronize_session=False)
         )

@@ -1,4 +1,8 @@
-"""The organisers' API: rerun, cancel, disqualify, restore, baselines, queue, workers, exports."""
+"""The organisers' API: a submission with its audit record; rerun, cancel, disqualify, restore,
+clear a review flag, baselines; queue, workers, exports.
+
+Every submission it returns is an :class:`~edc.schemas.AdminSubmissionOut` (with ``audit``).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from edc import admin, leaderboard
 from edc.portal.auth import AdminIdentity
 from edc.portal.deps import SessionDep, SettingsDep, SubmissionId
-from edc.portal.views import queue_out, submission_out
+from edc.portal.views import admin_submission_out, queue_out
 from edc.scheduler import queue
 from edc.schemas import (
+    AdminSubmissionOut,
     BaselineIn,
     DisqualifyIn,
     ErrorOut,
     QueueOut,
-    SubmissionOut,
     WorkerOut,
 )
 
@@ -34,62 +38,92 @@ _ACTION: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _fresh(session: SessionDep, submission_id: int) -> SubmissionOut:
+def _fresh(session: SessionDep, submission_id: int) -> AdminSubmissionOut:
     session.expire_all()
-    return submission_out(session, admin.existing(session, submission_id))
+    return admin_submission_out(session, admin.existing(session, submission_id))
 
 
-@router.post("/submissions/{submission_id}/rerun", response_model=SubmissionOut, responses=_ACTION)
+@router.get(
+    "/submissions/{submission_id}",
+    response_model=AdminSubmissionOut,
+    responses={**_ADMIN, 404: _ACTION[404]},
+)
+def read_submission(
+    submission_id: SubmissionId, session: SessionDep, _admin: AdminIdentity
+) -> AdminSubmissionOut:
+    """Any submission, with its audit record (what replays its hidden evaluation)."""
+    return admin_submission_out(session, admin.existing(session, submission_id))
+
+
+@router.post(
+    "/submissions/{submission_id}/rerun", response_model=AdminSubmissionOut, responses=_ACTION
+)
 def rerun(
     submission_id: SubmissionId, settings: SettingsDep, session: SessionDep, _admin: AdminIdentity
-) -> SubmissionOut:
+) -> AdminSubmissionOut:
     """Evaluate a finished submission again, as a new attempt (the window does not apply)."""
     admin.rerun(settings, submission_id=submission_id)
     return _fresh(session, submission_id)
 
 
-@router.post("/submissions/{submission_id}/cancel", response_model=SubmissionOut, responses=_ACTION)
+@router.post(
+    "/submissions/{submission_id}/cancel", response_model=AdminSubmissionOut, responses=_ACTION
+)
 def cancel(
     submission_id: SubmissionId, settings: SettingsDep, session: SessionDep, who: AdminIdentity
-) -> SubmissionOut:
+) -> AdminSubmissionOut:
     """Cancel a queued (taken off the queue) or running (its worker stops) submission."""
     admin.cancel(settings, submission_id=submission_id, by_name=who.name, by_admin=True)
     return _fresh(session, submission_id)
 
 
 @router.post(
-    "/submissions/{submission_id}/disqualify", response_model=SubmissionOut, responses=_ACTION
+    "/submissions/{submission_id}/disqualify", response_model=AdminSubmissionOut, responses=_ACTION
 )
 def disqualify(
     submission_id: SubmissionId, body: DisqualifyIn, session: SessionDep, _admin: AdminIdentity
-) -> SubmissionOut:
+) -> AdminSubmissionOut:
     """Keep the submission off the leaderboard (the reason is shown to its owner)."""
     row = admin.set_disqualified(
         session, submission_id=submission_id, disqualified=True, reason=body.reason
     )
-    return submission_out(session, row)
+    return admin_submission_out(session, row)
 
 
 @router.post(
-    "/submissions/{submission_id}/restore", response_model=SubmissionOut, responses=_ACTION
+    "/submissions/{submission_id}/restore", response_model=AdminSubmissionOut, responses=_ACTION
 )
 def restore(
     submission_id: SubmissionId, session: SessionDep, _admin: AdminIdentity
-) -> SubmissionOut:
+) -> AdminSubmissionOut:
     """Undo a disqualification."""
     row = admin.set_disqualified(session, submission_id=submission_id, disqualified=False)
-    return submission_out(session, row)
+    return admin_submission_out(session, row)
 
 
 @router.post(
-    "/submissions/{submission_id}/baseline", response_model=SubmissionOut, responses=_ACTION
+    "/submissions/{submission_id}/clear-review",
+    response_model=AdminSubmissionOut,
+    responses=_ACTION,
+)
+def clear_review(
+    submission_id: SubmissionId, session: SessionDep, _admin: AdminIdentity
+) -> AdminSubmissionOut:
+    """Accept a result flagged as faster than the task's physical floor: it stays ranked,
+    unmarked. (To reject it, disqualify the submission.) 409 when it is not flagged."""
+    row = admin.clear_review(session, submission_id=submission_id)
+    return admin_submission_out(session, row)
+
+
+@router.post(
+    "/submissions/{submission_id}/baseline", response_model=AdminSubmissionOut, responses=_ACTION
 )
 def baseline(
     submission_id: SubmissionId, body: BaselineIn, session: SessionDep, _admin: AdminIdentity
-) -> SubmissionOut:
+) -> AdminSubmissionOut:
     """Mark (or unmark) a submission as a baseline: shown apart on the leaderboard, unranked."""
     row = admin.set_baseline(session, submission_id=submission_id, baseline=body.baseline)
-    return submission_out(session, row)
+    return admin_submission_out(session, row)
 
 
 @router.get("/queue", response_model=QueueOut, responses=_ADMIN)

@@ -20,7 +20,9 @@ from edc.scheduler import queue
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
 PAGE_SIZE = 50
-Action = Literal["rerun", "cancel", "disqualify", "restore", "baseline", "unbaseline"]
+Action = Literal[
+    "rerun", "cancel", "disqualify", "restore", "clear-review", "baseline", "unbaseline"
+]
 
 
 @router.get("", name="admin_page")
@@ -72,6 +74,8 @@ async def admin_action(
                         disqualified=action == "disqualify",
                         reason=form_text(form, "reason") or None,
                     )
+                elif action == "clear-review":
+                    admin.clear_review(session, submission_id=submission_id)
                 else:
                     admin.set_baseline(
                         session, submission_id=submission_id, baseline=action == "baseline"

@@ -263,6 +263,8 @@ def entry_out(entry: leaderboard.Entry) -> LeaderboardEntryOut:
         output_tokens_per_s=entry.tokens_per_s,
         submitted_at=entry.submitted_at,
         baseline=entry.is_baseline,
+        flagged=entry.flagged,
+        rescored_from=entry.rescored_from,
     )
 
 

@@ -100,7 +100,9 @@ async def submission_page(
             row = visible_submission(session, submission_id, identity)
             return {
                 "submission": submission_event(session, row),
+                # Organisers only: the hidden run's output, and what replays it.
                 "logs": row.logs if identity.is_admin else None,
+                "audit": row.audit if identity.is_admin else None,
             }
 
     context = await run_in_threadpool(load)

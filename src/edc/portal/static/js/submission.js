@@ -29,6 +29,19 @@
     });
   }
 
+  // Sentences about how the result counts (a review flag, a stale or re-scored score).
+  function renderNotices(notices) {
+    var box = byId("notices");
+    if (!box || !notices) { return; }
+    box.replaceChildren();
+    notices.forEach(function (n) {
+      var div = document.createElement("div");
+      div.className = "alert alert-" + (n.level === "warning" ? "warning" : "info") + " py-1 small";
+      div.textContent = n.text;
+      box.append(div);
+    });
+  }
+
   function drawCharts(metrics) {
     if (!metrics || !metrics.latency || typeof Chart === "undefined") { return; }
     byId("charts").hidden = false;
@@ -77,6 +90,7 @@
     setText("failure", (s.failure_reason ? s.failure_reason + ": " : "") + (s.failure_message || ""));
     setText("public-logs", s.public_logs || "");
     renderFigures(s.figures);
+    renderNotices(s.notices);
     var cancel = byId("cancel-form");
     if (cancel && FINAL[s.status]) { cancel.hidden = true; }
     setText("live-note", FINAL[s.status] ? "" : "updates live");
