@@ -167,6 +167,25 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+# A run's interval should hold another run of the same code (a prediction interval): two runs each
+# off by a relative spread s differ by s·√2 in standard deviation, so 95% of them lie within
+# 1.96·√2·s of each other.
+PREDICTION_Z = 1.96 * math.sqrt(2.0)
+
+
+def widen_for_run_to_run(
+    score: float, interval: Sequence[float], spread: float
+) -> tuple[float, float]:
+    """``interval`` widened to at least ``score`` ± PREDICTION_Z·spread·score.
+
+    Relative, so it serves any ranked figure (a time or a rate). The repeats inside one run see
+    only a minute's noise; ``spread`` is the worker's measured variation between runs.
+    """
+    half = PREDICTION_Z * spread * abs(score)
+    low, high = interval
+    return min(low, score - half), max(high, score + half)
+
+
 def tpot_floor_ms(weight_bytes_per_token: int, bandwidth_gb_per_s: float) -> float:
     """The least TPOT memory bandwidth allows: every weight byte read once per token."""
     if bandwidth_gb_per_s <= 0:

@@ -204,6 +204,8 @@ class Watch(Protocol):
 
     def due(self) -> bool: ...
 
+    def overdue(self) -> bool: ...
+
     def check(self) -> object: ...
 
 
@@ -257,11 +259,21 @@ class FairWorker(HandBackWorker):
 
     @property
     def _ordered_queues(self) -> list[Queue]:
+        ordered = self._queues_in_service_order()
         if self.watch is not None:
-            if self.watch.due():
+            # Only between jobs (this runs before a pop, never during a job) and, unless long
+            # overdue, only when nothing waits: calibration never delays or overlaps a timed run.
+            if self.watch.due() and (self.watch.overdue() or not any(q.count for q in ordered)):
                 self.watch.check()
             if self.watch.drifting:
                 return [self._parked]
+        return ordered
+
+    @_ordered_queues.setter
+    def _ordered_queues(self, _value: list[Queue]) -> None:
+        pass  # RQ's own reordering is replaced by the getter's rule
+
+    def _queues_in_service_order(self) -> list[Queue]:
         queues = {}
         for q in our_queues(self.settings, self.connection, self.hardware_class):
             owner = _owner_of(q.name, self.prefix)
@@ -274,10 +286,6 @@ class FairWorker(HandBackWorker):
         # is always listed, so there is something to block on.
         queues.setdefault(NO_OWNER, self._home)
         return ordered + [queues[owner] for owner in sorted(queues)]
-
-    @_ordered_queues.setter
-    def _ordered_queues(self, _value: list[Queue]) -> None:
-        pass  # RQ's own reordering is replaced by the getter's rule
 
 
 def make_worker(

@@ -194,9 +194,12 @@ class Hardware(_Strict):
     # to workers serving that class (EDC_HARDWARE_CLASS).
     kind: str = Field(default="cpu", alias="class", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     memory_bandwidth_gbps: float | None = Field(default=None, gt=0)
-    # A worker whose baseline TPOT is off the fleet's median by more than this share stops
+    # A worker whose baseline score is off the fleet's median by more than this share stops
     # taking jobs (see edc.worker.drift).
     drift_tolerance: float = Field(default=0.25, gt=0, lt=10)
+    # The run-to-run spread (relative standard deviation of the ranked score between evaluations
+    # of the same code) assumed until the fleet has measured its own (edc.worker.calibration).
+    run_to_run_spread: float = Field(default=0.05, ge=0, lt=1)
 
 
 class PromptsSection(_Strict):

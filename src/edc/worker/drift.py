@@ -1,10 +1,16 @@
 """Drift watch: no result is timed on a slow host.
 
-Every worker times the task's own baseline submission (``<task>/baseline/``) at start and then
-every ``EDC_DRIFT_INTERVAL_S``, and publishes its TPOT p50 in Redis. A worker whose figure is off
-the fleet's median by more than the task's ``drift_tolerance`` (a throttled GPU, a noisy
-neighbour) stops taking jobs, says so in its log and shows as drifting to admins, until a later
-check finds it back in line.
+Every worker times the task's own baseline submission (``<task>/baseline/``) and publishes its
+ranked score in Redis (``calibration.py``, which also derives the worker's run-to-run spread from
+the recent timings). A worker whose figure is off the fleet's median by more than the task's
+``drift_tolerance`` (a throttled GPU, a noisy neighbour) stops taking jobs, says so in its log and
+shows as drifting to admins, until a later check finds it back in line.
+
+Calibration never overlaps a timed run: the worker checks only between its jobs, and only when no
+job waits for it (a check more than an interval overdue goes first), so the first job does not
+wait for it either. It runs ``calibration.MIN_RUNS`` timings back to back while idle at start, then
+one every ``EDC_DRIFT_INTERVAL_S``. On a host shared by several workers each owns its cores
+(``EDC_CPUS``), so one worker's calibration never shares cores with another's timed run.
 
 The measurement runs in a child process (``python -m edc.worker.drift``), the same way the work
 itself runs in a work-horse: the worker process never starts a sandbox itself.
@@ -27,22 +33,24 @@ from edc.errors import EdcError, RunFailed
 from edc.harness.evaluate import evaluate_submission, load_task
 from edc.sandbox.select import choose_sandbox
 from edc.scheduler.queue import drifting_key, redis_connection, redis_errors
-from edc.tasks.task import RequestCounts
-from edc.worker.evaluation import public_check_task
+from edc.tasks.task import RequestCounts, Task
+from edc.worker.calibration import MIN_RUNS, figures_key, fleet, record
 
 log = logging.getLogger(__name__)
 
 MEASURE_TIMEOUT_S = 600
-# Enough timed requests for a stable median, few enough to take seconds.
-DRIFT_REQUESTS = RequestCounts(warmup=2, timed=8, throughput=2, repeats=1)
 
 
-def _figures_key(settings: Settings, hardware_class: str) -> str:
-    return f"edc:{settings.deployment_id}:baseline:{hardware_class}"
+def calibration_requests(task: Task) -> RequestCounts:
+    """The task's own latency scenario (so the spread is that of a real score), a short rest."""
+    counts = task.requests
+    return RequestCounts(
+        warmup=min(counts.warmup, 2), timed=counts.timed, throughput=2, repeats=counts.repeats
+    )
 
 
 def measure(settings: Settings) -> float:
-    """TPOT p50 (ms) of the task's baseline, on the public prompts, in this worker's sandbox."""
+    """The ranked score of the task's baseline, on the public prompts, in this worker's sandbox."""
     task = load_task(settings)
     if task.baseline_dir is None:
         raise EdcError(f"The task {task.name} has no baseline/ submission to time.")
@@ -51,12 +59,12 @@ def measure(settings: Settings) -> float:
             settings=settings,
             sandbox=choose_sandbox(settings),
             submission_dir=task.baseline_dir,
-            task=public_check_task(task, requests=DRIFT_REQUESTS),
+            task=task.with_requests(calibration_requests(task)),
             run_dir=Path(run_dir),
             prompt_set="public",
             labels={"stage": "drift"},
         )
-    return float(result.metrics["latency"]["tpot_ms"]["p50"])
+    return float(result.metrics["score"])
 
 
 @dataclass(frozen=True)
@@ -82,14 +90,22 @@ class DriftWatch:
         self.worker_name = worker_name
         self.hardware_class = hardware_class
         self.tolerance = load_task(settings).spec.hardware.drift_tolerance
-        self.next_check = 0.0  # due at once: the first check runs before the first job
+        # Due at once, but overdue (taken before a waiting job) only an interval later.
+        self.next_check = time.monotonic()
+        self.runs = 0
         self.drifting = False
 
     def due(self) -> bool:
         return time.monotonic() >= self.next_check
 
+    def overdue(self) -> bool:
+        return time.monotonic() >= self.next_check + self.settings.drift_interval_s
+
     def check(self) -> Verdict | None:
-        self.next_check = time.monotonic() + self.settings.drift_interval_s
+        self.runs += 1
+        # Back to back while idle until the spread can be measured, then once an interval.
+        pause = 0.0 if self.runs < MIN_RUNS else self.settings.drift_interval_s
+        self.next_check = time.monotonic() + pause
         try:
             mine = self._measure_in_child()
         except (EdcError, subprocess.SubprocessError, ValueError, KeyError) as exc:
@@ -104,7 +120,7 @@ class DriftWatch:
             level = logging.ERROR if verdict.drifting else logging.INFO
             log.log(
                 level,
-                "worker %s %s: baseline TPOT p50 %.3f ms vs fleet median %s ms (tolerance %.0f%%)",
+                "worker %s %s: baseline score %.4g vs fleet median %s (tolerance %.0f%%)",
                 self.worker_name,
                 "drifts and stops taking jobs" if verdict.drifting else "is back in line",
                 verdict.mine_ms,
@@ -123,23 +139,21 @@ class DriftWatch:
         )
         if done.returncode != 0:
             raise EdcError(f"the baseline run failed: {done.stderr.strip()[-500:]}")
-        return float(json.loads(done.stdout.strip().splitlines()[-1])["tpot_ms_p50"])
+        return float(json.loads(done.stdout.strip().splitlines()[-1])["score"])
 
     def _publish_and_judge(self, mine: float) -> Verdict:
         connection = redis_connection(self.settings)
-        key = _figures_key(self.settings, self.hardware_class)
-        now = time.time()
-        connection.hset(key, self.worker_name, json.dumps({"tpot_ms": mine, "at": now}))
-        fresh_after = now - 2 * self.settings.drift_interval_s
+        key = figures_key(self.settings, self.hardware_class)
+        published = record(self.settings, self.worker_name, self.hardware_class, mine)
+        fresh_after = published.at - 2 * self.settings.drift_interval_s
         others = []
-        for name, raw in connection.hgetall(key).items():
-            figure = json.loads(raw)
-            if (name.decode() if isinstance(name, bytes) else name) == self.worker_name:
+        for name, figures in fleet(self.settings, self.hardware_class).items():
+            if name == self.worker_name:
                 continue
-            if figure["at"] < fresh_after:
+            if figures.at < fresh_after:
                 connection.hdel(key, name)  # a worker gone for long: not the fleet any more
                 continue
-            others.append(float(figure["tpot_ms"]))
+            others.append(figures.latest)
         verdict = judge(mine, others, self.tolerance)
         if verdict.drifting:
             connection.sadd(drifting_key(self.settings), self.worker_name)
@@ -151,18 +165,18 @@ class DriftWatch:
         """On the worker's way out: its figure and flag leave the fleet with it."""
         with redis_errors():
             connection = redis_connection(self.settings)
-            connection.hdel(_figures_key(self.settings, self.hardware_class), self.worker_name)
+            connection.hdel(figures_key(self.settings, self.hardware_class), self.worker_name)
             connection.srem(drifting_key(self.settings), self.worker_name)
 
 
 def main() -> None:
-    """The child process: time the baseline once and print {"tpot_ms_p50": ...}."""
+    """The child process: time the baseline once and print {"score": ...}."""
     try:
         value = measure(get_settings())
     except (EdcError, RunFailed) as exc:
         print(exc.message, file=sys.stderr)  # noqa: T201 - the parent reads it
         sys.exit(1)
-    print(json.dumps({"tpot_ms_p50": value}))  # noqa: T201 - the parent reads it
+    print(json.dumps({"score": value}))  # noqa: T201 - the parent reads it
 
 
 if __name__ == "__main__":

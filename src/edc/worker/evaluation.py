@@ -20,9 +20,11 @@ from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness.disclosure import public_sentence
 from edc.harness.evaluate import evaluate_submission, load_task
+from edc.harness.metrics import widen_for_run_to_run
 from edc.sandbox.select import choose_sandbox
 from edc.tasks.pool import hidden_pool
 from edc.tasks.task import RequestCounts, Task
+from edc.worker.calibration import run_to_run_spread
 from edc.worker.provenance import provenance
 
 # Enough to load the model, answer both scenarios and be verified, in a few seconds.
@@ -49,6 +51,25 @@ class StageFailed(RunFailed):
 def public_check_task(task: Task, requests: RequestCounts = PUBLIC_CHECK_REQUESTS) -> Task:
     """The task with fewer requests (the public check, the drift watch's baseline run)."""
     return task.with_requests(requests)
+
+
+def run_to_run_interval(
+    settings: Settings, task: Task, metrics: Mapping[str, Any], worker_id: str
+) -> dict[str, Any]:
+    """The score's interval widened by this worker's run-to-run spread (docs/ranking.md); the
+    interval of the repeats alone is kept as ``score_ci_within``."""
+    spread = run_to_run_spread(
+        settings,
+        worker_id,
+        settings.hardware_class or task.hardware.kind,
+        prior=task.hardware.run_to_run_spread,
+    )
+    low, high = widen_for_run_to_run(metrics["score"], metrics["score_ci"], spread.value)
+    return {
+        "score_ci": [low, high],
+        "score_ci_within": list(metrics["score_ci"]),
+        "run_to_run_spread": spread.to_dict(),
+    }
 
 
 def evaluate(
@@ -95,6 +116,7 @@ def evaluate(
         raise StageFailed(exc, message=message, public_logs=public_logs) from exc
     metrics = {
         **result.metrics,
+        **run_to_run_interval(settings, task, result.metrics, worker_id),
         "provenance": provenance(settings, sandbox=sandbox, task=task, worker_id=worker_id),
     }
     return Evaluation(

@@ -1,0 +1,116 @@
+"""A worker's calibration: its recent timings of the task's baseline, published in Redis.
+
+The drift watch (``drift.py``) measures; this module keeps the figures and derives from them the
+worker's **run-to-run spread**: the relative standard deviation (sample CV) of the baseline's
+ranked score over its recent timings. Evaluations widen their interval by it, so the uncertainty
+shown covers the noise between runs, not only the noise within one (``docs/ranking.md``).
+
+Which spread an evaluation uses, in order: this worker's own (once it has ``MIN_RUNS`` timings),
+the median of the fleet's (other workers of the class), else the task's stated prior
+(``[hardware] run_to_run_spread``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from edc.config import Settings
+from edc.errors import ServiceUnavailable
+from edc.scheduler.queue import redis_connection, redis_errors
+
+# Baseline timings before a worker's own spread is trusted; and how many recent ones it keeps.
+MIN_RUNS = 3
+RECENT_RUNS = 8
+
+
+def figures_key(settings: Settings, hardware_class: str) -> str:
+    return f"edc:{settings.deployment_id}:baseline:{hardware_class}"
+
+
+@dataclass(frozen=True)
+class Spread:
+    value: float  # relative: the sample CV of the baseline's ranked score
+    source: Literal["worker", "fleet", "task"]
+    runs: int  # baseline timings behind it (0 for the task's prior)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "source": self.source, "runs": self.runs}
+
+
+def relative_spread(figures: Sequence[float]) -> float | None:
+    """The sample CV of ``figures``; None with fewer than ``MIN_RUNS`` of them."""
+    if len(figures) < MIN_RUNS:
+        return None
+    mean = statistics.fmean(figures)
+    return statistics.stdev(figures) / mean if mean > 0 else None
+
+
+@dataclass(frozen=True)
+class WorkerFigures:
+    """One worker's published calibration."""
+
+    latest: float  # its last baseline figure (what the drift watch compares)
+    recent: tuple[float, ...]
+    at: float  # unix time of the last timing
+
+    @property
+    def spread(self) -> float | None:
+        return relative_spread(self.recent)
+
+    def encode(self) -> str:
+        return json.dumps({"figure": self.latest, "recent": list(self.recent), "at": self.at})
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> WorkerFigures:
+        data = json.loads(raw)
+        # Before the spread existed a worker published only {"tpot_ms", "at"}.
+        latest = float(data.get("figure", data.get("tpot_ms", 0.0)))
+        return cls(latest, tuple(float(x) for x in data.get("recent", [latest])), float(data["at"]))
+
+
+def fleet(settings: Settings, hardware_class: str) -> dict[str, WorkerFigures]:
+    """Every worker's published figures (this one's included)."""
+    connection = redis_connection(settings)
+    out = {}
+    for name, raw in connection.hgetall(figures_key(settings, hardware_class)).items():
+        out[name.decode() if isinstance(name, bytes) else name] = WorkerFigures.decode(raw)
+    return out
+
+
+def record(settings: Settings, worker: str, hardware_class: str, figure: float) -> WorkerFigures:
+    """Add a baseline timing to ``worker``'s recent ones and publish them."""
+    connection = redis_connection(settings)
+    key = figures_key(settings, hardware_class)
+    raw = connection.hget(key, worker)
+    recent = WorkerFigures.decode(raw).recent if raw is not None else ()
+    mine = WorkerFigures(figure, (*recent, figure)[-RECENT_RUNS:], time.time())
+    connection.hset(key, worker, mine.encode())
+    return mine
+
+
+def run_to_run_spread(
+    settings: Settings, worker: str, hardware_class: str, *, prior: float
+) -> Spread:
+    """The spread an evaluation by ``worker`` widens its interval with (see the module doc)."""
+    try:
+        with redis_errors():
+            figures = fleet(settings, hardware_class)
+    except ServiceUnavailable:
+        figures = {}  # the queue is down: the result still gets an honest (prior) interval
+    own = figures.get(worker)
+    if own is not None and own.spread is not None:
+        return Spread(own.spread, "worker", len(own.recent))
+    spreads = [
+        (f.spread, len(f.recent))
+        for name, f in figures.items()
+        if name != worker and f.spread is not None
+    ]
+    if spreads:
+        value = statistics.median(s for s, _ in spreads)
+        return Spread(value, "fleet", sum(n for _, n in spreads))
+    return Spread(prior, "task", 0)
