@@ -120,9 +120,11 @@ def worker(
     """Run a worker: take submission ids from the queue and evaluate them in a sandbox."""
     from edc.harness.evaluate import load_task
     from edc.observability.logging import log_context
+    from edc.sandbox.cpus import check_enough, worker_cpus
     from edc.sandbox.select import choose_sandbox
     from edc.scheduler.queue import announce_worker, make_worker, retire_worker
     from edc.scheduler.reconcile import Reconciler
+    from edc.tasks.pool import hidden_pool
     from edc.worker import canary, provenance
     from edc.worker import executor as _job  # noqa: F401  (loaded once here, not in each job)
     from edc.worker.drift import DriftWatch
@@ -131,6 +133,7 @@ def worker(
     _setup_logging()
     settings = _settings()
     try:
+        cpus = worker_cpus(settings)
         sandbox = choose_sandbox(settings)
     except EdcError as exc:
         err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
@@ -150,10 +153,16 @@ def worker(
         sandbox.describe_isolation(),
         removed,
     )
+    logging.getLogger("edc.worker").info("worker %s: %s", name, cpus.describe())
     try:
         canary.check_in_child()  # nothing of the platform may be visible inside its sandboxes
         task = load_task(settings)
+        check_enough(cpus.owned, task.limits.cpus)
         provenance.warm(settings, task)
+        # Seeded (once per platform) before the first job, not in the middle of one.
+        db.retry_while_unreachable(
+            settings, lambda: hidden_pool(settings, task), what="preparing the hidden prompt pool"
+        )
     except EdcError as exc:
         err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
         raise typer.Exit(3) from exc

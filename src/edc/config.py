@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "change-me-dev-only"
@@ -24,6 +26,50 @@ Environment = Literal["dev", "production"]
 SignupMode = Literal["open", "invite", "closed"]
 # text: lines for people; json: one object per line, for log collectors.
 LogFormat = Literal["text", "json"]
+# Far above any machine's core or device count: a typo like `0-99999999` is refused, not expanded.
+MAX_DEVICE_ID = 8191
+_ID_OR_RANGE = re.compile(r"(\d+)(?:-(\d+))?", re.ASCII)
+
+
+def parse_id_list(text: str) -> tuple[int, ...]:
+    """``"0-1,4"`` → ``(0, 1, 4)``: ids and inclusive ranges, in the order given, each once.
+
+    Raises ValueError with a sentence naming what is wrong (EDC_CPUS and EDC_GPUS share it).
+    """
+    ids: list[int] = []
+    for part in text.split(","):
+        match = _ID_OR_RANGE.fullmatch(part.strip())
+        if match is None:
+            raise ValueError(f"{part.strip()!r} is not an id or a range like 2-3 (in {text!r})")
+        first = int(match[1])
+        last = int(match[2]) if match[2] is not None else first
+        if last < first:
+            raise ValueError(f"the range {part.strip()!r} runs backwards (in {text!r})")
+        if last > MAX_DEVICE_ID:
+            raise ValueError(f"{last} is beyond any machine's ids (at most {MAX_DEVICE_ID})")
+        for value in range(first, last + 1):
+            if value in ids:
+                raise ValueError(f"{value} is listed twice in {text!r}")
+            ids.append(value)
+    return tuple(ids)
+
+
+def format_id_list(ids: Iterable[int]) -> str:
+    """The short form of a set of ids, ranges folded: ``(0, 1, 2, 5)`` → ``"0-2,5"``."""
+    parts: list[str] = []
+    run: list[int] = []
+    for value in sorted(set(ids)):
+        if run and value != run[-1] + 1:
+            parts.append(_span(run))
+            run = []
+        run.append(value)
+    if run:
+        parts.append(_span(run))
+    return ",".join(parts)
+
+
+def _span(run: list[int]) -> str:
+    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
 
 
 class Settings(BaseSettings):
@@ -71,8 +117,11 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
 
     worker_id: str | None = None
-    # The GPUs this worker owns and hands to its sandboxes, e.g. "0" or "2,3"; unset: none.
-    gpus: str | None = Field(default=None, pattern=r"^\d+(,\d+)*$")
+    # The GPUs this worker owns and hands to its sandboxes, e.g. "0", "2,3" or "0-3"; unset: none.
+    gpus: str | None = None
+    # The cores this worker owns, e.g. "0", "2,3" or "0-1,4": its sandboxes are pinned there
+    # (edc.sandbox.cpus). Unset: every core the worker may run on. `edc up` sets it per worker.
+    cpus: str | None = None
     # How often a worker times the task's baseline against the fleet's (see edc.worker.drift).
     drift_watch: bool = True
     drift_interval_s: float = Field(default=3600.0, gt=0)
@@ -122,6 +171,13 @@ class Settings(BaseSettings):
     token: str | None = None
     cli_config_dir: Path | None = None
 
+    @field_validator("gpus", "cpus")
+    @classmethod
+    def _id_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_id_list(value)
+        return value
+
     @model_validator(mode="after")
     def _competition_rules_are_coherent(self) -> Settings:
         if self.signup == "invite" and not self.invite_code:
@@ -157,7 +213,12 @@ class Settings(BaseSettings):
 
     @property
     def gpu_ids(self) -> tuple[str, ...]:
-        return tuple(self.gpus.split(",")) if self.gpus else ()
+        return tuple(str(i) for i in parse_id_list(self.gpus)) if self.gpus else ()
+
+    @property
+    def cpu_ids(self) -> tuple[int, ...]:
+        """EDC_CPUS in ascending order; empty when unset (see ``edc.sandbox.cpus.owned_cpus``)."""
+        return tuple(sorted(parse_id_list(self.cpus))) if self.cpus else ()
 
     @property
     def deployment_id(self) -> str:

@@ -3,6 +3,11 @@
 Migrates the database, starts an embedded Redis when no ``EDC_REDIS_URL`` is given, then runs the
 portal and N workers as child processes, restarting any that die. SIGINT/SIGTERM stop every child
 cleanly (SIGTERM, a grace period, then SIGKILL) and the embedded Redis last.
+
+Before anything starts, the machine's cores (or those ``EDC_CPUS`` gives `edc up`) are split: each
+worker owns the task's ``cpus`` rounded up (its ``EDC_CPUS``), and runs on those plus the cores no
+worker owns, where its harness times runs (``edc.sandbox.cpus``); the portal runs on those spare
+cores too. Too many workers for the cores is refused with the arithmetic.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ import psutil
 import redis
 
 from edc import db
-from edc.config import Settings
+from edc.config import Settings, format_id_list
+from edc.errors import SandboxUnavailable
+from edc.sandbox.cpus import Split, available_cpus, pin_process, split_cpus
 from edc.seed import seed_example
+from edc.tasks.task import Task, bundled_task_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +59,16 @@ class Child:
     started_at: float = field(default=0.0)
     backoff_s: float = RESTART_BACKOFF_S
     restart_at: float | None = None  # when a dead child is due to start again
+    cpus: tuple[int, ...] = ()  # the cores it may run on; empty: the supervisor's
 
     def start(self) -> None:
         # Own process group, so a Ctrl-C in the terminal reaches the supervisor only.
         self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
         self.started_at = time.monotonic()
+        if self.cpus:
+            # Just after exec the child is one thread, long before it looks at its affinity.
+            with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+                pin_process(self.process.pid, self.cpus)
 
 
 class EmbeddedRedis:
@@ -123,7 +136,25 @@ class Supervisor:
         env[SUPERVISED_ENV] = "1"
         return env
 
+    def split_cores(self) -> Split:
+        """Each worker's cores, and the spare ones; refuses when the workers do not fit."""
+        available = available_cpus()
+        cores, source = available, "this machine has"
+        if self.settings.cpus:
+            cores, source = self.settings.cpu_ids, f"EDC_CPUS={self.settings.cpus} gives"
+            missing = sorted(set(cores) - set(available))
+            if missing:
+                raise SandboxUnavailable(
+                    f"EDC_CPUS={self.settings.cpus} names cores {format_id_list(missing)} that "
+                    f"this process may not run on; it may use {format_id_list(available)}."
+                )
+        if self.workers == 0:
+            return Split(workers=(), spare=tuple(cores))
+        task = Task.load(self.settings.task_dir or bundled_task_dir())
+        return split_cpus(cores, self.workers, task.limits.cpus, source=source)
+
     def start(self) -> None:
+        split = self.split_cores()  # before anything starts: a refusal leaves nothing behind
         db.upgrade(self.settings)
         redis_url = self.settings.redis_url
         if not redis_url:
@@ -138,16 +169,22 @@ class Supervisor:
                 "portal",
                 edc_command("portal", "--host", self.host, "--port", str(self.port)),
                 env,
+                cpus=split.spare if split.workers else (),
             )
         )
-        for index in range(self.workers):
+        for index, owned in enumerate(split.workers):
             self.children.append(
                 Child(
                     f"worker-{index + 1}",
                     edc_command("worker", "--name-suffix", str(index + 1)),
-                    env,
+                    {**env, "EDC_CPUS": format_id_list(owned)},
+                    cpus=(*owned, *split.spare),
                 )
             )
+            log.info("worker-%d owns cores %s", index + 1, format_id_list(owned))
+        if split.workers:
+            spare = format_id_list(split.spare) or "none (each harness shares its worker's)"
+            log.info("spare cores for the harnesses and the portal: %s", spare)
         for child in self.children:
             child.start()
 

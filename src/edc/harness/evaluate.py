@@ -41,6 +41,7 @@ from edc.harness.runner import (
 from edc.harness.verify import FaultKind, RequestOutput, VerificationReport, Verifier
 from edc.models import FailureReason
 from edc.sandbox.base import Sandbox
+from edc.sandbox.cpus import harness_cpus, owned_cpus
 from edc.tasks.task import Prompt, Task, bundled_task_dir
 
 PromptSet = Literal["hidden", "public"]
@@ -83,6 +84,8 @@ def session_limits(task: Task, settings: Settings) -> SessionLimits:
         scratch_mb=settings.scratch_mb,
         output_cap_bytes=settings.log_cap_bytes,
         gpus=settings.gpu_ids,
+        cpuset=owned_cpus(settings),
+        harness_cpuset=harness_cpus(settings),
     )
 
 

@@ -41,6 +41,7 @@ from edc.sandbox.base import (
     SandboxResult,
     SandboxSpec,
 )
+from edc.sandbox.cpus import harness_pinned, thread_count
 
 PYTHON_ENTRY = "submission.py"
 NATIVE_ENTRY = "run"
@@ -70,6 +71,8 @@ class SessionLimits:
     scratch_mb: int = 512
     output_cap_bytes: int = 64 * 1024
     gpus: tuple[str, ...] = ()  # the worker's devices, handed to the sandbox
+    cpuset: tuple[int, ...] = ()  # the worker's cores, the sandbox pinned there; empty: unpinned
+    harness_cpuset: tuple[int, ...] = ()  # where the harness runs while timing; empty: anywhere
 
 
 @dataclass(frozen=True)
@@ -178,15 +181,15 @@ def prepare_channel_dir(channel_dir: Path) -> None:
         target.chmod(0o644)
 
 
-def sandbox_env(cpus: float) -> dict[str, str]:
-    threads = str(max(1, int(cpus)))
+def sandbox_env(cpus: float, cpuset: Sequence[int] = ()) -> dict[str, str]:
+    threads = str(thread_count(cpus, cpuset))
     return {
         "EDC_SOCKET": SOCKET_PATH,
         "EDC_MODEL_DIR": MODEL_DIR,
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
-        # Math libraries size their thread pools to the CPU share, not the host's core count.
+        # Math libraries size their pools to the cores owned (up to the CPU share), not the host's.
         "OMP_NUM_THREADS": threads,
         "OPENBLAS_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
@@ -430,96 +433,103 @@ def run_session(
     labels: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> SessionResult:
-    """Run every scenario of ``plan`` against the submission; raises RunFailed with its logs."""
-    argv = entry_argv(submission_dir, sandbox.python)
-    channel_dir = run_dir / "channel"
-    prepare_channel_dir(channel_dir)
-    listener = Listener(channel_dir)
-    spec = SandboxSpec(
-        argv=argv,
-        submission_dir=submission_dir,
-        env=sandbox_env(limits.cpus),
-        mounts=(Mount(model_dir, MODEL_DIR), Mount(channel_dir, CHANNEL_DIR)),
-        wall_timeout_s=limits.load_timeout_s + limits.run_timeout_s + WALL_MARGIN_S,
-        memory_mb=limits.memory_mb,
-        pids_max=limits.pids_max,
-        cpus=limits.cpus,
-        scratch_mb=limits.scratch_mb,
-        output_cap_bytes=limits.output_cap_bytes,
-        gpus=limits.gpus,
-        labels=dict(labels or {}),
-    )
+    """Run every scenario of ``plan`` against the submission; raises RunFailed with its logs.
 
-    def report(phase: str, done: int, total: int) -> None:
-        if progress:
-            progress(phase, done, total)
+    The harness (every thread of this process) runs on ``limits.harness_cpuset`` for the session,
+    cores the submission does not own, so stamping never waits for the decoder's core; the cores
+    are given back afterwards (preparation and verification may use them all).
+    """
+    with harness_pinned(limits.harness_cpuset):
+        argv = entry_argv(submission_dir, sandbox.python)
+        channel_dir = run_dir / "channel"
+        prepare_channel_dir(channel_dir)
+        listener = Listener(channel_dir)
+        spec = SandboxSpec(
+            argv=argv,
+            submission_dir=submission_dir,
+            env=sandbox_env(limits.cpus, limits.cpuset),
+            mounts=(Mount(model_dir, MODEL_DIR), Mount(channel_dir, CHANNEL_DIR)),
+            wall_timeout_s=limits.load_timeout_s + limits.run_timeout_s + WALL_MARGIN_S,
+            memory_mb=limits.memory_mb,
+            pids_max=limits.pids_max,
+            cpus=limits.cpus,
+            cpuset=limits.cpuset,
+            scratch_mb=limits.scratch_mb,
+            output_cap_bytes=limits.output_cap_bytes,
+            gpus=limits.gpus,
+            labels=dict(labels or {}),
+        )
 
-    report("start", 0, 0)
-    started_ns = time.monotonic_ns()
-    try:
-        process = sandbox.start(spec)
-    except BaseException:
-        listener.close()
-        raise
-    channel: Channel | None = None
-    session: Session | None = None
-    shut_down = False
-    try:
-        load_deadline = started_ns + int(limits.load_timeout_s * 1e9)
-        channel = listener.accept(deadline_ns=load_deadline, still_running=process.poll)
-        if channel is None:
-            if process.poll():
-                raise RunFailed(
-                    FailureReason.LOAD_TIMEOUT,
-                    f"The submission did not connect to {SOCKET_PATH} within the load timeout "
-                    f"of {limits.load_timeout_s:g} s.",
+        def report(phase: str, done: int, total: int) -> None:
+            if progress:
+                progress(phase, done, total)
+
+        report("start", 0, 0)
+        started_ns = time.monotonic_ns()
+        try:
+            process = sandbox.start(spec)
+        except BaseException:
+            listener.close()
+            raise
+        channel: Channel | None = None
+        session: Session | None = None
+        shut_down = False
+        try:
+            load_deadline = started_ns + int(limits.load_timeout_s * 1e9)
+            channel = listener.accept(deadline_ns=load_deadline, still_running=process.poll)
+            if channel is None:
+                if process.poll():
+                    raise RunFailed(
+                        FailureReason.LOAD_TIMEOUT,
+                        f"The submission did not connect to {SOCKET_PATH} within the load timeout "
+                        f"of {limits.load_timeout_s:g} s.",
+                    )
+                raise _ended_early(process, "before connecting to the channel")
+            session = Session(channel, plan, limits)
+            report("load", 0, 1)
+            load_sent_ns = time.monotonic_ns()
+            session.load(load_deadline)
+            load_s = (time.monotonic_ns() - load_sent_ns) / 1e9
+            report("load", 1, 1)
+
+            with _no_gc_pauses():
+                warmup = session.one_at_a_time(
+                    plan.warmup, lambda n: report("warmup", n, len(plan.warmup))
                 )
-            raise _ended_early(process, "before connecting to the channel")
-        session = Session(channel, plan, limits)
-        report("load", 0, 1)
-        load_sent_ns = time.monotonic_ns()
-        session.load(load_deadline)
-        load_s = (time.monotonic_ns() - load_sent_ns) / 1e9
-        report("load", 1, 1)
-
-        with _no_gc_pauses():
-            warmup = session.one_at_a_time(
-                plan.warmup, lambda n: report("warmup", n, len(plan.warmup))
-            )
-            latency: list[tuple[RequestRecord, ...]] = []
-            latency_total = sum(len(s) for s in plan.latency)
-            for repeat in plan.latency:
-                advance = _offset(report, "latency", latency, latency_total)
-                latency.append(session.one_at_a_time(repeat, advance))
-            throughput = session.all_at_once(
-                plan.throughput, lambda n: report("throughput", n, len(plan.throughput))
-            )
-        session.shutdown()
-        shut_down = True
-    except ChannelClosed:
-        ended = _ended_early(process, "before finishing its requests")
-        disclose_progress(ended, done=_done(session), total=plan.total_requests)
-        raise ended from None
-    except RunFailed as failure:
-        failure.logs = combined_logs(_wait_exit(process, 0.0)[0])
-        disclose_progress(failure, done=_done(session), total=plan.total_requests)
-        raise
-    finally:
-        if not shut_down:
-            # Also after an error of the harness itself: the sandbox never outlives the session.
-            process.kill()
-            process.wait()
-        if channel is not None:
-            channel.close()
-        listener.close()
-    result, _ = _wait_exit(process, SHUTDOWN_GRACE_S)
-    return SessionResult(
-        load_s=load_s,
-        warmup=warmup,
-        latency=tuple(latency),
-        throughput=throughput,
-        logs=combined_logs(result),
-    )
+                latency: list[tuple[RequestRecord, ...]] = []
+                latency_total = sum(len(s) for s in plan.latency)
+                for repeat in plan.latency:
+                    advance = _offset(report, "latency", latency, latency_total)
+                    latency.append(session.one_at_a_time(repeat, advance))
+                throughput = session.all_at_once(
+                    plan.throughput, lambda n: report("throughput", n, len(plan.throughput))
+                )
+            session.shutdown()
+            shut_down = True
+        except ChannelClosed:
+            ended = _ended_early(process, "before finishing its requests")
+            disclose_progress(ended, done=_done(session), total=plan.total_requests)
+            raise ended from None
+        except RunFailed as failure:
+            failure.logs = combined_logs(_wait_exit(process, 0.0)[0])
+            disclose_progress(failure, done=_done(session), total=plan.total_requests)
+            raise
+        finally:
+            if not shut_down:
+                # Also after an error of the harness itself: the sandbox never outlives the session.
+                process.kill()
+                process.wait()
+            if channel is not None:
+                channel.close()
+            listener.close()
+        result, _ = _wait_exit(process, SHUTDOWN_GRACE_S)
+        return SessionResult(
+            load_s=load_s,
+            warmup=warmup,
+            latency=tuple(latency),
+            throughput=throughput,
+            logs=combined_logs(result),
+        )
 
 
 def _done(session: Session | None) -> int:

@@ -9,6 +9,7 @@ it on each:
 - the environment is exactly ``spec.env``: nothing of the platform's (secrets, URLs) leaks in;
 - the wall-clock limit is enforced from outside, and killing takes the whole process tree;
 - memory, pids and CPU are limited where the machine allows it;
+- a run given ``cpuset`` runs on those cores only (its affinity mask is exactly them);
 - stdout and stderr are captured, each capped at ``spec.output_cap_bytes``.
 """
 
@@ -63,6 +64,7 @@ class SandboxSpec:
     memory_mb: int = 1024  # address-space/cgroup memory limit
     pids_max: int = 128  # processes + threads
     cpus: float = 1.0  # CPU share (cores)
+    cpuset: tuple[int, ...] = ()  # the cores the run is pinned to (the worker's); empty: unpinned
     scratch_mb: int = 256  # size of the writable /tmp
     output_cap_bytes: int = 64 * 1024  # kept per stream; the rest is dropped
     gpus: tuple[str, ...] = ()  # devices the run may use (CUDA_VISIBLE_DEVICES, device_requests)

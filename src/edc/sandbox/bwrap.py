@@ -32,6 +32,9 @@ What a run gets::
                  be written; otherwise RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU (a warning says so
                  once; ``describe_isolation`` tells which). Core dumps off. The scratch and
                  /dev/shm tmpfs pages count against the memory cgroup.
+    cores        ``spec.cpuset`` pins the run through a cgroup v1 cpuset (the program cannot leave
+                 it); where cpuset cannot be written, through ``sched_setaffinity`` on the gated
+                 process (inherited by all it starts, but a program may widen its own mask).
     measures     wall time by the host's monotonic clock; peak memory from the memory cgroup
                  (None without one: bubblewrap hands no rusage of its sandbox up); an OOM kill in
                  the cgroup makes a failed run ``MEMORY_LIMIT``.
@@ -43,7 +46,8 @@ What a run gets::
 
 The sandboxed program starts only once it is inside its cgroups: bubblewrap is started through a
 tiny ``sh`` gate that waits on stdin until the worker has moved it into the groups and set its
-rlimits (no ``preexec_fn``, which is unsafe in a threaded worker).
+rlimits and, without a cpuset, its affinity (no ``preexec_fn``, which is unsafe in a threaded
+worker).
 """
 
 from __future__ import annotations
@@ -190,7 +194,10 @@ class BwrapSandbox(Sandbox):
         if exe is None:
             raise SandboxUnavailable(f"bubblewrap is not installed; {INSTALL_HINT}.")
         limits = CgroupLimits(
-            memory_bytes=spec.memory_mb * 1024 * 1024, pids_max=spec.pids_max, cpus=spec.cpus
+            memory_bytes=spec.memory_mb * 1024 * 1024,
+            pids_max=spec.pids_max,
+            cpus=spec.cpus,
+            cpuset=spec.cpuset,
         )
         name = run_name(uuid.uuid4().hex[:16], spec.labels)
         reaper = _Spawner.for_this_process().reaper
@@ -219,12 +226,12 @@ class BwrapSandbox(Sandbox):
         if (
             self.use_cgroups
             and not self._fallback_reported
-            and cgroup.limited != set(LIMIT_CONTROLLERS)
+            and (cgroup.limited != set(LIMIT_CONTROLLERS) or (spec.cpuset and not cgroup.pinned))
         ):
             self._fallback_reported = True
             log.warning(
                 "bwrap sandbox: cgroups cannot enforce every limit here; in use: %s",
-                ", ".join(f"{k} via {v}" for k, v in _limit_methods(cgroup).items()),
+                ", ".join(f"{k} via {v}" for k, v in _limit_methods(cgroup, spec).items()),
             )
         return process
 
@@ -253,10 +260,13 @@ class BwrapSandbox(Sandbox):
     def describe_isolation(self) -> str:
         """One line saying how runs are confined on this machine (probes the cgroups)."""
         probe = RunCgroup(run_name("probe-" + uuid.uuid4().hex[:8], {}))
+        # One core this process may use: enough to see whether a cpuset can be made here.
+        core = min(os.sched_getaffinity(0))
         if self.use_cgroups:
-            probe = RunCgroup.create(probe.name, CgroupLimits(64 * 1024 * 1024, 64, 1.0))
+            limits = CgroupLimits(64 * 1024 * 1024, 64, 1.0, cpuset=(core,))
+            probe = RunCgroup.create(probe.name, limits)
         try:
-            methods = _limit_methods(probe)
+            methods = _limit_methods(probe, pinned=True)
             kill = "cgroup v2 cgroup.kill, " if "unified" in probe.dirs else ""
             if probe.can_kill:
                 kill += "cgroup v1 sweep, "
@@ -344,11 +354,14 @@ class BwrapProcess(SandboxProcess):
         self._reaper.register(self._cgroup.name, pid)  # the gate leads its own process group
         self._cgroup.join(pid)
         _set_rlimits(pid, self._spec, self._cgroup.limited)
+        if self._spec.cpuset and not self._cgroup.pinned:
+            # Before the go: bubblewrap and everything it starts inherit the mask.
+            os.sched_setaffinity(pid, self._spec.cpuset)
         log.debug(
             "sandbox %s: pid %d, %s",
             self._cgroup.name,
             pid,
-            ", ".join(f"{k} via {v}" for k, v in _limit_methods(self._cgroup).items()),
+            ", ".join(f"{k} via {v}" for k, v in _limit_methods(self._cgroup, self._spec).items()),
         )
         stdin = self._popen.stdin
         assert stdin is not None
@@ -770,13 +783,23 @@ def _cpu_rlimit_s(spec: SandboxSpec) -> int:
     return math.ceil(spec.wall_timeout_s * spec.cpus) + 1
 
 
-def _limit_methods(cgroup: RunCgroup) -> dict[str, str]:
+def _limit_methods(
+    cgroup: RunCgroup, spec: SandboxSpec | None = None, *, pinned: bool = False
+) -> dict[str, str]:
+    """How each limit is enforced; ``cores`` too when the run is pinned (``spec.cpuset``)."""
     limited = cgroup.limited
-    return {
+    methods = {
         "memory": "cgroup v1 (OOM kill -> memory_limit)" if "memory" in limited else "RLIMIT_AS",
         "pids": "cgroup v1 pids.max" if "pids" in limited else _NPROC_FALLBACK,
         "cpu": "cgroup v1 CFS quota" if "cpu" in limited else "RLIMIT_CPU (total seconds)",
     }
+    if pinned or (spec is not None and spec.cpuset):
+        methods["cores"] = (
+            "cgroup v1 cpuset"
+            if cgroup.pinned
+            else "sched_setaffinity (inherited; a program may widen its own mask)"
+        )
+    return methods
 
 
 def _command_exit_code(status_fd: int) -> int | None:

@@ -1,4 +1,4 @@
-"""Per-run cgroups: memory, pids and CPU limits on cgroup v1, tree kill on cgroup v2.
+"""Per-run cgroups: memory, pids and CPU limits and core pinning on cgroup v1, tree kill on v2.
 
 Each run gets its own group in every hierarchy the worker can write, nested under the worker's
 own group (so the worker's limits still cover its sandboxes) in a folder named ``edc``::
@@ -6,12 +6,17 @@ own group (so the worker's limits still cover its sandboxes) in a folder named `
     /sys/fs/cgroup/memory/<worker's group>/edc/<run name>
     /sys/fs/cgroup/pids/<worker's group>/edc/<run name>
     /sys/fs/cgroup/cpu/<worker's group>/edc/<run name>
+    /sys/fs/cgroup/cpuset/<worker's group>/edc/<run name>    (only for a run pinned to cores)
     /sys/fs/cgroup/unified/<worker's group>/edc/<run name>   (v2: no controllers, ``cgroup.kill``)
 
 The run name carries the run's labels, so a restarted worker can find and remove what a killed one
 left behind. A controller that cannot be created or configured is simply absent from the run's
 group; the caller falls back to rlimits for it. Limits on a v2 hierarchy with controllers are not
 implemented: such machines get the rlimit fallbacks and v2's ``cgroup.kill``.
+
+A v1 cpuset group takes no process until its ``cpuset.cpus`` and ``cpuset.mems`` are set, and
+its cores must be among its parent's: the ``edc`` folder copies both from the worker's group, the
+run's group copies the memory nodes and takes the run's cores.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 LIMIT_CONTROLLERS = ("memory", "pids", "cpu")
+CPUSET = "cpuset"  # pins a run to its cores (not a limit: the CFS quota is the CPU limit)
 UNIFIED = "unified"  # the cgroup v2 hierarchy, used for its atomic cgroup.kill
 GROUP_FOLDER = "edc"
 CPU_PERIOD_US = 100_000
@@ -38,6 +44,7 @@ class CgroupLimits:
     memory_bytes: int
     pids_max: int
     cpus: float
+    cpuset: tuple[int, ...] = ()  # the cores to pin the run to; empty: no cpuset group
 
 
 def run_name(run_id: str, labels: Mapping[str, str]) -> str:
@@ -70,7 +77,8 @@ def hierarchy_dirs() -> dict[str, Path]:
     for mount_root, mount_point, fstype, options in _cgroup_mounts():
         names = [UNIFIED] if fstype == "cgroup2" else options
         for name in names:
-            if name not in (*LIMIT_CONTROLLERS, UNIFIED) or name not in own or name in dirs:
+            wanted = (*LIMIT_CONTROLLERS, CPUSET, UNIFIED)
+            if name not in wanted or name not in own or name in dirs:
                 continue
             relative = own[name]
             # In a cgroup namespace the mount's root may be a prefix of our path.
@@ -105,9 +113,11 @@ class RunCgroup:
     def create(cls, name: str, limits: CgroupLimits) -> RunCgroup:
         group = cls(name)
         for controller, base in hierarchy_dirs().items():
+            if controller == CPUSET and not limits.cpuset:
+                continue
             path = base / GROUP_FOLDER / name
             try:
-                _make_group(path)
+                _make_group(path, cpuset=controller == CPUSET)
             except OSError:
                 continue
             try:
@@ -134,6 +144,11 @@ class RunCgroup:
     def limited(self) -> frozenset[str]:
         """The limits this group enforces (a subset of LIMIT_CONTROLLERS)."""
         return frozenset(c for c in self.dirs if c in LIMIT_CONTROLLERS)
+
+    @property
+    def pinned(self) -> bool:
+        """Whether a cpuset group pins the run to its cores."""
+        return CPUSET in self.dirs
 
     @property
     def can_kill(self) -> bool:
@@ -201,11 +216,13 @@ class RunCgroup:
         self.dirs.clear()
 
 
-def _make_group(path: Path) -> None:
+def _make_group(path: Path, *, cpuset: bool = False) -> None:
     # A concurrent run may remove the shared ``edc`` folder between our two mkdirs: retry.
     for attempt in range(3):
         try:
             path.parent.mkdir(exist_ok=True)
+            if cpuset:
+                _inherit_cpuset(path.parent)
             path.mkdir()
             return
         except FileNotFoundError:
@@ -226,6 +243,16 @@ def _configure(controller: str, path: Path, limits: CgroupLimits) -> None:
         quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
         (path / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
         (path / "cpu.cfs_quota_us").write_text(str(quota))
+    elif controller == CPUSET:
+        (path / "cpuset.cpus").write_text(",".join(str(c) for c in limits.cpuset))
+        (path / "cpuset.mems").write_text((path.parent / "cpuset.mems").read_text())
+
+
+def _inherit_cpuset(folder: Path) -> None:
+    """Give the shared ``edc`` folder its parent's cores and memory nodes, where it has none."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not (folder / name).read_text().strip():
+            (folder / name).write_text((folder.parent / name).read_text())
 
 
 def _remove_group(path: Path) -> None:

@@ -3,10 +3,11 @@
 The worker talks to the host's engine over its socket (``/var/run/docker.sock``, mounted into the
 worker in compose), so bind paths are *host* paths. Each container gets: no network, a read-only
 image, a size-capped ``/tmp`` as the only writable place besides the spec's writable mounts, no
-capabilities, ``no-new-privileges``, uid/gid 65534, memory (without swap), pids and CPU limits, the
-spec's GPUs through ``device_requests``, and ``edc.*`` labels so a restarted worker can find what a
-killed one left behind. The wall-clock limit is enforced from here (wait, then kill) and the
-container is removed whatever happens, also when the waiting thread is interrupted.
+capabilities, ``no-new-privileges``, uid/gid 65534, memory (without swap), pids and CPU limits,
+the spec's cores (``cpuset_cpus``), the spec's GPUs through ``device_requests``, and ``edc.*``
+labels so a restarted worker can find what a killed one left behind. The wall-clock limit is
+enforced from here (wait, then kill) and the container is removed whatever happens, also when the
+waiting thread is interrupted.
 
 Peak memory: where this process sees the engine's cgroup v1 memory hierarchy (a worker on the host
 with the ``cgroupfs`` driver) each container gets its own parent cgroup, whose
@@ -117,6 +118,8 @@ def container_options(spec: SandboxSpec) -> dict[str, Any]:
         "labels": sandbox_labels(spec.labels),
         "mounts": mounts,
     }
+    if spec.cpuset:
+        options["cpuset_cpus"] = ",".join(str(core) for core in spec.cpuset)
     if spec.gpus:
         options["device_requests"] = [
             DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])
@@ -223,6 +226,7 @@ class DockerSandbox(Sandbox):
             f"{security or 'no seccomp/apparmor'}), image {self.image}; network none, read-only "
             "image, tmpfs /tmp, all capabilities dropped, no-new-privileges, uid 65534; memory "
             f"(no swap), pids and CPU: cgroup v{info.get('CgroupVersion', '?')} via the engine; "
+            "cores: cpuset_cpus; "
             f"peak memory: {peak}; GPUs: {'device_requests' if gpus else 'no nvidia runtime'}"
         )
 

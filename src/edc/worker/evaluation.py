@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edc import db
 from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness.disclosure import public_sentence
@@ -82,6 +83,11 @@ def evaluate(
 ) -> Evaluation:
     task = load_task(settings)
     sandbox = choose_sandbox(settings)
+    # Read first, while the row was just claimed: a database outage during the run then costs
+    # nothing (the result is stored with retries at the end), as before the pool existed.
+    pool = db.retry_while_unreachable(
+        settings, lambda: hidden_pool(settings, task), what="reading the hidden prompt pool"
+    )
     public_logs = ""
     if settings.public_check:
         try:
@@ -98,7 +104,6 @@ def evaluate(
             message = f"On the public prompts: {exc.message}"
             raise StageFailed(exc, message=message, public_logs=exc.logs) from exc
         public_logs = check.logs
-    pool = hidden_pool(settings, task)
     try:
         result = evaluate_submission(
             settings=settings,
