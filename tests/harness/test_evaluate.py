@@ -111,3 +111,21 @@ def test_a_large_pool_is_drawn_without_repeats_and_differently_each_time(
 def test_both_prompt_sets_plan(small_task: Task, prompt_set: str) -> None:
     prompts = small_task.hidden_prompts() if prompt_set == "hidden" else small_task.public_prompts()
     assert draw_session(small_task, prompts, EvaluationSecret.fresh()).plan.warmup
+
+
+def test_each_timed_set_is_a_stratified_sample_by_length() -> None:
+    pool = [Prompt(f"h{i}", "", tuple(range(1 + i % 200))) for i in range(1000)]
+    by_length = sorted(len(p.tokens) for p in pool)
+    secret = EvaluationSecret.fresh()
+    drawn = draw_prompts(pool, needed=4 + 3 * 12 + 16, secret=secret, groups=[4, 12, 12, 12, 16])
+    assert len({p.id for p in drawn}) == len(drawn)
+    for start in (4, 16, 28):
+        lengths = sorted(len(p.tokens) for p in drawn[start : start + 12])
+        for k, length in enumerate(lengths):
+            # The k-th shortest of a set comes from the k-th twelfth of the pool by length.
+            assert by_length[k * 1000 // 12] <= length <= by_length[(k + 1) * 1000 // 12 - 1]
+    # Stratified, yet secret: another evaluation draws other prompts.
+    other = draw_prompts(
+        pool, needed=56, secret=EvaluationSecret.fresh(), groups=[4, 12, 12, 12, 16]
+    )
+    assert {p.id for p in other} != {p.id for p in drawn}

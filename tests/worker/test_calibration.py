@@ -101,14 +101,16 @@ def test_the_spread_is_the_workers_own_then_the_fleets_then_the_tasks(
         calibration.record(s, "w1", "cpu", figure)
     own = calibration.run_to_run_spread(s, "w1", "cpu", prior=0.05)
     assert own.source == "worker" and own.runs == 3
-    assert own.value == pytest.approx(statistics.stdev(figures) / statistics.fmean(figures))
+    cv = statistics.stdev(figures) / statistics.fmean(figures)
+    assert own.value == own.measured == pytest.approx(cv)
     # A worker without its own timings yet borrows the fleet's.
     fleet = calibration.run_to_run_spread(s, "w2", "cpu", prior=0.05)
     assert fleet.source == "fleet" and fleet.value == pytest.approx(own.value)
-    # Only the recent timings count.
+    # Only the recent timings count; the task's prior is a floor under a measured spread.
     for _ in range(calibration.RECENT_RUNS):
         calibration.record(s, "w1", "cpu", 2.0)
-    assert calibration.run_to_run_spread(s, "w1", "cpu", prior=0.05).value == 0.0
+    steady = calibration.run_to_run_spread(s, "w1", "cpu", prior=0.05)
+    assert steady.measured == 0.0 and steady.value == 0.05
 
 
 def test_without_redis_the_tasks_prior_still_gives_an_interval(tmp_path: Path) -> None:

@@ -69,13 +69,46 @@ class EvaluationSecret:
         return random.Random(int.from_bytes(self._derive(b"edc-draw", size=32), "little"))
 
 
-def draw_prompts(pool: Sequence[Prompt], *, needed: int, secret: EvaluationSecret) -> list[Prompt]:
-    """``needed`` prompts from ``pool`` in a secret order, each at most once while the pool lasts
-    (a pool smaller than the plan, like a public prompt file, is gone through again)."""
+def draw_prompts(
+    pool: Sequence[Prompt],
+    *,
+    needed: int,
+    secret: EvaluationSecret,
+    groups: Sequence[int] | None = None,
+) -> list[Prompt]:
+    """``needed`` prompts from ``pool`` in a secret order, each at most once.
+
+    With a pool large enough, each group (``groups`` splits ``needed``: the warm-up, each timed
+    repeat, the throughput set) is a stratified sample by prompt length: the pool sorted by
+    length is cut into as many strata as the group has prompts and one is drawn from each. Every
+    evaluation then sees the same mix of short and long prompts, so the prompt draw adds little
+    to the run-to-run noise while the prompts themselves stay unknowable. A pool smaller than the
+    plan (like a public prompt file) is gone through again in a secret order.
+    """
     if not pool:
         raise ValueError("the prompt pool is empty")
     rng = secret.rng()
-    drawn: list[Prompt] = []
-    while len(drawn) < needed:
-        drawn.extend(rng.sample(list(pool), min(len(pool), needed - len(drawn))))
+    if len(pool) < needed:
+        drawn: list[Prompt] = []
+        while len(drawn) < needed:
+            drawn.extend(rng.sample(list(pool), min(len(pool), needed - len(drawn))))
+        return drawn
+    sizes = list(groups) if groups is not None else [needed]
+    if sum(sizes) != needed:
+        raise ValueError(f"the groups {sizes} do not add up to {needed} prompts")
+    by_length = sorted(pool, key=lambda p: (len(p.tokens), p.id))
+    taken: set[int] = set()
+    drawn = []
+    for size in sizes:
+        group = []
+        for k in range(size):
+            low, high = k * len(by_length) // size, (k + 1) * len(by_length) // size
+            free = [i for i in range(low, high) if i not in taken]
+            if not free:  # this stratum is used up by earlier groups: any free prompt will do
+                free = [i for i in range(len(by_length)) if i not in taken]
+            pick = rng.choice(free)
+            taken.add(pick)
+            group.append(by_length[pick])
+        rng.shuffle(group)
+        drawn.extend(group)
     return drawn

@@ -103,7 +103,13 @@ def draw_session(task: Task, pool: Sequence[Prompt], secret: EvaluationSecret) -
 
     The seed goes out only with each ``generate``; ``load`` carries the rule and temperature.
     """
-    drawn = draw_prompts(pool, needed=task.requests.total, secret=secret)
+    counts = task.requests
+    drawn = draw_prompts(
+        pool,
+        needed=counts.total,
+        secret=secret,
+        groups=[counts.warmup, *[counts.timed] * counts.repeats, counts.throughput],
+    )
     split = task.request_plan(drawn)
     counter = iter(range(len(drawn)))
 

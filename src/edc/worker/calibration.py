@@ -7,7 +7,8 @@ shown covers the noise between runs, not only the noise within one (``docs/ranki
 
 Which spread an evaluation uses, in order: this worker's own (once it has ``MIN_RUNS`` timings),
 the median of the fleet's (other workers of the class), else the task's stated prior
-(``[hardware] run_to_run_spread``).
+(``[hardware] run_to_run_spread``). The prior is also a floor: a CV estimated from a handful of
+baseline timings is itself noisy, and an interval too narrow is worse than one too wide.
 """
 
 from __future__ import annotations
@@ -34,12 +35,18 @@ def figures_key(settings: Settings, hardware_class: str) -> str:
 
 @dataclass(frozen=True)
 class Spread:
-    value: float  # relative: the sample CV of the baseline's ranked score
+    value: float  # relative: what the interval is widened by (the measured one, or the floor)
     source: Literal["worker", "fleet", "task"]
     runs: int  # baseline timings behind it (0 for the task's prior)
+    measured: float | None = None  # the sample CV of the baseline's ranked score, if any
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "source": self.source, "runs": self.runs}
+        return {
+            "value": self.value,
+            "source": self.source,
+            "runs": self.runs,
+            "measured": self.measured,
+        }
 
 
 def relative_spread(figures: Sequence[float]) -> float | None:
@@ -104,7 +111,7 @@ def run_to_run_spread(
         figures = {}  # the queue is down: the result still gets an honest (prior) interval
     own = figures.get(worker)
     if own is not None and own.spread is not None:
-        return Spread(own.spread, "worker", len(own.recent))
+        return Spread(max(own.spread, prior), "worker", len(own.recent), own.spread)
     spreads = [
         (f.spread, len(f.recent))
         for name, f in figures.items()
@@ -112,5 +119,5 @@ def run_to_run_spread(
     ]
     if spreads:
         value = statistics.median(s for s, _ in spreads)
-        return Spread(value, "fleet", sum(n for _, n in spreads))
+        return Spread(max(value, prior), "fleet", sum(n for _, n in spreads), value)
     return Spread(prior, "task", 0)
