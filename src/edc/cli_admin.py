@@ -214,16 +214,69 @@ def register(app: typer.Typer) -> None:
             )
         console.print(table)
 
+    @admin_app.command("finalize")
+    def finalize(
+        top: Annotated[
+            int, typer.Option("--top", min=1, help="How many top entries to re-measure.")
+        ] = 10,
+        rounds: Annotated[
+            int, typer.Option("--rounds", min=1, help="How many times to measure each.")
+        ] = 3,
+    ) -> None:
+        """Start the final ranking: re-measure the provisional leaderboard's top entries.
+
+        One worker of the task's class measures every entry once, then again, round after round,
+        when no submission waits for it; the completed final is published beside the provisional
+        leaderboard. Re-measurements count against no participant's limits.
+        """
+        with connect() as client:
+            try:
+                final = client.admin_finalize(top_k=top, rounds=rounds)
+            except PortalError as exc:
+                raise fail(exc) from exc
+        console.print(
+            f"Final {final['id']} {final['status']}: {final['top_k']} entries × "
+            f"{final['rounds']} rounds on a {final['hardware_class']} worker. "
+            "Follow it with `edc admin finals`."
+        )
+
+    @admin_app.command("finals")
+    def show_finals() -> None:
+        """The final rankings: status, progress, worker, how each ended."""
+        with connect() as client:
+            try:
+                rows = client.admin_finals()
+            except PortalError as exc:
+                raise fail(exc) from exc
+        table = Table(title=f"{len(rows)} final(s)")
+        for column in ("final", "status", "entries × rounds", "measured", "worker", "finished"):
+            table.add_column(column)
+        table.add_column("note")
+        for f in rows:
+            failed = f" ({f['failed']} failed)" if f.get("failed") else ""
+            table.add_row(
+                str(f["id"]) + (f" ({f['track']})" if f.get("track") else ""),
+                f["status"],
+                f"{f['top_k']} × {f['rounds']}",
+                f"{f['done']}/{f['planned']}{failed}",
+                f.get("worker_id") or "",
+                f.get("finished_at") or "",
+                f.get("message") or "",
+            )
+        console.print(table)
+
     @admin_app.command("export")
     def export(
-        what: Annotated[str, typer.Argument(help="leaderboard or submissions")],
+        what: Annotated[str, typer.Argument(help="leaderboard, final-leaderboard or submissions")],
         output: Annotated[
             Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")
         ] = None,
     ) -> None:
-        """Export the leaderboard or every submission as CSV."""
-        if what not in ("leaderboard", "submissions"):
-            err_console.print("[red]Export `leaderboard` or `submissions`.[/red]")
+        """Export the leaderboard, the final ranking or every submission as CSV."""
+        if what not in ("leaderboard", "final-leaderboard", "submissions"):
+            err_console.print(
+                "[red]Export `leaderboard`, `final-leaderboard` or `submissions`.[/red]"
+            )
             raise typer.Exit(2)
         with connect() as client:
             try:

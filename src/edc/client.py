@@ -230,6 +230,19 @@ class PortalClient:
         result: list[dict[str, Any]] = self._json("GET", "/api/v1/admin/workers")
         return result
 
+    def admin_finalize(self, *, top_k: int, rounds: int) -> dict[str, Any]:
+        body = {"top_k": top_k, "rounds": rounds}
+        result: dict[str, Any] = self._json("POST", "/api/v1/admin/finals", json=body)
+        return result
+
+    def admin_finals(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/admin/finals")
+        return result
+
+    def final_leaderboard(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/api/v1/leaderboard/final")
+        return result
+
     def admin_export(self, what: str) -> str:
         return self._request("GET", f"/api/v1/admin/{what}.csv").text
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     false,
+    literal_column,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -317,7 +318,111 @@ class HiddenPrompt(Base):
     __table_args__ = (UniqueConstraint("task", "prompt_id", name="uq_hidden_prompts_task_id"),)
 
 
-# The leaderboard's per-participant probe: best score first, then the earlier submission.
+class FinalStatus(enum.StrEnum):
+    """Where a final ranking is in its life.
+
+    ``queued`` → ``running`` → ``completed`` | ``failed``. One RQ job runs the whole final; only
+    the worker that moved it from ``queued`` to ``running`` writes its measurements.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class MeasurementStatus(enum.StrEnum):
+    """One re-measurement in a final: ``pending``, then ``completed`` or ``failed``."""
+
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+# The most entries and rounds one final may take (a final runs on one worker).
+FINAL_MAX_TOP_K = 100
+FINAL_MAX_ROUNDS = 20
+
+
+class Final(Base):
+    """A final ranking: the top entries of the provisional leaderboard, re-measured side by side.
+
+    Its plan is its measurements (``rounds`` × ``top_k`` rows made at the start, run in round
+    order); ``entries`` keeps what the provisional leaderboard showed of them when it began.
+    """
+
+    __tablename__ = "finals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[FinalStatus] = mapped_column(
+        _enum_column(FinalStatus, "final_status"), default=FinalStatus.QUEUED
+    )
+    # None: the competition's one leaderboard. A per-track final names its track here.
+    track: Mapped[str | None] = mapped_column(String(64))
+    top_k: Mapped[int] = mapped_column(Integer)
+    rounds: Mapped[int] = mapped_column(Integer)
+    # The ranking rule it was measured and ranked under (the task's, when it began).
+    metric: Mapped[str] = mapped_column(String(100))
+    direction: Mapped[str] = mapped_column(String(8))
+    # Every measurement runs on one worker of this class (the one that claimed the final).
+    hardware_class: Mapped[str] = mapped_column(String(32))
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    requested_by: Mapped[str | None] = mapped_column(String(40))
+    # The provisional entries chosen, best first: submission_id, participant, provisional_rank,
+    # provisional_score, provisional_runs.
+    entries: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Refreshed by its worker while it runs; a stale one means the worker died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A sentence for organisers: how it ended, or why it failed.
+    message: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"<Final {self.id} {self.status}>"
+
+
+class Measurement(Base):
+    """One re-measurement of a submission in a final. Not a submission: it counts against no
+    limit, and the submission's own result is left as it was."""
+
+    __tablename__ = "measurements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    final_id: Mapped[int] = mapped_column(ForeignKey("finals.id", ondelete="CASCADE"))
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), index=True
+    )
+    round: Mapped[int] = mapped_column(Integer)
+    # The entry's place on the provisional leaderboard when the final began (1 = best).
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[MeasurementStatus] = mapped_column(
+        _enum_column(MeasurementStatus, "measurement_status"), default=MeasurementStatus.PENDING
+    )
+    # metrics.score of the run, under the final's metric; None unless completed.
+    score: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    failure_reason: Mapped[FailureReason | None] = mapped_column(
+        _enum_column(FailureReason, "failure_reason")
+    )
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    # The run's output on hidden prompts: organisers only.
+    logs: Mapped[str | None] = mapped_column(Text)
+    # For organisers only, like submissions.audit: what replays this run.
+    audit: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("final_id", "submission_id", "round", name="uq_measurements_run"),
+        # The worker's plan: round 1 of every entry, then round 2, ...
+        Index("ix_measurements_plan", "final_id", "round", "position"),
+    )
+
+
 def running_attempt(submission_id: int, attempt: int) -> ColumnElement[bool]:
     """The row, while this attempt is still the one being evaluated: the condition of every
     write a worker (or the reconciler acting for a dead one) makes, so a superseded attempt
@@ -329,6 +434,51 @@ def running_attempt(submission_id: int, attempt: int) -> ColumnElement[bool]:
     )
 
 
+def ranked_result(rows: Any = Submission) -> ColumnElement[bool]:
+    """A result that may be ranked on the leaderboard: completed, correct, scored, not disqualified.
+
+    ``rows`` is ``Submission`` or an alias of it. ``status`` is compared with an inline literal,
+    not a bound parameter: PostgreSQL uses a partial index (``ix_submissions_pool``) only when it
+    can prove the query's condition implies the index's, which it cannot do for a parameter of a
+    prepared statement's generic plan.
+    """
+    return and_(
+        rows.status == literal_column(f"'{SubmissionStatus.COMPLETED.value}'"),
+        rows.correct.is_(True),
+        rows.score.is_not(None),
+        rows.disqualified.is_(False),
+    )
+
+
+def pooled_result(rows: Any = Submission) -> ColumnElement[bool]:
+    """A ranked result that pools into its participant's entry (baselines are listed apart)."""
+    return and_(ranked_result(rows), rows.is_baseline.is_(False))
+
+
+# Baselines and results off the board aside, the leaderboard pools one participant's runs of one
+# archive: whether a run has company, and (user, sha256) groups in score order, from the index
+# alone.
+Index(
+    "ix_submissions_pool",
+    Submission.user_id,
+    Submission.sha256,
+    Submission.score,
+    postgresql_include=["id", "review", "score_ci_low", "score_ci_high"],
+    postgresql_where=pooled_result(),
+    sqlite_where=pooled_result(),
+)
+# Each participant's best ranked run, and whether another has its score, from the index alone.
+Index(
+    "ix_submissions_best",
+    Submission.user_id,
+    Submission.score,
+    Submission.created_at,
+    Submission.id,
+    postgresql_include=["sha256", "review"],
+    postgresql_where=pooled_result(),
+    sqlite_where=pooled_result(),
+)
+# One participant's scores in order.
 Index("ix_submissions_user_score", Submission.user_id, Submission.score, Submission.created_at)
 # Baselines are few among many: found without a scan.
 Index("ix_submissions_baseline", Submission.is_baseline, Submission.score)

@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from edc.clock import aware_utc
-from edc.models import FailureReason, ReviewState, SubmissionStatus
+from edc.models import (
+    FINAL_MAX_ROUNDS,
+    FINAL_MAX_TOP_K,
+    FailureReason,
+    FinalStatus,
+    ReviewState,
+    SubmissionStatus,
+)
 
 # SQLite hands back naive times (stored in UTC); say so, as PostgreSQL does.
 UtcTime = Annotated[datetime, AfterValidator(aware_utc)]
@@ -184,6 +191,11 @@ class LeaderboardEntryOut(BaseModel):
         description="The score was converted from a result ranked under this older metric "
         "(it has no interval).",
     )
+    runs: int = Field(
+        default=1,
+        description="How many runs the entry pools: the participant's submissions of this same "
+        "archive (sha256), or a final's re-measurements. The score is their median.",
+    )
 
 
 class LeaderboardOut(BaseModel):
@@ -191,6 +203,95 @@ class LeaderboardOut(BaseModel):
     direction: Literal["lower", "higher"]
     entries: list[LeaderboardEntryOut]
     baselines: list[LeaderboardEntryOut]
+    generated_at: UtcTime
+
+
+class FinalIn(BaseModel):
+    """A final ranking to start: the top entries of the provisional leaderboard, re-measured."""
+
+    top_k: int = Field(
+        default=10, ge=1, le=FINAL_MAX_TOP_K, description="How many entries to re-measure."
+    )
+    rounds: int = Field(
+        default=3, ge=1, le=FINAL_MAX_ROUNDS, description="How many times to measure each."
+    )
+
+
+class FinalOut(BaseModel):
+    """A final as organisers follow it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    status: FinalStatus
+    track: str | None = Field(default=None, description="null: the competition's one board.")
+    top_k: int
+    rounds: int
+    metric: str
+    direction: Literal["lower", "higher"]
+    hardware_class: str
+    worker_id: str | None = None
+    requested_by: str | None = None
+    created_at: UtcTime
+    started_at: UtcTime | None = None
+    finished_at: UtcTime | None = None
+    heartbeat_at: UtcTime | None = None
+    message: str | None = None
+    done: int = Field(default=0, description="Measurements taken (completed or failed).")
+    failed: int = Field(default=0, description="Measurements that failed.")
+    planned: int = Field(default=0, description="Measurements planned: top_k × rounds.")
+
+
+class FinalInfoOut(BaseModel):
+    """Which final a final leaderboard is."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    status: FinalStatus
+    track: str | None = None
+    top_k: int
+    rounds: int
+    hardware_class: str
+    created_at: UtcTime
+    finished_at: UtcTime | None = None
+
+
+class FinalEntryOut(LeaderboardEntryOut):
+    """A ranked entry of a final: ``score`` is the median of its re-measurements (``runs``)."""
+
+    provisional_rank: int
+    provisional_score: float
+    provisional_runs: int
+
+
+class FinalUnrankedOut(BaseModel):
+    """An entry of a final that it does not rank, and why (``out``)."""
+
+    participant: str
+    submission_id: int
+    provisional_rank: int
+    provisional_score: float
+    provisional_runs: int
+    measured: int = Field(description="Re-measurements that completed.")
+    failed: int = Field(description="Re-measurements that failed.")
+    out: Literal["failed", "not measured", "pending", "disqualified"] = Field(
+        description="`failed`: a re-measurement failed through the submission (it must be "
+        "correct every time); `not measured`: only the platform failed; `pending`: not measured "
+        "yet; `disqualified`: an organiser disqualified it since."
+    )
+    failure_reason: FailureReason | None = None
+
+
+class FinalLeaderboardOut(BaseModel):
+    """The final ranking: the provisional leaderboard's top entries, re-measured side by side."""
+
+    final: Literal[True] = Field(default=True, description="Marks the board as the final one.")
+    about: FinalInfoOut
+    metric: str
+    direction: Literal["lower", "higher"]
+    entries: list[FinalEntryOut]
+    unranked: list[FinalUnrankedOut]
     generated_at: UtcTime
 
 

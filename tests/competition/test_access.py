@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/metrics", "public"),  # unless EDC_METRICS_TOKEN is set
     ("GET", "/api/v1/leaderboard", "public"),
     ("GET", "/api/v1/leaderboard/history", "public"),
+    ("GET", "/api/v1/leaderboard/final", "public"),
     ("POST", "/api/v1/tokens", "public"),
     ("GET", "/account", "user"),
     ("POST", "/account/tokens", "user"),
@@ -53,6 +54,8 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("POST", "/admin/submissions/{id}/{action}", "admin"),
     ("GET", "/admin/leaderboard.csv", "admin"),
     ("GET", "/admin/submissions.csv", "admin"),
+    ("POST", "/admin/finals", "admin"),
+    ("GET", "/admin/final-leaderboard.csv", "admin"),
     ("GET", "/api/v1/admin/submissions/{id}", "admin"),
     ("POST", "/api/v1/admin/submissions/{id}/rerun", "admin"),
     ("POST", "/api/v1/admin/submissions/{id}/cancel", "admin"),
@@ -64,6 +67,9 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/api/v1/admin/workers", "admin"),
     ("GET", "/api/v1/admin/leaderboard.csv", "admin"),
     ("GET", "/api/v1/admin/submissions.csv", "admin"),
+    ("GET", "/api/v1/admin/finals", "admin"),
+    ("POST", "/api/v1/admin/finals", "admin"),
+    ("GET", "/api/v1/admin/final-leaderboard.csv", "admin"),
     # Workers on other hosts, with EDC_WORKER_TOKEN: no account, admins included, gets in.
     ("GET", "/internal/v1/submissions/{id}/archive", "worker"),
 ]

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from edc import submissions
+from edc import finals, submissions
+from edc.errors import NotFound
 from edc.models import Submission, SubmissionStatus, User
 from edc.portal import presentation
 from edc.portal.auth import Identity
@@ -15,6 +16,7 @@ from edc.queue_position import queue_in_order, queue_position
 from edc.schemas import (
     AdminSubmissionOut,
     Figure,
+    FinalOut,
     Notice,
     QueueItemOut,
     QueueOut,
@@ -94,3 +96,23 @@ def queue_out(session: Session) -> QueueOut:
         ],
         processing=submissions_out(session, processing),
     )
+
+
+def final_out(summary: finals.Summary) -> FinalOut:
+    out = FinalOut.model_validate(summary.final)
+    out.done, out.failed, out.planned = (
+        summary.progress.done,
+        summary.progress.failed,
+        summary.progress.total,
+    )
+    return out
+
+
+def final_board_for(session: Session, final_id: int | None) -> finals.FinalBoard:
+    """For organisers: the board of any final (partial while it runs), or the latest completed."""
+    if final_id is None:
+        board = finals.latest_board(session)
+        if board is None:
+            raise NotFound("No final ranking has completed yet.")
+        return board
+    return finals.board(session, finals.existing(session, final_id))

@@ -1,26 +1,28 @@
 """The organisers' API: a submission with its audit record; rerun, cancel, disqualify, restore,
-clear a review flag, baselines; queue, workers, exports.
+clear a review flag, baselines; queue, workers, final rankings, exports.
 
 Every submission it returns is an :class:`~edc.schemas.AdminSubmissionOut` (with ``audit``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from edc import admin, leaderboard
+from edc import admin, finals, leaderboard
 from edc.portal.auth import AdminIdentity
-from edc.portal.deps import SessionDep, SettingsDep, SubmissionId
-from edc.portal.views import admin_submission_out, queue_out
+from edc.portal.deps import MAX_ROW_ID, SessionDep, SettingsDep, SubmissionId
+from edc.portal.views import admin_submission_out, final_board_for, final_out, queue_out
 from edc.scheduler import queue
 from edc.schemas import (
     AdminSubmissionOut,
     BaselineIn,
     DisqualifyIn,
     ErrorOut,
+    FinalIn,
+    FinalOut,
     QueueOut,
     WorkerOut,
 )
@@ -152,6 +154,60 @@ def leaderboard_csv(
         leaderboard.csv_text(board),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="leaderboard.csv"'},
+    )
+
+
+@router.get("/finals", response_model=list[FinalOut], responses=_ADMIN)
+def read_finals(session: SessionDep, _admin: AdminIdentity) -> list[FinalOut]:
+    """The latest final rankings, newest first, with their progress."""
+    return [final_out(s) for s in finals.summaries(session)]
+
+
+@router.post(
+    "/finals",
+    status_code=201,
+    response_model=FinalOut,
+    responses={
+        **_ADMIN,
+        409: {
+            "model": ErrorOut,
+            "description": "No entry is ranked, or another final is queued or running.",
+        },
+        503: {"model": ErrorOut, "description": "The job queue does not answer."},
+    },
+)
+def start_final(
+    body: FinalIn, settings: SettingsDep, session: SessionDep, who: AdminIdentity
+) -> FinalOut:
+    """Re-measure the top ``top_k`` entries of the provisional leaderboard ``rounds`` times each,
+    interleaved on one worker; when it completes, its board is the final ranking
+    (``GET /api/v1/leaderboard/final``). Re-measurements count against no participant's limits."""
+    final = finals.finalize(settings, top_k=body.top_k, rounds=body.rounds, requested_by=who.name)
+    return final_out(finals.summary(session, final.id))
+
+
+@router.get(
+    "/final-leaderboard.csv",
+    response_class=PlainTextResponse,
+    responses={
+        **_ADMIN,
+        200: {"content": {"text/csv": {}}},
+        404: {"model": ErrorOut, "description": "No such final, or none completed yet."},
+    },
+)
+def final_leaderboard_csv(
+    session: SessionDep,
+    _admin: AdminIdentity,
+    final_id: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_ROW_ID, description="Any final (default: the latest completed)."),
+    ] = None,
+) -> PlainTextResponse:
+    """The final ranking as CSV, with each entry's provisional place and any failure."""
+    return PlainTextResponse(
+        finals.csv_text(final_board_for(session, final_id)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="final-leaderboard.csv"'},
     )
 
 

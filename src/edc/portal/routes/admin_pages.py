@@ -1,20 +1,22 @@
-"""The organisers' pages: queue, workers, every submission with its actions, CSV exports."""
+"""The organisers' pages: queue, workers, final rankings, every submission with its actions, CSV
+exports."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from edc import admin, db, leaderboard, submissions
+from edc import admin, db, finals, leaderboard, submissions
 from edc.config import Settings
-from edc.errors import EdcError
+from edc.errors import EdcError, InvalidInput
+from edc.finals import MAX_ROUNDS, MAX_TOP_K
 from edc.portal.auth import PageAdmin
-from edc.portal.deps import Offset, SubmissionId
+from edc.portal.deps import MAX_ROW_ID, Offset, SubmissionId
 from edc.portal.render import checked_form, form_text, render
-from edc.portal.views import queue_out, submissions_out
+from edc.portal.views import final_board_for, final_out, queue_out, submissions_out
 from edc.scheduler import queue
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -40,6 +42,8 @@ async def admin_page(request: Request, identity: PageAdmin, offset: Offset = 0) 
                 "page_size": PAGE_SIZE,
                 "workers": None,
                 "workers_error": None,
+                "finals": [final_out(f) for f in finals.summaries(session, limit=10)],
+                "final_limits": (MAX_TOP_K, MAX_ROUNDS),
             }
         try:
             context["workers"] = queue.worker_states(settings)
@@ -85,6 +89,48 @@ async def admin_action(
     back = form_text(form, "next")
     target = back if back.startswith("/") and not back.startswith("//") else "/admin"
     return RedirectResponse(target, status_code=303)
+
+
+@router.post("/finals", name="admin_finalize")
+async def finalize(request: Request, identity: PageAdmin) -> Response:
+    """The admin page's button: start a final ranking (see the API's POST /admin/finals)."""
+    settings: Settings = request.app.state.settings
+    form = await checked_form(request, identity)
+    top_k = _whole_number(form_text(form, "top_k") or "10", "number of entries")
+    rounds = _whole_number(form_text(form, "rounds") or "3", "number of rounds")
+
+    def run() -> None:
+        with submissions.database_errors():
+            finals.finalize(settings, top_k=top_k, rounds=rounds, requested_by=identity.name)
+
+    await run_in_threadpool(run)
+    return RedirectResponse("/admin#finals", status_code=303)
+
+
+def _whole_number(text: str, what: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise InvalidInput(f"The {what} must be a whole number.") from None
+
+
+@router.get("/final-leaderboard.csv", name="admin_final_leaderboard_csv")
+async def final_leaderboard_csv(
+    request: Request,
+    _identity: PageAdmin,
+    final_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
+) -> Response:
+    settings: Settings = request.app.state.settings
+
+    def load() -> str:
+        with submissions.database_errors(), db.session_scope(settings) as session:
+            return finals.csv_text(final_board_for(session, final_id))
+
+    return PlainTextResponse(
+        await run_in_threadpool(load),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="final-leaderboard.csv"'},
+    )
 
 
 @router.get("/leaderboard.csv", name="admin_leaderboard_csv")

@@ -6,19 +6,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from edc import accounts, admin, competition, leaderboard, limits, storage, submissions
+from edc import accounts, admin, competition, finals, leaderboard, limits, storage, submissions
 from edc.errors import NotFound
-from edc.models import User, utcnow
+from edc.models import Final, FinalStatus, User, utcnow
 from edc.portal.auth import CurrentIdentity, client_address
-from edc.portal.deps import Offset, SessionDep, SettingsDep, SubmissionId
+from edc.portal.deps import MAX_ROW_ID, Offset, SessionDep, SettingsDep, SubmissionId
 from edc.portal.events import snapshot, submission_stream
 from edc.portal.upload import UPLOAD_OPENAPI, receive_submission
 from edc.portal.views import submission_out, submissions_out, visible_submission
 from edc.schemas import (
     CompetitionOut,
     ErrorOut,
+    FinalEntryOut,
+    FinalInfoOut,
+    FinalLeaderboardOut,
+    FinalUnrankedOut,
     LeaderboardEntryOut,
     LeaderboardOut,
     MeOut,
@@ -243,6 +248,37 @@ def read_leaderboard(settings: SettingsDep, session: SessionDep) -> LeaderboardO
     return leaderboard_out(leaderboard.compute(session, leaderboard.task_ranking(settings)))
 
 
+@router.get(
+    "/leaderboard/final",
+    response_model=FinalLeaderboardOut,
+    responses={404: {"model": ErrorOut, "description": "No final ranking is published yet."}},
+    tags=["leaderboard"],
+)
+def read_final_leaderboard(
+    session: SessionDep,
+    final_id: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_ROW_ID, description="A completed final (default: the latest)."),
+    ] = None,
+) -> FinalLeaderboardOut:
+    """The final ranking (public): the provisional leaderboard's top entries re-measured side by
+    side, each scored by the median of its re-measurements, ranked with intervals and ties."""
+    board = published_final(session, final_id)
+    if board is None:
+        raise NotFound("No final ranking has been published yet.")
+    return final_board_out(board)
+
+
+def published_final(session: Session, final_id: int | None) -> finals.FinalBoard | None:
+    """The latest completed final's board, or the completed final ``final_id``'s."""
+    if final_id is None:
+        return finals.latest_board(session)
+    final = session.get(Final, final_id)
+    if final is None or final.status is not FinalStatus.COMPLETED:
+        return None
+    return finals.board(session, final)
+
+
 @router.get("/leaderboard/history", response_model=list[RecordOut], tags=["leaderboard"])
 def read_history(settings: SettingsDep, session: SessionDep) -> list[RecordOut]:
     """The best score over time: every submission that beat all earlier ones (public)."""
@@ -265,6 +301,42 @@ def entry_out(entry: leaderboard.Entry) -> LeaderboardEntryOut:
         baseline=entry.is_baseline,
         flagged=entry.flagged,
         rescored_from=entry.rescored_from,
+        runs=entry.runs,
+    )
+
+
+def final_board_out(board: finals.FinalBoard) -> FinalLeaderboardOut:
+    entries = []
+    for standing in board.ranked:
+        assert standing.entry is not None
+        entries.append(
+            FinalEntryOut(
+                **entry_out(standing.entry).model_dump(),
+                provisional_rank=standing.provisional_rank,
+                provisional_score=standing.provisional_score,
+                provisional_runs=standing.provisional_runs,
+            )
+        )
+    return FinalLeaderboardOut(
+        about=FinalInfoOut.model_validate(board.final),
+        metric=board.ranking.metric,
+        direction=board.ranking.direction,
+        entries=entries,
+        unranked=[
+            FinalUnrankedOut(
+                participant=s.participant,
+                submission_id=s.submission_id,
+                provisional_rank=s.provisional_rank,
+                provisional_score=s.provisional_score,
+                provisional_runs=s.provisional_runs,
+                measured=s.measured,
+                failed=s.failed,
+                out=s.out or "pending",
+                failure_reason=s.failure_reason,
+            )
+            for s in board.unranked
+        ],
+        generated_at=board.generated_at,
     )
 
 

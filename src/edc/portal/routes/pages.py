@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from edc import db, leaderboard, limits, submissions
+from edc import db, finals, leaderboard, limits, submissions
 from edc.config import Settings
 from edc.errors import EdcError
 from edc.models import utcnow
@@ -17,7 +17,7 @@ from edc.portal.auth import CSRF_FIELD, Identity, OptionalIdentity, PageIdentity
 from edc.portal.deps import Offset, SubmissionId
 from edc.portal.errors import headers_for, status_for
 from edc.portal.render import checked_form, render
-from edc.portal.routes.api import leaderboard_out
+from edc.portal.routes.api import final_board_out, leaderboard_out
 from edc.portal.upload import receive_submission
 from edc.portal.views import submission_event, submissions_out, visible_submission
 from edc.schemas import RecordOut
@@ -140,8 +140,10 @@ async def leaderboard_page(request: Request, identity: OptionalIdentity) -> Resp
         with submissions.database_errors(), db.session_scope(settings) as session:
             board = leaderboard.compute(session, ranking)
             records = leaderboard.history(session, ranking)
+            final = finals.latest_board(session)
         return {
             "board": leaderboard_out(board),
+            "final": final_board_out(final) if final is not None else None,
             "history": [
                 RecordOut.model_validate(r, from_attributes=True).model_dump(mode="json")
                 for r in records

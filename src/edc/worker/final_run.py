@@ -1,0 +1,321 @@
+"""The worker's side of a final ranking: every re-measurement of one final, in round order.
+
+One RQ job runs the whole final on the worker that took it (its cores, its devices): round 1 of
+every entry, then round 2, ..., so drift on the machine hits every entry alike. Each archive is
+fetched and unpacked as for a submission and evaluated on the hidden prompts (no public check:
+these archives passed it already). Each measurement is stored as soon as it ends, a failure with
+its reason and sentence. The final moves ``queued → running`` only through a conditional UPDATE
+(a duplicate delivery does nothing) and always ends ``completed`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import signal
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass
+from types import TracebackType
+
+from sqlalchemy import select, update
+
+from edc import archive, db
+from edc.config import Settings, get_settings
+from edc.errors import ArchiveUnavailable, InvalidUpload, RunFailed, SandboxUnavailable
+from edc.lifetime import die_with_parent
+from edc.models import (
+    FailureReason,
+    Final,
+    FinalStatus,
+    Measurement,
+    MeasurementStatus,
+    Submission,
+    SubmissionStatus,
+    utcnow,
+)
+from edc.observability.logging import log_context
+from edc.worker.archive_source import fetch_archive
+from edc.worker.evaluation import StageFailed, evaluate
+from edc.worker.executor import (
+    Outcome,
+    WorkerStopping,
+    completed,
+    default_worker_id,
+    finite_json,
+    worker_slot,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _stop_on_sigterm(_signum: int, _frame: object) -> None:
+    raise WorkerStopping
+
+
+def run_final(final_id: int) -> None:
+    """RQ entry point: only the final's id travels through Redis."""
+    from rq import get_current_job  # only meaningful inside an RQ work-horse
+
+    job = get_current_job()
+    if job is not None:
+        # As for a submission (see executor.process_submission): die with a SIGKILLed worker,
+        # and turn its forwarded SIGTERM into a clean stop.
+        die_with_parent(signal.SIGKILL)
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    settings = get_settings()
+    worker_id = settings.worker_id or (job.worker_name if job else None) or default_worker_id()
+    run(settings, final_id, worker_id=worker_id)
+
+
+def run(settings: Settings, final_id: int, *, worker_id: str) -> FinalStatus | None:
+    """Claim the final, take every measurement, record how it ended. None when not ours."""
+    with log_context(final_id=final_id, worker_id=worker_id):
+        if not _claim(settings, final_id, worker_id):
+            log.info("final %s: not queued for us; nothing to do", final_id)
+            return None
+        # The single catch-all at the job boundary: the final ends completed or failed.
+        try:
+            with _Heartbeat(settings, final_id):
+                done, failed = _measure_all(settings, final_id, worker_id)
+            status = FinalStatus.COMPLETED
+            message = f"{done} measurements on {worker_id}" + (
+                f", {failed} of them failed." if failed else ", all completed."
+            )
+        except WorkerStopping:
+            log.info("final %s: worker stopping", final_id)
+            status = FinalStatus.FAILED
+            message = (
+                "The worker was shut down during the final; the measurements taken are kept. "
+                "Start a new final."
+            )
+        except Exception as exc:
+            log.exception("final %s: internal error", final_id)
+            status = FinalStatus.FAILED
+            message = (
+                f"The final stopped on an internal error ({type(exc).__name__}: {exc}); "
+                "the measurements taken are kept."
+            )
+        db.retry_while_unreachable(
+            settings,
+            lambda: _finish(settings, final_id, status, message),
+            what=f"recording the end of final {final_id}",
+        )
+        return status
+
+
+def _claim(settings: Settings, final_id: int, worker_id: str) -> bool:
+    with db.session_scope(settings) as session:
+        result = session.execute(
+            update(Final)
+            .where(Final.id == final_id, Final.status == FinalStatus.QUEUED)
+            .values(
+                status=FinalStatus.RUNNING,
+                started_at=utcnow(),
+                heartbeat_at=utcnow(),
+                worker_id=worker_id,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _finish(settings: Settings, final_id: int, status: FinalStatus, message: str) -> None:
+    with db.session_scope(settings) as session:
+        session.execute(
+            update(Final)
+            .where(Final.id == final_id, Final.status == FinalStatus.RUNNING)
+            .values(status=status, finished_at=utcnow(), message=message)
+            .execution_options(synchronize_session=False)
+        )
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The next measurement to take, with what is needed to fetch its archive."""
+
+    id: int
+    final_id: int
+    submission_id: int
+    round: int
+    file_path: str
+    sha256: str
+
+
+def _measure_all(settings: Settings, final_id: int, worker_id: str) -> tuple[int, int]:
+    """Take the pending measurements in plan order; returns (taken, failed)."""
+    quiet = settings.model_copy(update={"public_check": False})
+    done = failed = 0
+    while (planned := _next(settings, final_id, worker_id)) is not None:
+        with log_context(submission_id=planned.submission_id, round=planned.round):
+            outcome = _measure(quiet, planned, worker_id)
+        db.retry_while_unreachable(
+            settings,
+            functools.partial(_store, settings, planned.id, outcome),
+            what=f"storing measurement {planned.id} of final {final_id}",
+        )
+        done += 1
+        failed += outcome.status is not SubmissionStatus.COMPLETED
+    return done, failed
+
+
+def _next(settings: Settings, final_id: int, worker_id: str) -> Planned | None:
+    """The first pending measurement: round 1 of every entry, then round 2, ..."""
+    with db.session_scope(settings) as session:
+        row = session.execute(
+            select(
+                Measurement.id,
+                Measurement.submission_id,
+                Measurement.round,
+                Submission.file_path,
+                Submission.sha256,
+            )
+            .join(Submission, Submission.id == Measurement.submission_id)
+            .where(
+                Measurement.final_id == final_id,
+                Measurement.status == MeasurementStatus.PENDING,
+            )
+            .order_by(Measurement.round, Measurement.position, Measurement.id)
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        session.execute(
+            update(Measurement)
+            .where(Measurement.id == row.id)
+            .values(started_at=utcnow(), worker_id=worker_id)
+            .execution_options(synchronize_session=False)
+        )
+        return Planned(row.id, final_id, row.submission_id, row.round, row.file_path, row.sha256)
+
+
+def _measure(settings: Settings, planned: Planned, worker_id: str) -> Outcome:
+    """One evaluation of the archive; every exception becomes an Outcome (as in the executor)."""
+    run_dir = settings.runs_dir / (
+        f"final-{planned.final_id}-{planned.submission_id}-r{planned.round}-{uuid.uuid4().hex[:8]}"
+    )
+    try:
+        archive_path = fetch_archive(
+            settings,
+            submission_id=planned.submission_id,
+            file_path=planned.file_path,
+            sha256=planned.sha256,
+        )
+        submission_dir = run_dir / "submission"
+        archive.unpack(archive_path, submission_dir, archive.ArchiveLimits.from_settings(settings))
+        evaluation = evaluate(
+            settings,
+            submission_dir=submission_dir,
+            run_dir=run_dir,
+            labels={
+                "final": str(planned.final_id),
+                "submission": str(planned.submission_id),
+                "worker": worker_id,
+                "slot": worker_slot(worker_id),
+            },
+            worker_id=worker_id,
+        )
+        return completed(evaluation)
+    except StageFailed as exc:
+        return Outcome(SubmissionStatus.FAILED, None, exc.logs, exc.reason, exc.message)
+    except RunFailed as exc:
+        return Outcome(SubmissionStatus.FAILED, None, exc.logs, exc.reason, exc.message)
+    except InvalidUpload as exc:
+        return Outcome(
+            SubmissionStatus.FAILED, None, "", FailureReason.INVALID_ARCHIVE, exc.message
+        )
+    except (SandboxUnavailable, ArchiveUnavailable) as exc:
+        return Outcome(SubmissionStatus.FAILED, None, "", FailureReason.INFRASTRUCTURE, exc.message)
+    except Exception:
+        log.exception("final %s: measurement %s: internal error", planned.final_id, planned.id)
+        return Outcome(
+            SubmissionStatus.FAILED,
+            None,
+            traceback.format_exc(limit=20),
+            FailureReason.INFRASTRUCTURE,
+            "The platform hit an internal error while measuring this submission.",
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _store(settings: Settings, measurement_id: int, outcome: Outcome) -> None:
+    metrics = outcome.metrics or {}
+    score = metrics.get("score")
+    ranked_score = (
+        float(score)
+        if outcome.status is SubmissionStatus.COMPLETED
+        and metrics.get("correct") is True
+        and isinstance(score, int | float)
+        and not isinstance(score, bool)
+        else None
+    )
+    values: dict[str, object] = {
+        "finished_at": utcnow(),
+        "logs": _truncate(outcome.logs, 2 * settings.log_cap_bytes),
+        "metrics": finite_json(outcome.metrics),
+        "audit": outcome.audit,
+    }
+    if ranked_score is not None:
+        values.update(status=MeasurementStatus.COMPLETED, score=ranked_score)
+    else:
+        values.update(
+            status=MeasurementStatus.FAILED,
+            failure_reason=outcome.reason or FailureReason.WRONG_OUTPUT,
+            failure_message=outcome.message or "The run ended without a correct, scored result.",
+        )
+    with db.session_scope(settings) as session:
+        session.execute(
+            update(Measurement)
+            .where(
+                Measurement.id == measurement_id,
+                Measurement.status == MeasurementStatus.PENDING,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters dropped]"
+
+
+class _Heartbeat:
+    """``with _Heartbeat(...):`` refreshes the final's ``heartbeat_at`` until the block ends, so
+    a final whose worker died can be told from one that runs long."""
+
+    def __init__(self, settings: Settings, final_id: int) -> None:
+        self.settings = settings
+        self.final_id = final_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edc-final-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_interval_s):
+            try:
+                with db.session_scope(self.settings) as session:
+                    session.execute(
+                        update(Final)
+                        .where(Final.id == self.final_id, Final.status == FinalStatus.RUNNING)
+                        .values(heartbeat_at=utcnow())
+                        .execution_options(synchronize_session=False)
+                    )
+            except Exception as exc:  # a database hiccup must not end the final; next beat
+                log.warning("heartbeat for final %s failed: %s", self.final_id, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
