@@ -33,7 +33,7 @@ from edc.harness.evaluate import evaluate_submission
 from edc.harness.metrics import widen_for_run_to_run
 from edc.sandbox.select import choose_sandbox
 from edc.tasks.task import Prompt, Task, bundled_task_dir
-from edc.worker.calibration import MIN_RUNS, relative_spread
+from edc.worker.calibration import MIN_RUNS, relative_spread, with_floor
 from edc.worker.drift import calibration_requests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +80,9 @@ def case(runs: int, archive: Path, scratch: Path) -> dict[str, Any]:
         )["score"]
         for _ in range(MIN_RUNS)
     ]
-    spread = relative_spread(baseline) or task.hardware.run_to_run_spread
+    prior = task.hardware.run_to_run_spread
+    measured = relative_spread(baseline)
+    spread = with_floor(measured, prior) if measured is not None else prior
     scores, within, widened = [], [], []
     for _ in range(runs):
         m = evaluate(settings, task, pool, archive, scratch)
@@ -106,20 +108,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--archive", type=Path, default=REPO / "examples" / "kvcache")
+    parser.add_argument("--quiet-only", action="store_true", help="skip the neighbour case")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs two cores: the worker's and the neighbour's")
     scratch = Path(tempfile.mkdtemp(prefix="edc-repeat-"))
     os.sched_setaffinity(0, {0})  # the worker process: its own core only, as under `edc up`
     results = {"quiet": case(args.runs, args.archive, scratch)}
-    stop = multiprocessing.Event()
-    busy = multiprocessing.Process(target=neighbour, args=(stop, str(scratch)), daemon=True)
-    busy.start()
-    try:
-        results["neighbour"] = case(args.runs, args.archive, scratch)
-    finally:
-        stop.set()
-        busy.join(timeout=120)
+    if not args.quiet_only:
+        stop = multiprocessing.Event()
+        busy = multiprocessing.Process(target=neighbour, args=(stop, str(scratch)), daemon=True)
+        busy.start()
+        try:
+            results["neighbour"] = case(args.runs, args.archive, scratch)
+        finally:
+            stop.set()
+            busy.join(timeout=120)
     quiet_median = results["quiet"]["median"]
     print(
         f"{'case':<10} {'median ms':>9} {'shift':>6} {'CV':>6} {'spread':>7} "

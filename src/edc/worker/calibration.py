@@ -49,6 +49,11 @@ class Spread:
         }
 
 
+def with_floor(measured: float, prior: float) -> float:
+    """The spread an interval is widened by: the measured one, never below the task's prior."""
+    return max(measured, prior)
+
+
 def relative_spread(figures: Sequence[float]) -> float | None:
     """The sample CV of ``figures``; None with fewer than ``MIN_RUNS`` of them."""
     if len(figures) < MIN_RUNS:
@@ -111,7 +116,7 @@ def run_to_run_spread(
         figures = {}  # the queue is down: the result still gets an honest (prior) interval
     own = figures.get(worker)
     if own is not None and own.spread is not None:
-        return Spread(max(own.spread, prior), "worker", len(own.recent), own.spread)
+        return Spread(with_floor(own.spread, prior), "worker", len(own.recent), own.spread)
     spreads = [
         (f.spread, len(f.recent))
         for name, f in figures.items()
@@ -119,5 +124,5 @@ def run_to_run_spread(
     ]
     if spreads:
         value = statistics.median(s for s, _ in spreads)
-        return Spread(max(value, prior), "fleet", sum(n for _, n in spreads), value)
+        return Spread(with_floor(value, prior), "fleet", sum(n for _, n in spreads), value)
     return Spread(prior, "task", 0)
