@@ -17,7 +17,7 @@ import socket
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,13 @@ def _stopper() -> Callable[[], None] | None:
 
 def process_submission(submission_id: int, attempt: int | None = None) -> None:
     """RQ entry point: only the id travels through Redis; everything else is read from the DB."""
+    settings, worker_id = work_horse_context()
+    run_submission(settings, submission_id, attempt=attempt, worker_id=worker_id)
+
+
+def work_horse_context() -> tuple[Settings, str]:
+    """Ready a job's process (a submission's, a final's): inside RQ's work-horse it dies with its
+    worker and stops cleanly on the worker's SIGTERM. Returns the settings and the worker's id."""
     from rq import get_current_job  # only meaningful inside an RQ work-horse
 
     job = get_current_job()
@@ -136,7 +143,7 @@ def process_submission(submission_id: int, attempt: int | None = None) -> None:
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     settings = get_settings()
     worker_id = settings.worker_id or (job.worker_name if job else None) or default_worker_id()
-    run_submission(settings, submission_id, attempt=attempt, worker_id=worker_id)
+    return settings, worker_id
 
 
 def claim(settings: Settings, submission_id: int, *, attempt: int | None, worker_id: str) -> bool:
@@ -184,9 +191,14 @@ def _run_submission(
 
     run_dir = settings.runs_dir / f"{submission_id}-{current_attempt}-{uuid.uuid4().hex[:8]}"
     try:
-        with Heartbeat(settings, submission_id, current_attempt, on_lost=_stopper()):
-            outcome = _evaluate_archive(
-                settings, file_path, sha256, run_dir, submission_id, worker_id
+        with Heartbeat.for_submission(settings, submission_id, current_attempt, on_lost=_stopper()):
+            outcome = evaluate_archive(
+                settings,
+                submission_id=submission_id,
+                file_path=file_path,
+                sha256=sha256,
+                run_dir=run_dir,
+                worker_id=worker_id,
             )
     except SubmissionLost:
         # Cancelled, or already recovered elsewhere: the sandbox is stopped; nothing to store.
@@ -224,15 +236,21 @@ def _run_submission(
     return outcome
 
 
-def _evaluate_archive(
+def evaluate_archive(
     settings: Settings,
+    *,
+    submission_id: int,
     file_path: str,
     sha256: str,
     run_dir: Path,
-    submission_id: int,
     worker_id: str,
+    labels: Mapping[str, str] | None = None,
 ) -> Outcome:
-    """The single catch-all at the job boundary: every exception becomes an Outcome."""
+    """The single catch-all at the job boundary: every exception becomes an Outcome.
+
+    Fetches and unpacks the submission's archive into ``run_dir`` and evaluates it; a final's
+    re-measurements go through here too (``labels`` names the final on its sandboxes).
+    """
     try:
         # Inside the catch-all and the heartbeat: a download may take a while, or fail.
         archive_path = fetch_archive(
@@ -245,6 +263,7 @@ def _evaluate_archive(
             submission_dir=submission_dir,
             run_dir=run_dir,
             labels={
+                **(labels or {}),
                 "submission": str(submission_id),
                 "worker": worker_id,
                 "slot": worker_slot(worker_id),
@@ -292,7 +311,8 @@ def finite_json(value: Any) -> Any:
     return value
 
 
-def _truncate(text: str, limit: int) -> str:
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was dropped."""
     if len(text) <= limit:
         return text
     return text[:limit] + f"\n[... {len(text) - limit} more characters dropped]"
@@ -310,8 +330,8 @@ def _record(settings: Settings, submission_id: int, attempt: int, outcome: Outco
                 result_metrics=outcome.metrics,
                 failure_reason=outcome.reason,
                 failure_message=outcome.message,
-                logs=_truncate(outcome.logs, 2 * settings.log_cap_bytes),
-                public_logs=_truncate(outcome.public_logs, 2 * settings.log_cap_bytes),
+                logs=truncate(outcome.logs, 2 * settings.log_cap_bytes),
+                public_logs=truncate(outcome.public_logs, 2 * settings.log_cap_bytes),
                 # Each result is judged afresh: an earlier attempt's review does not carry over.
                 review=outcome.review,
                 audit=outcome.audit,
@@ -341,7 +361,7 @@ def _hand_back(settings: Settings, submission_id: int, attempt: int, outcome: Ou
                 attempt=attempt + 1,
                 worker_id=None,
                 started_at=None,
-                logs=_truncate(outcome.logs, 2 * settings.log_cap_bytes),
+                logs=truncate(outcome.logs, 2 * settings.log_cap_bytes),
             )
             .execution_options(synchronize_session=False)
         )

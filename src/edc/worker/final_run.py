@@ -13,19 +13,13 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
-import signal
-import threading
-import traceback
 import uuid
 from dataclasses import dataclass
-from types import TracebackType
 
 from sqlalchemy import select, update
 
-from edc import archive, db
-from edc.config import Settings, get_settings
-from edc.errors import ArchiveUnavailable, InvalidUpload, RunFailed, SandboxUnavailable
-from edc.lifetime import die_with_parent
+from edc import db
+from edc.config import Settings
 from edc.models import (
     FailureReason,
     Final,
@@ -37,36 +31,22 @@ from edc.models import (
     utcnow,
 )
 from edc.observability.logging import log_context
-from edc.worker.archive_source import fetch_archive
-from edc.worker.evaluation import StageFailed, evaluate
 from edc.worker.executor import (
     Outcome,
     WorkerStopping,
-    completed,
-    default_worker_id,
+    evaluate_archive,
     finite_json,
-    worker_slot,
+    truncate,
+    work_horse_context,
 )
+from edc.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
 
-def _stop_on_sigterm(_signum: int, _frame: object) -> None:
-    raise WorkerStopping
-
-
 def run_final(final_id: int) -> None:
     """RQ entry point: only the final's id travels through Redis."""
-    from rq import get_current_job  # only meaningful inside an RQ work-horse
-
-    job = get_current_job()
-    if job is not None:
-        # As for a submission (see executor.process_submission): die with a SIGKILLed worker,
-        # and turn its forwarded SIGTERM into a clean stop.
-        die_with_parent(signal.SIGKILL)
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    settings = get_settings()
-    worker_id = settings.worker_id or (job.worker_name if job else None) or default_worker_id()
+    settings, worker_id = work_horse_context()
     run(settings, final_id, worker_id=worker_id)
 
 
@@ -78,7 +58,7 @@ def run(settings: Settings, final_id: int, *, worker_id: str) -> FinalStatus | N
             return None
         # The single catch-all at the job boundary: the final ends completed or failed.
         try:
-            with _Heartbeat(settings, final_id):
+            with Heartbeat(settings, lambda: _beat(settings, final_id), what=f"final {final_id}"):
                 done, failed = _measure_all(settings, final_id, worker_id)
             status = FinalStatus.COMPLETED
             message = f"{done} measurements on {worker_id}" + (
@@ -197,45 +177,14 @@ def _measure(settings: Settings, planned: Planned, worker_id: str) -> Outcome:
         f"final-{planned.final_id}-{planned.submission_id}-r{planned.round}-{uuid.uuid4().hex[:8]}"
     )
     try:
-        archive_path = fetch_archive(
+        return evaluate_archive(
             settings,
             submission_id=planned.submission_id,
             file_path=planned.file_path,
             sha256=planned.sha256,
-        )
-        submission_dir = run_dir / "submission"
-        archive.unpack(archive_path, submission_dir, archive.ArchiveLimits.from_settings(settings))
-        evaluation = evaluate(
-            settings,
-            submission_dir=submission_dir,
             run_dir=run_dir,
-            labels={
-                "final": str(planned.final_id),
-                "submission": str(planned.submission_id),
-                "worker": worker_id,
-                "slot": worker_slot(worker_id),
-            },
             worker_id=worker_id,
-        )
-        return completed(evaluation)
-    except StageFailed as exc:
-        return Outcome(SubmissionStatus.FAILED, None, exc.logs, exc.reason, exc.message)
-    except RunFailed as exc:
-        return Outcome(SubmissionStatus.FAILED, None, exc.logs, exc.reason, exc.message)
-    except InvalidUpload as exc:
-        return Outcome(
-            SubmissionStatus.FAILED, None, "", FailureReason.INVALID_ARCHIVE, exc.message
-        )
-    except (SandboxUnavailable, ArchiveUnavailable) as exc:
-        return Outcome(SubmissionStatus.FAILED, None, "", FailureReason.INFRASTRUCTURE, exc.message)
-    except Exception:
-        log.exception("final %s: measurement %s: internal error", planned.final_id, planned.id)
-        return Outcome(
-            SubmissionStatus.FAILED,
-            None,
-            traceback.format_exc(limit=20),
-            FailureReason.INFRASTRUCTURE,
-            "The platform hit an internal error while measuring this submission.",
+            labels={"final": str(planned.final_id)},
         )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -254,7 +203,7 @@ def _store(settings: Settings, measurement_id: int, outcome: Outcome) -> None:
     )
     values: dict[str, object] = {
         "finished_at": utcnow(),
-        "logs": _truncate(outcome.logs, 2 * settings.log_cap_bytes),
+        "logs": truncate(outcome.logs, 2 * settings.log_cap_bytes),
         "metrics": finite_json(outcome.metrics),
         "audit": outcome.audit,
     }
@@ -278,44 +227,14 @@ def _store(settings: Settings, measurement_id: int, outcome: Outcome) -> None:
         )
 
 
-def _truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[... {len(text) - limit} more characters dropped]"
-
-
-class _Heartbeat:
-    """``with _Heartbeat(...):`` refreshes the final's ``heartbeat_at`` until the block ends, so
-    a final whose worker died can be told from one that runs long."""
-
-    def __init__(self, settings: Settings, final_id: int) -> None:
-        self.settings = settings
-        self.final_id = final_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="edc-final-heartbeat", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.heartbeat_interval_s):
-            try:
-                with db.session_scope(self.settings) as session:
-                    session.execute(
-                        update(Final)
-                        .where(Final.id == self.final_id, Final.status == FinalStatus.RUNNING)
-                        .values(heartbeat_at=utcnow())
-                        .execution_options(synchronize_session=False)
-                    )
-            except Exception as exc:  # a database hiccup must not end the final; next beat
-                log.warning("heartbeat for final %s failed: %s", self.final_id, exc)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
+def _beat(settings: Settings, final_id: int) -> bool:
+    """Refresh the final's ``heartbeat_at`` while it runs, so a final whose worker died can be
+    told from one that runs long; a final is never handed away, so it is always still ours."""
+    with db.session_scope(settings) as session:
+        session.execute(
+            update(Final)
+            .where(Final.id == final_id, Final.status == FinalStatus.RUNNING)
+            .values(heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    return True

@@ -1,4 +1,4 @@
-"""The worker's proof of life for the submission it evaluates.
+"""The worker's proof of life for the submission it evaluates (or the final it measures).
 
 While a run lasts, a thread refreshes ``heartbeat_at`` on the row. When the worker dies (SIGKILL,
 a lost host) the heartbeat goes stale and the reconciler hands the submission to another worker.
@@ -33,35 +33,53 @@ def beat(settings: Settings, submission_id: int, attempt: int) -> bool:
 
 
 class Heartbeat:
-    """``with Heartbeat(...):`` beats every ``heartbeat_interval_s`` until the block ends.
+    """``with Heartbeat(settings, beat, what=...):`` calls ``beat`` every
+    ``heartbeat_interval_s`` until the block ends (a submission's row, a final's).
 
-    When a beat finds the row no longer ours (cancelled, or handed to another worker), it calls
-    ``on_lost`` once and stops beating.
+    When a beat returns False (the row is no longer ours: cancelled, or handed to another worker),
+    it calls ``on_lost`` once and stops beating. A beat that raises (a database hiccup) is only
+    logged: the next one may get through.
     """
 
     def __init__(
         self,
         settings: Settings,
-        submission_id: int,
-        attempt: int,
+        beat: Callable[[], bool],
+        *,
+        what: str,
         on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.submission_id = submission_id
-        self.attempt = attempt
+        self.beat = beat
+        self.what = what
         self.on_lost = on_lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edc-heartbeat", daemon=True)
 
+    @classmethod
+    def for_submission(
+        cls,
+        settings: Settings,
+        submission_id: int,
+        attempt: int,
+        on_lost: Callable[[], None] | None = None,
+    ) -> Heartbeat:
+        return cls(
+            settings,
+            lambda: beat(settings, submission_id, attempt),
+            what=f"submission {submission_id}",
+            on_lost=on_lost,
+        )
+
     def _run(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_interval_s):
             try:
-                still_ours = beat(self.settings, self.submission_id, self.attempt)
+                still_ours = self.beat()
             except Exception as exc:  # a database hiccup must not end the run; retry next beat
-                log.warning("heartbeat for submission %s failed: %s", self.submission_id, exc)
+                log.warning("heartbeat for %s failed: %s", self.what, exc)
                 continue
             if not still_ours:
-                log.info("submission %s is no longer ours; stopping its run", self.submission_id)
+                log.info("%s is no longer ours; stopping its run", self.what)
                 if self.on_lost is not None:
                     self.on_lost()
                 return
