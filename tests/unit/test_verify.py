@@ -1,16 +1,9 @@
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edc.harness.verify import (
-    FaultKind,
-    ReferenceDecodes,
-    RequestOutput,
-    Verifier,
-    verify_outputs,
-)
+from edc.harness.verify import FaultKind, RequestOutput, Verifier
 from edc.tasks.reference import ReferenceModel
 from edc.tasks.sampling import RequestSampler, SamplingRule
 from edc.tasks.task import Prompt, Task, bundled_task_dir
@@ -133,6 +126,10 @@ def test_a_near_tie_flip_passes_and_does_not_cascade(
     assert report.correct, report.message
     assert report.requests[0].first_divergence == step
     assert report.exact_match_rate == pytest.approx(step / task.max_new_tokens)
+    # Without the reference's decode, the same pass finds the same divergence.
+    derived = lenient.verify([flipped])
+    assert derived.requests[0].first_divergence == step
+    assert derived.exact_match_rate == report.exact_match_rate
     strict = Verifier(
         reference, task.sampling, epsilon=float(gaps[step]) / 2, max_new_tokens=task.max_new_tokens
     )
@@ -190,51 +187,3 @@ def test_greedy_rule_scores_are_logits(
     # The same tokens under the Gumbel rule are (almost surely) not all best.
     gumbel = Verifier(verifier.reference, task.sampling, epsilon=0.0, max_new_tokens=8)
     assert not gumbel.verify([RequestOutput(p.id, p.tokens, tokens)]).correct
-
-
-class CountingReference:
-    """The real reference, counting how often it is asked to decode."""
-
-    def __init__(self, inner: ReferenceModel) -> None:
-        self.inner = inner
-        self.generated = 0
-        self.vocab_size = inner.vocab_size
-        self.max_positions = inner.max_positions
-
-    def forward_all(self, tokens: Sequence[int]) -> np.ndarray:
-        return self.inner.forward_all(tokens)
-
-    def generate(
-        self, prompt: Sequence[int], max_new_tokens: int, sampler: RequestSampler
-    ) -> list[int]:
-        self.generated += 1
-        return self.inner.generate(prompt, max_new_tokens, sampler)
-
-
-def test_reference_decodes_are_cached_on_disk(
-    task: Task,
-    verifier: Verifier,
-    prompts: list[Prompt],
-    reference_outputs: list[RequestOutput],
-    tmp_path: Path,
-) -> None:
-    assert isinstance(verifier.reference, ReferenceModel)
-    counting = CountingReference(verifier.reference)
-    requests = [(p.id, p.tokens) for p in prompts[:2]]
-    first = ReferenceDecodes(task, counting, cache_dir=tmp_path).get(requests)
-    assert counting.generated == 2
-    assert first[prompts[0].id] == list(reference_outputs[0].tokens)
-    [cache_file] = tmp_path.iterdir()
-    assert task.version in cache_file.name and task.model_hash()[:16] in cache_file.name
-    again = ReferenceDecodes(task, counting, cache_dir=tmp_path).get(requests)
-    assert again == first and counting.generated == 2
-    # A different request id gets different noise, so it is decoded anew.
-    ReferenceDecodes(task, counting, cache_dir=tmp_path).get([("other", prompts[0].tokens)])
-    assert counting.generated == 3
-
-
-def test_verify_outputs_reports_exact_match(
-    task: Task, verifier: Verifier, reference_outputs: list[RequestOutput], tmp_path: Path
-) -> None:
-    report = verify_outputs(task, reference_outputs[:2], cache_dir=tmp_path, verifier=verifier)
-    assert report.correct and report.exact_match_rate == 1.0

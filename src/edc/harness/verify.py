@@ -3,12 +3,8 @@
 Usage::
 
     verifier = Verifier.for_task(task)                    # loads the task's reference model
-    decodes = ReferenceDecodes(task, verifier.reference, cache_dir=settings.data_dir / "reference")
-    expected = decodes.get([(r.request_id, r.prompt) for r in outputs])
-    report = verifier.verify(outputs, expected)           # outputs: list[RequestOutput]
+    report = verifier.verify(outputs)                     # outputs: list[RequestOutput]
     report.correct, report.message, report.to_metrics()   # metrics.correct / tokens_checked / ...
-
-or in one call: ``verify_outputs(task, outputs, cache_dir=...)``.
 
 The rule (design.md, "Correctness rule"): one reference forward pass over prompt + the submission's
 own tokens; at every step ``i`` the submitted token must satisfy
@@ -18,21 +14,18 @@ the submission's own prefix, so a legitimate near-tie flip does not cascade. A r
 exactly ``max_new_tokens`` tokens, each inside the vocabulary.
 
 Reported, not gated: ``exact_match_rate`` (tokens before each request's first divergence from the
-reference decode, over all expected tokens), ``first_divergence`` per request, ``max_gap``.
-The reference decode depends only on the task, so it is computed once and kept on disk, keyed by the
-task's name, version and model hash.
+reference decode, over all expected tokens), ``first_divergence`` per request, ``max_gap``. The
+reference's own decode picks the best-scoring token at each step, so on the submission's prefix it
+agrees with the submission up to the first token that is not the best: the same teacher-forced
+pass gives the divergence, with no decode (every evaluation has its own secret seed, so decodes
+could never be reused). ``verify(outputs, expected)`` compares with given decodes instead.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -282,89 +275,3 @@ class Verifier:
             requests=verdicts,
             first_fault=first_fault,
         )
-
-
-class ReferenceDecodes:
-    """The reference's own decode of each request, computed once and kept on disk.
-
-    One JSON file per task identity (name, version, model hash) under ``cache_dir``; entries are
-    keyed by a hash of the request id, prompt, sampling rule and ``max_new_tokens``. Without a
-    ``cache_dir`` the decodes are only kept in memory.
-    """
-
-    def __init__(self, task: Task, reference: ReferenceBackend, *, cache_dir: Path | None) -> None:
-        self.task = task
-        self.reference = reference
-        self.cache_file: Path | None = None
-        if cache_dir is not None:
-            safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task.name)
-            self.cache_file = (
-                cache_dir / f"{safe_name}-v{task.version}-{task.model_hash()[:16]}.json"
-            )
-        self._entries: dict[str, list[int]] = self._read()
-
-    def _read(self) -> dict[str, list[int]]:
-        if self.cache_file is None or not self.cache_file.is_file():
-            return {}
-        try:
-            data = json.loads(self.cache_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}  # a damaged cache is only lost time: it is recomputed
-        return (
-            {str(k): [int(t) for t in v] for k, v in data.items()} if isinstance(data, dict) else {}
-        )
-
-    def _write(self) -> None:
-        if self.cache_file is None:
-            return
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        # Written aside and renamed, so a concurrent reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=self.cache_file.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self._entries, fh)
-        os.replace(tmp, self.cache_file)
-
-    def _key(self, request_id: str, prompt: Sequence[int]) -> str:
-        rule = self.task.sampling
-        ident = json.dumps(
-            [
-                request_id,
-                list(prompt),
-                rule.kind,
-                rule.temperature,
-                rule.seed,
-                self.task.max_new_tokens,
-            ]
-        )
-        return hashlib.sha256(ident.encode()).hexdigest()[:32]
-
-    def get(self, requests: Sequence[tuple[str, Sequence[int]]]) -> dict[str, list[int]]:
-        """Reference tokens per request id; missing ones are decoded now and saved."""
-        result: dict[str, list[int]] = {}
-        added = False
-        for request_id, prompt in requests:
-            key = self._key(request_id, prompt)
-            if key not in self._entries:
-                sampler = self.task.sampling.for_request(request_id)
-                self._entries[key] = self.reference.generate(
-                    list(prompt), self.task.max_new_tokens, sampler
-                )
-                added = True
-            result[request_id] = self._entries[key]
-        if added:
-            self._write()
-        return result
-
-
-def verify_outputs(
-    task: Task,
-    outputs: Sequence[RequestOutput],
-    *,
-    cache_dir: Path | None = None,
-    verifier: Verifier | None = None,
-) -> VerificationReport:
-    """Verify against the task's reference, with exact-match figures from the reference decode."""
-    verifier = verifier or Verifier.for_task(task)
-    decodes = ReferenceDecodes(task, verifier.reference, cache_dir=cache_dir)
-    expected = decodes.get([(o.request_id, o.prompt) for o in outputs])
-    return verifier.verify(outputs, expected)
