@@ -2,8 +2,8 @@
 
     python bench/fairness.py            # about a minute on two cores
 
-Each cheat (``tests/fairness/cheats.py``) does no less work than kvcache and tries to look faster,
-or to learn what it must not, by one mechanism. The table shows the ranked figure
+Each cheat (``tests/harness/fairness/cheats.py``) does no less work than kvcache and tries to
+look faster, or to learn what it must not, by one mechanism. The table shows the ranked figure
 (``latency.e2e_per_token_ms.p50``, lower is better) and what the old ranked figure
 (``latency.tpot_ms.p50``) would have said, or how the run ended.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the cheats live with their tests
 
-from tests.fairness.cheats import (  # noqa: E402
+from tests.harness.conftest import write_native  # noqa: E402
+from tests.harness.fairness.cheats import (  # noqa: E402
     BURST,
     CHUNKED,
     KVCACHE,
@@ -25,14 +26,13 @@ from tests.fairness.cheats import (  # noqa: E402
     PRECOMPUTED,
     python_cheat,
 )
-from tests.fairness.test_exfiltration import DUMP_PROMPTS, LEAKS  # noqa: E402
-from tests.harness.conftest import write_native  # noqa: E402
+from tests.harness.fairness.test_exfiltration import DUMP_PROMPTS, LEAKS  # noqa: E402
 
 from edc.config import Settings  # noqa: E402
 from edc.errors import RunFailed  # noqa: E402
 from edc.harness.disclosure import public_sentence  # noqa: E402
 from edc.harness.evaluate import evaluate_submission  # noqa: E402
-from edc.sandbox.select import choose_sandbox  # noqa: E402
+from edc.sandbox.backends import choose_sandbox  # noqa: E402
 from edc.tasks.task import Task, bundled_task_dir  # noqa: E402
 
 

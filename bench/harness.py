@@ -30,8 +30,8 @@ from edc.config import Settings
 from edc.harness import metrics
 from edc.harness.evaluate import evaluate_submission
 from edc.harness.runner import RequestSpec, SessionLimits, SessionPlan, run_session
+from edc.sandbox.backends import choose_sandbox
 from edc.sandbox.base import Sandbox
-from edc.sandbox.select import choose_sandbox
 from edc.tasks.task import Task, bundled_task_dir
 
 REPO = Path(__file__).resolve().parents[1]

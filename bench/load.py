@@ -45,7 +45,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.running import kvcache_zip, quick_task  # noqa: E402
+from tests.support.platform import kvcache_zip, quick_task  # noqa: E402
 
 PG_ADMIN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("EDC_BENCH_LOAD_REDIS", "redis://127.0.0.1:6379/12")

@@ -29,8 +29,9 @@ from sqlalchemy import insert, text
 
 from edc import db
 from edc.config import Settings
-from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
-from edc.observability.metrics import FleetCollector
+from edc.models import Submission, utcnow
+from edc.observability.prometheus import FleetCollector
+from edc.status import FailureReason, SubmissionStatus
 
 PG_ADMIN_DSN = os.environ.get("EDC_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 STATUSES = [SubmissionStatus.COMPLETED] * 6 + [

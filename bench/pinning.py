@@ -28,9 +28,9 @@ from pathlib import Path
 from edc.config import Settings, format_id_list
 from edc.harness import metrics
 from edc.harness.runner import SessionLimits, run_session
+from edc.sandbox.backends import choose_sandbox
 from edc.sandbox.base import Sandbox
 from edc.sandbox.cpus import available_cpus, harness_pinned
-from edc.sandbox.select import choose_sandbox
 from edc.tasks.task import bundled_task_dir
 from harness import PACE_US, PACED_NATIVE, overhead_plan
 

@@ -31,7 +31,7 @@ from typing import Any
 from edc.config import Settings
 from edc.harness.evaluate import evaluate_submission
 from edc.harness.metrics import widen_for_run_to_run
-from edc.sandbox.select import choose_sandbox
+from edc.sandbox.backends import choose_sandbox
 from edc.tasks.task import Prompt, Task, bundled_task_dir
 from edc.worker.calibration import MIN_RUNS, relative_spread, with_floor
 from edc.worker.drift import calibration_requests

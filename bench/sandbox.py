@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edc.config import Settings
+from edc.sandbox.backends import BACKENDS, backend_class
 from edc.sandbox.base import Sandbox, SandboxSpec
 from edc.sandbox.bwrap import BwrapSandbox
-from edc.sandbox.select import BACKENDS, backend_class
 
 WARMUP = 2
 

@@ -25,12 +25,14 @@ from rq import Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.running import kvcache_zip, start_platform, stop_platform
+from tests.support.platform import kvcache_zip, start_platform, stop_platform
 
-from edc import accounts, db
+from edc import db
 from edc.config import Settings
 from edc.models import Submission, utcnow
-from edc.scheduler import queue
+from edc.scheduler import connection as redis_link
+from edc.scheduler import fair_worker, producer
+from edc.services import accounts
 from edc.worker import executor
 
 REDIS_URL = os.environ.get("EDC_BENCH_REDIS", "redis://127.0.0.1:6379/14")
@@ -88,17 +90,17 @@ def wait_in_jobs(fair: bool, scratch: Path) -> int:
             session.flush()
             ids.append(row.id)
     single = ids[-1]
-    connection = queue.redis_connection(settings)
+    connection = redis_link.redis_connection(settings)
     if fair:
         for submission_id in ids:
-            queue.enqueue_submission(settings, submission_id)
-        worker = queue.make_worker(settings, name="bench")
+            producer.enqueue_submission(settings, submission_id)
+        worker = fair_worker.make_worker(settings, name="bench")
         order_source = lambda: worker._ordered_queues  # noqa: E731
     else:
         fifo = Queue("bench-fifo", connection=connection)
         for submission_id in ids:
             fifo.enqueue_call(
-                queue.JOB_FUNCTION, args=(submission_id,), job_id=f"fifo-{submission_id}"
+                producer.JOB_FUNCTION, args=(submission_id,), job_id=f"fifo-{submission_id}"
             )
         order_source = lambda: [fifo]  # noqa: E731
     taken = 0

@@ -7,6 +7,7 @@ database (created here, dropped at the end) and its own Redis database index (cl
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import redis
 from sqlalchemy import text
 
 from edc import db
-from edc.config import Settings
+from edc.config import Settings, get_settings
 from edc.models import Base
 
 PG_ADMIN_DSN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -107,3 +108,33 @@ def sqlite_settings(tmp_path: Path, redis_url: str) -> Settings:
     s = Settings(data_dir=tmp_path / "data", redis_url=redis_url, env="dev")
     db.upgrade(s)
     return s
+
+
+@pytest.fixture
+def worker_settings(settings: Settings) -> Settings:
+    """The settings a test's RQ work-horses run with (a test module may narrow them)."""
+    return settings
+
+
+@pytest.fixture
+def worker_environment(
+    worker_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """What a worker process reads its settings from (the work-horse runs the job); and RQ's
+    signal handlers, which a worker installs in this process, put back afterwards."""
+    s = worker_settings
+    monkeypatch.setenv("EDC_DATA_DIR", str(s.data_dir))
+    monkeypatch.setenv("EDC_REDIS_URL", str(s.redis_url))
+    monkeypatch.setenv("EDC_SANDBOX", "bwrap")
+    monkeypatch.setenv("EDC_ENV", "dev")
+    monkeypatch.setenv("EDC_MAX_ATTEMPTS", str(s.max_attempts))
+    if s.task_dir is not None:
+        monkeypatch.setenv("EDC_TASK_DIR", str(s.task_dir))
+    if s.database_url:
+        monkeypatch.setenv("EDC_DATABASE_URL", s.database_url)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)

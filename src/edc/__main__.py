@@ -1,3 +1,3 @@
-from edc.cli import app
+from edc.cli.main import app
 
 app(prog_name="edc")

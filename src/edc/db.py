@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edc.config import Settings
+from edc.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +129,14 @@ def dispose_engines() -> None:
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Translate a database that does not answer into ServiceUnavailable where it enters."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        # The driver's text can name hosts and users: it goes to the log, not to the user.
+        log.warning("database error: %s", exc)
+        raise ServiceUnavailable("The database is unreachable; try again shortly.") from exc

@@ -22,7 +22,7 @@
 
 from __future__ import annotations
 
-from edc.models import FailureReason
+from edc.status import FailureReason
 
 
 class EdcError(Exception):

@@ -8,14 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from edc.clock import aware_utc
-from edc.models import (
-    FINAL_MAX_ROUNDS,
-    FINAL_MAX_TOP_K,
-    FailureReason,
-    FinalStatus,
-    ReviewState,
-    SubmissionStatus,
-)
+from edc.models import FINAL_MAX_ROUNDS, FINAL_MAX_TOP_K
+from edc.status import FailureReason, FinalStatus, ReviewState, SubmissionStatus
 
 # SQLite hands back naive times (stored in UTC); say so, as PostgreSQL does.
 UtcTime = Annotated[datetime, AfterValidator(aware_utc)]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from edc.config import Settings
+from edc.sandbox.backends import choose_sandbox
 from edc.sandbox.base import Sandbox
-from edc.sandbox.select import choose_sandbox
 from edc.tasks.task import Task, bundled_task_dir
 
 REPO = Path(__file__).resolve().parents[2]

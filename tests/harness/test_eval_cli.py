@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from edc.cli.local_eval import EXIT_CANNOT_RUN, EXIT_OK, EXIT_SUBMISSION_FAILED, run_eval
 from edc.config import Settings
-from edc.harness.eval_cli import EXIT_CANNOT_RUN, EXIT_OK, EXIT_SUBMISSION_FAILED, run_eval
 from edc.tasks.task import Task
 
 from .conftest import EXAMPLES, write_native

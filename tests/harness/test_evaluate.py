@@ -6,8 +6,9 @@ import pytest
 
 from edc.config import Settings
 from edc.harness.draw import EvaluationSecret, draw_prompts
-from edc.harness.evaluate import draw_session, load_task, weight_bytes_per_token
-from edc.tasks.task import Prompt, Task, bundled_task_dir
+from edc.harness.evaluate import draw_session
+from edc.tasks.task import Prompt, Task, bundled_task_dir, load_task
+from edc.tasks.weights import weight_bytes_per_token
 
 from .conftest import TaskFactory
 

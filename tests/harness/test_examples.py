@@ -6,10 +6,10 @@ import pytest
 
 from edc.config import Settings
 from edc.errors import RunFailed
-from edc.harness.evaluate import evaluate_submission, load_task
-from edc.models import FailureReason
+from edc.harness.evaluate import evaluate_submission
 from edc.sandbox.base import Sandbox
-from edc.tasks.task import Task
+from edc.status import FailureReason
+from edc.tasks.task import Task, load_task
 
 from .conftest import EXAMPLES, example_source, write_python
 

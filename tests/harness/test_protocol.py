@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from edc.errors import RunFailed
 from edc.harness import protocol as p
-from edc.models import FailureReason
+from edc.status import FailureReason
 
 
 def decode(line: str | bytes) -> p.SubmissionMessage:

@@ -7,8 +7,8 @@ import pytest
 from edc.errors import RunFailed
 from edc.harness import metrics
 from edc.harness.runner import RequestSpec, SessionLimits, SessionPlan, run_session
-from edc.models import FailureReason
 from edc.sandbox.base import Sandbox
+from edc.status import FailureReason
 from edc.tasks.task import bundled_task_dir
 
 from .conftest import write_native

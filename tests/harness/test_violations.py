@@ -8,8 +8,8 @@ import pytest
 from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness.evaluate import evaluate_submission
-from edc.models import FailureReason
 from edc.sandbox.base import Sandbox
+from edc.status import FailureReason
 from edc.tasks.task import Task
 
 from .conftest import TaskFactory, write_native, write_python

@@ -15,9 +15,12 @@ from sqlalchemy import update
 
 from edc import db
 from edc.config import Settings
-from edc.models import FailureReason, Submission, SubmissionStatus, utcnow
+from edc.models import Submission, utcnow
 from edc.portal.app import create_app
-from edc.scheduler.queue import drifting_key, enqueue_submission, job_id_for, make_worker
+from edc.scheduler.fair_worker import make_worker
+from edc.scheduler.fleet import drifting_key
+from edc.scheduler.producer import enqueue_submission, job_id_for
+from edc.status import FailureReason, SubmissionStatus
 from tests.observability.scrape import scrape, value
 
 

@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edc.config import Settings
-from edc.models import FailureReason, SubmissionStatus
 from edc.observability.logging import configure_logging, current_context, log_context
-from edc.observability.metrics import record_outcome
+from edc.observability.prometheus import record_outcome
 from edc.portal.app import create_app
+from edc.status import FailureReason, SubmissionStatus
 
 log = logging.getLogger("edc.test.observability")
 
@@ -141,7 +141,7 @@ def test_record_outcome_logs_the_outcome_in_context(log_file: Path) -> None:
     with log_context(submission_id=3, worker_id="w9"):
         record_outcome(SubmissionStatus.FAILED, FailureReason.CRASHED)
         record_outcome(SubmissionStatus.COMPLETED, None)
-    failed, completed = entries(log_file, "edc.observability.metrics")
+    failed, completed = entries(log_file, "edc.observability.prometheus")
     assert failed["message"] == "submission failed (crashed)"
     assert (failed["outcome"], failed["reason"]) == ("failed", "crashed")
     assert (failed["submission_id"], failed["worker_id"]) == (3, "w9")
@@ -167,7 +167,7 @@ def test_portal_lines_about_a_submission_carry_its_id(
         client.get("/healthz")
     assert response.status_code == 503
 
-    warnings = [e for e in entries(log_file, "edc.submissions") if e["level"] == "WARNING"]
+    warnings = [e for e in entries(log_file, "edc.services.submissions") if e["level"] == "WARNING"]
     inside = [e for e in warnings if e.get("submission_id") == 42]
     assert inside, warnings
     access = entries(log_file, "edc.portal.http")

@@ -284,7 +284,7 @@ def test_killed_worker_takes_its_sandbox_and_cgroups_along(
 import sys, time
 from pathlib import Path
 from edc.sandbox.base import Mount, SandboxSpec
-from edc.sandbox.bwrap import BwrapProcess, BwrapSandbox, _hidden_dirs, _python_dirs
+from edc.sandbox.bwrap import _hidden_dirs, _python_dirs, BwrapProcess, BwrapSandbox
 beat = (
     "import time\\nwhile True:\\n"
     " open('{CHANNEL_DIR}/heartbeat', 'a').write('.')\\n time.sleep(0.02)"

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from edc.config import Settings
+from edc.sandbox.backends import BACKENDS, backend_class
 from edc.sandbox.base import (
     CHANNEL_DIR,
     MODEL_DIR,
@@ -33,7 +34,6 @@ from edc.sandbox.base import (
     SandboxResult,
     SandboxSpec,
 )
-from edc.sandbox.select import BACKENDS, backend_class
 
 HOSTILE = Path(__file__).parent / "hostile"
 REPO = Path(__file__).resolve().parents[2]

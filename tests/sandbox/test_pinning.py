@@ -17,7 +17,7 @@ import pytest
 
 from edc.config import Settings
 from edc.errors import SandboxUnavailable
-from edc.harness.evaluate import load_task, session_limits
+from edc.harness.evaluate import session_limits
 from edc.harness.runner import sandbox_env
 from edc.sandbox.base import Sandbox, SandboxSpec
 from edc.sandbox.bwrap import BwrapSandbox
@@ -33,6 +33,7 @@ from edc.sandbox.cpus import (
     worker_cpus,
 )
 from edc.sandbox.docker import IMAGE_PYTHON, DockerSandbox
+from edc.tasks.task import load_task
 
 MIB = 1024 * 1024
 CORES = available_cpus()

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from rq import Queue
-from tests.worker import jobs
 
 from edc.config import Settings
 from edc.harness.metrics import PREDICTION_Z, widen_for_run_to_run
-from edc.scheduler import queue
+from edc.scheduler import fair_worker, producer
 from edc.worker import calibration, drift
+from tests.worker import jobs
 
 
 class RecordingWatch(drift.DriftWatch):
@@ -46,10 +46,12 @@ def test_calibration_waits_for_the_queue_and_never_overlaps_a_job(
     sqlite_settings: Settings, tmp_path: Path
 ) -> None:
     log = tmp_path / "events.log"
-    worker = queue.make_worker(sqlite_settings, name="calibrating", hardware_class="cpu")
+    worker = fair_worker.make_worker(sqlite_settings, name="calibrating", hardware_class="cpu")
     worker.watch = RecordingWatch(sqlite_settings, "calibrating", log)
     assert worker.watch.due() and not worker.watch.overdue()
-    waiting = Queue(queue.queue_name_for(sqlite_settings, "cpu", 7), connection=worker.connection)
+    waiting = Queue(
+        producer.queue_name_for(sqlite_settings, "cpu", 7), connection=worker.connection
+    )
     for name in ("job1", "job2"):
         waiting.enqueue(jobs.timed_sleep, str(log), name, 0.5)
     worker.work(burst=True)
@@ -70,11 +72,13 @@ def test_a_long_overdue_check_goes_before_a_waiting_job(
     sqlite_settings: Settings, tmp_path: Path
 ) -> None:
     log = tmp_path / "events.log"
-    worker = queue.make_worker(sqlite_settings, name="overdue", hardware_class="cpu")
+    worker = fair_worker.make_worker(sqlite_settings, name="overdue", hardware_class="cpu")
     watch = RecordingWatch(sqlite_settings, "overdue", log)
     watch.next_check = time.monotonic() - 2 * sqlite_settings.drift_interval_s
     worker.watch = watch
-    waiting = Queue(queue.queue_name_for(sqlite_settings, "cpu", 8), connection=worker.connection)
+    waiting = Queue(
+        producer.queue_name_for(sqlite_settings, "cpu", 8), connection=worker.connection
+    )
     waiting.enqueue(jobs.timed_sleep, str(log), "job", 0.1)
     worker.work(burst=True)
     assert [who for who, what, _ in events(log) if what == "start"][:2] == ["check", "job"]

@@ -13,8 +13,9 @@ import pytest
 from rq import Queue
 
 from edc.config import Settings
-from edc.harness.evaluate import load_task
-from edc.scheduler import queue
+from edc.scheduler import connection as redis_link
+from edc.scheduler import fair_worker, fleet, producer
+from edc.tasks.task import load_task
 from edc.worker import drift
 
 
@@ -47,9 +48,9 @@ def test_a_slow_worker_is_flagged_and_stops_taking_jobs(sqlite_settings: Setting
     verdict = slow.check()
     assert verdict is not None and verdict.drifting and slow.drifting
 
-    worker = queue.make_worker(sqlite_settings, name="slow")
+    worker = fair_worker.make_worker(sqlite_settings, name="slow")
     worker.watch = slow
-    queue.enqueue_submission(sqlite_settings, 1)
+    producer.enqueue_submission(sqlite_settings, 1)
     assert Queue.dequeue_any(worker._ordered_queues, None, connection=worker.connection) is None
 
     # Back in line at the next check (here long overdue, so it runs before the waiting job): it
@@ -58,8 +59,8 @@ def test_a_slow_worker_is_flagged_and_stops_taking_jobs(sqlite_settings: Setting
     slow.next_check = time.monotonic() - sqlite_settings.drift_interval_s
     popped = Queue.dequeue_any(worker._ordered_queues, None, connection=worker.connection)
     assert popped is not None and popped[0].args == (1,)
-    connection = queue.redis_connection(sqlite_settings)
-    assert connection.smembers(queue.drifting_key(sqlite_settings)) == set()
+    connection = redis_link.redis_connection(sqlite_settings)
+    assert connection.smembers(fleet.drifting_key(sqlite_settings)) == set()
 
 
 def test_the_flag_shows_in_the_worker_list(sqlite_settings: Settings) -> None:
@@ -67,10 +68,10 @@ def test_the_flag_shows_in_the_worker_list(sqlite_settings: Settings) -> None:
     _Measured(sqlite_settings, "b", 1.0).check()
     slow = _Measured(sqlite_settings, "drifter", 9.0)
     slow.check()
-    worker = queue.make_worker(sqlite_settings, name="drifter")
+    worker = fair_worker.make_worker(sqlite_settings, name="drifter")
     worker.register_birth()
     try:
-        states = {s.name: s for s in queue.worker_states(sqlite_settings)}
+        states = {s.name: s for s in fleet.worker_states(sqlite_settings)}
         assert states["drifter"].drifting
     finally:
         worker.register_death()
@@ -96,14 +97,14 @@ def test_the_baseline_is_timed_in_the_sandbox(sqlite_settings: Settings, tmp_pat
 
 def test_the_worker_list_names_class_devices_and_host(sqlite_settings: Settings) -> None:
     settings = sqlite_settings.model_copy(update={"gpus": "2,3"})
-    worker = queue.make_worker(settings, name="gpu-worker", hardware_class="h100")
+    worker = fair_worker.make_worker(settings, name="gpu-worker", hardware_class="h100")
     worker.register_birth()
-    queue.announce_worker(settings, "gpu-worker", hardware_class="h100", host="gpu-host-7")
+    fleet.announce_worker(settings, "gpu-worker", hardware_class="h100", host="gpu-host-7")
     try:
-        (state,) = [s for s in queue.worker_states(settings) if s.name == "gpu-worker"]
+        (state,) = [s for s in fleet.worker_states(settings) if s.name == "gpu-worker"]
         assert (state.hardware_class, state.gpus, state.host) == ("h100", ("2", "3"), "gpu-host-7")
         assert state.alive and not state.drifting
     finally:
         worker.register_death()
-        queue.retire_worker(settings, "gpu-worker")
-    assert all(s.hardware_class is None for s in queue.worker_states(settings))
+        fleet.retire_worker(settings, "gpu-worker")
+    assert all(s.hardware_class is None for s in fleet.worker_states(settings))

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from edc.config import Settings
-from edc.harness.evaluate import load_task, session_limits
+from edc.harness.evaluate import session_limits
+from edc.tasks.task import load_task
 
 
 def test_the_worker_s_gpus_go_into_each_run_s_limits() -> None:

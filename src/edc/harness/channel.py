@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edc.errors import RunFailed
-from edc.models import FailureReason
+from edc.status import FailureReason
 
 SOCKET_NAME = "edc.sock"
 _READ_SIZE = 256 * 1024

@@ -10,7 +10,7 @@ get the full sentence in the admin-only logs.
 from __future__ import annotations
 
 from edc.errors import RunFailed
-from edc.models import FailureReason
+from edc.status import FailureReason
 
 GENERIC_SENTENCES: dict[FailureReason, str] = {
     FailureReason.INVALID_ARCHIVE: "The submission's archive or entry point is not usable",

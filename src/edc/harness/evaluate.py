@@ -16,9 +16,6 @@ so the reference never shares a machine moment with the code it judges. Any fail
 
 from __future__ import annotations
 
-import json
-import math
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +36,11 @@ from edc.harness.runner import (
     run_session,
 )
 from edc.harness.verify import FaultKind, RequestOutput, VerificationReport, Verifier
-from edc.models import FailureReason
 from edc.sandbox.base import Sandbox
 from edc.sandbox.cpus import harness_cpus, owned_cpus
-from edc.tasks.task import Prompt, Task, bundled_task_dir
+from edc.status import FailureReason
+from edc.tasks.task import Prompt, Task
+from edc.tasks.weights import weights_per_token
 
 PromptSet = Literal["hidden", "public"]
 PHASES = ("start", "load", "warmup", "latency", "throughput", "verify", "done")
@@ -62,15 +60,6 @@ class Evaluation:
     metrics: dict[str, Any]  # design.md's names; stored as the submission's result_metrics
     logs: str  # the sandbox's stdout and stderr, truncated at the sandbox boundary
     audit: dict[str, Any]  # organisers only: the secret and drawn prompts that replay it
-
-
-def task_dir(settings: Settings) -> Path:
-    return settings.task_dir if settings.task_dir is not None else bundled_task_dir()
-
-
-def load_task(settings: Settings, override: Path | None = None) -> Task:
-    """The task to judge against: ``override``, else ``EDC_TASK_DIR``, else the bundled one."""
-    return Task.load(override if override is not None else task_dir(settings))
 
 
 def session_limits(task: Task, settings: Settings) -> SessionLimits:
@@ -257,37 +246,3 @@ def _first_divergence(verification: VerificationReport) -> dict[str, Any] | None
         return None
     first = min(diverged, key=lambda v: v.first_divergence or 0)
     return {"request": first.request_id, "position": first.first_divergence}
-
-
-@dataclass(frozen=True)
-class WeightsPerToken:
-    """What one decode step reads of the weights: every tensor once, except that an untied input
-    embedding contributes a single row (a lookup), not the whole table."""
-
-    bytes: int  # as stored
-    count: int  # weights, whatever their format
-
-
-def weights_per_token(model_dir: Path) -> WeightsPerToken:
-    tensors: dict[str, tuple[int, tuple[int, ...]]] = {}
-    for path in sorted(model_dir.glob("*.safetensors")):
-        with path.open("rb") as fh:
-            (header_len,) = struct.unpack("<Q", fh.read(8))
-            header: dict[str, Any] = json.loads(fh.read(header_len))
-        for name, info in header.items():
-            if name != "__metadata__":
-                start, end = info["data_offsets"]
-                tensors[name] = (end - start, tuple(info["shape"]))
-    size = sum(nbytes for nbytes, _ in tensors.values())
-    count = sum(math.prod(shape) for _, shape in tensors.values())
-    embed = tensors.get("model.embed_tokens.weight")
-    if embed is not None and "lm_head.weight" in tensors:
-        nbytes, shape = embed
-        rows = max(shape[0], 1)
-        size -= nbytes - nbytes // rows
-        count -= math.prod(shape) - math.prod(shape) // rows
-    return WeightsPerToken(bytes=size, count=count)
-
-
-def weight_bytes_per_token(model_dir: Path) -> int:
-    return weights_per_token(model_dir).bytes

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edc.errors import RunFailed
-from edc.models import FailureReason
+from edc.status import FailureReason
 
 PROTOCOL_VERSION = 1
 # A line longer than this is refused: a chunk of even a few thousand tokens is far below it.

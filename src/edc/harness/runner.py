@@ -29,7 +29,6 @@ from edc.harness import participant, protocol, shim
 from edc.harness.channel import Channel, ChannelClosed, Listener
 from edc.harness.disclosure import disclose_progress
 from edc.harness.metrics import RequestTiming
-from edc.models import FailureReason
 from edc.sandbox.base import (
     CHANNEL_DIR,
     MODEL_DIR,
@@ -42,6 +41,7 @@ from edc.sandbox.base import (
     SandboxSpec,
 )
 from edc.sandbox.cpus import harness_pinned, thread_count
+from edc.status import FailureReason
 
 PYTHON_ENTRY = "submission.py"
 NATIVE_ENTRY = "run"
@@ -207,11 +207,11 @@ def combined_logs(result: SandboxResult) -> str:
     return "\n".join(parts)
 
 
-# --- the session --------------------------------------------------------------------------------
+# --- the decode session -------------------------------------------------------------------------
 
 
-class Session:
-    """The conversation with one connected submission."""
+class DecodeSession:
+    """The conversation with one connected submission (not a database session)."""
 
     def __init__(self, channel: Channel, plan: SessionPlan, limits: SessionLimits) -> None:
         self._channel = channel
@@ -472,7 +472,7 @@ def run_session(
             listener.close()
             raise
         channel: Channel | None = None
-        session: Session | None = None
+        session: DecodeSession | None = None
         shut_down = False
         try:
             load_deadline = started_ns + int(limits.load_timeout_s * 1e9)
@@ -485,7 +485,7 @@ def run_session(
                         f"of {limits.load_timeout_s:g} s.",
                     )
                 raise _ended_early(process, "before connecting to the channel")
-            session = Session(channel, plan, limits)
+            session = DecodeSession(channel, plan, limits)
             report("load", 0, 1)
             load_sent_ns = time.monotonic_ns()
             session.load(load_deadline)
@@ -532,7 +532,7 @@ def run_session(
         )
 
 
-def _done(session: Session | None) -> int:
+def _done(session: DecodeSession | None) -> int:
     return session.requests_done if session is not None else 0
 
 

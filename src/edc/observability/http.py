@@ -23,7 +23,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edc.observability.logging import log_context
-from edc.observability.metrics import PortalMetrics
+from edc.observability.prometheus import PortalMetrics
 
 log = logging.getLogger("edc.portal.http")
 

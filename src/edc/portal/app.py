@@ -16,23 +16,15 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edc import rescore, submissions
+from edc import db
 from edc.config import Settings, get_settings
 from edc.errors import EdcError
 from edc.observability.http import RequestObserver, request_log_context
-from edc.observability.metrics import PortalMetrics
+from edc.observability.prometheus import PortalMetrics
 from edc.portal import openapi, presentation
 from edc.portal.errors import edc_error_handler, http_error_handler, validation_error_handler
-from edc.portal.routes import (
-    account,
-    admin_api,
-    admin_pages,
-    api,
-    health,
-    internal,
-    metrics,
-    pages,
-)
+from edc.portal.routes import account, admin_api, admin_pages, api, health, internal, metrics, pages
+from edc.services import rescore, submissions
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Before the first request: a result ranked under an older rule of the task must not
         # outrank the current ones even for a moment. One empty query when all are current.
         try:
-            with submissions.database_errors():
+            with db.database_errors():
                 rescore.rescore_configured(settings)
         except EdcError as exc:  # a database down must not take the portal down
             log.warning("results not re-scored for the current ranking rule: %s", exc.message)

@@ -15,12 +15,13 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from edc import accounts, db, security
+from edc import db, security
 from edc.config import Settings
+from edc.db import database_errors
 from edc.errors import Forbidden, NotAuthenticated
 from edc.models import User
 from edc.portal.deps import SettingsDep
-from edc.submissions import database_errors
+from edc.services import accounts
 
 SESSION_COOKIE = "edc_session"
 CSRF_COOKIE = "edc_csrf"

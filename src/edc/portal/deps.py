@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from edc import db
 from edc.config import Settings
-from edc.submissions import database_errors
+from edc.db import database_errors
 
 
 def get_app_settings(request: Request) -> Settings:

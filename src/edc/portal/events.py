@@ -16,11 +16,11 @@ from starlette.concurrency import run_in_threadpool
 
 from edc import db
 from edc.config import Settings
+from edc.db import database_errors
 from edc.errors import ServiceUnavailable
 from edc.portal.auth import Identity
 from edc.portal.views import submission_event, visible_submission
 from edc.schemas import SubmissionEvent
-from edc.submissions import database_errors
 
 log = logging.getLogger(__name__)
 

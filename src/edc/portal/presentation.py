@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from edc.models import ReviewState, SubmissionStatus
+from edc.status import ReviewState, SubmissionStatus
 
 # Bootstrap colour per status.
 STATUS_BADGE: dict[SubmissionStatus, str] = {

@@ -10,11 +10,11 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from edc import competition
 from edc.config import Settings
 from edc.errors import InvalidInput
 from edc.models import utcnow
 from edc.portal.auth import CSRF_FIELD, Identity, check_csrf, csrf_token_for, set_csrf_cookie
+from edc.services import rules
 
 
 def render(
@@ -32,7 +32,7 @@ def render(
         "viewer": identity,
         "csrf_field": CSRF_FIELD,
         "csrf_token": csrf_token_for(request, settings, identity.session_id if identity else None),
-        "window_message": competition.Window.from_settings(settings).describe(utcnow()),
+        "window_message": rules.Window.from_settings(settings).describe(utcnow()),
         **context,
     }
     response = templates.TemplateResponse(

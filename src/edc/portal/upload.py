@@ -18,10 +18,10 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from edc import submissions
 from edc.config import Settings
 from edc.errors import InvalidUpload, UploadTooLarge
 from edc.models import Submission
+from edc.services import submissions
 
 FILE_FIELD = "file"
 # Room for the multipart boundaries, part headers and small fields around the file itself.

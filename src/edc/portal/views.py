@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from edc import finals, submissions
 from edc.errors import NotFound
-from edc.models import Submission, SubmissionStatus, User
+from edc.models import Submission, User
 from edc.portal import presentation
 from edc.portal.auth import Identity
-from edc.queue_position import queue_in_order, queue_position
+from edc.scheduler.position import queue_in_order, queue_position
 from edc.schemas import (
     AdminSubmissionOut,
     Figure,
@@ -23,6 +22,8 @@ from edc.schemas import (
     SubmissionEvent,
     SubmissionOut,
 )
+from edc.services import finals, submissions
+from edc.status import SubmissionStatus
 
 
 def submission_out(session: Session, row: Submission, *, owner: str | None = None) -> SubmissionOut:

@@ -14,14 +14,9 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError
 
 from edc.config import Settings
-from edc.queue_position import NO_OWNER
-from edc.scheduler.queue import (
-    FAILURE_TTL_S,
-    live_job_ids,
-    queue_name_for,
-    redis_connection,
-    redis_errors,
-)
+from edc.scheduler.connection import redis_connection, redis_errors
+from edc.scheduler.position import NO_OWNER
+from edc.scheduler.producer import FAILURE_TTL_S, live_job_ids, queue_name_for
 
 JOB_FUNCTION = "edc.worker.final_run.run_final"
 

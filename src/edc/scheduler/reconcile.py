@@ -25,8 +25,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from edc import db
 from edc.config import Settings
 from edc.errors import EdcError
-from edc.models import FailureReason, Submission, SubmissionStatus, running_attempt, utcnow
-from edc.scheduler import queue
+from edc.models import Submission, running_attempt, utcnow
+from edc.scheduler import connection as redis_link
+from edc.scheduler import producer
+from edc.status import FailureReason, SubmissionStatus
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def _recover_stale(settings: Settings, report: ReconcileReport) -> None:
             report.abandoned.append(submission_id)
         else:
             log.warning("submission %s: worker lost; attempt %d queued", submission_id, attempt + 1)
-            queue.enqueue_submission(settings, submission_id, attempt + 1)
+            producer.enqueue_submission(settings, submission_id, attempt + 1)
             report.recovered.append(submission_id)
 
 
@@ -98,10 +100,10 @@ def _requeue_orphans(settings: Settings, report: ReconcileReport) -> None:
             .where(Submission.status == SubmissionStatus.QUEUED)
             .order_by(Submission.id)
         ).all()
-    live = queue.live_job_ids(settings) if queued else set()
+    live = producer.live_job_ids(settings) if queued else set()
     for submission_id, attempt in queued:
-        if queue.job_id_for(submission_id, attempt) not in live:
-            queue.enqueue_submission(settings, submission_id, attempt, replace_dead=True)
+        if producer.job_id_for(submission_id, attempt) not in live:
+            producer.enqueue_submission(settings, submission_id, attempt, replace_dead=True)
             report.requeued.append(submission_id)
 
 
@@ -142,7 +144,7 @@ class Reconciler(threading.Thread):
 
     def _hold_lock(self) -> bool:
         """Take the lock or extend our hold; False while another process holds it."""
-        connection = queue.redis_connection(self.settings)
+        connection = redis_link.redis_connection(self.settings)
         ttl = max(1, int(self.settings.reconcile_interval_s * 3))
         if connection.set(LOCK_KEY, self.token, nx=True, ex=ttl):
             return True
@@ -154,7 +156,7 @@ class Reconciler(threading.Thread):
     def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                with queue.redis_errors():
+                with redis_link.redis_errors():
                     if self._hold_lock():
                         db.ping(self.settings)
                         reconcile_once(self.settings, recover_stale=self._may_judge_heartbeats())

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 
 from edc.errors import InvalidTask
 from edc.tasks.sampling import RequestSampler
+from edc.tasks.weights import read_header
 
 FloatArray = NDArray[np.floating[Any]]
 
@@ -118,15 +119,12 @@ def _read_safetensors(path: Path) -> dict[str, NDArray[Any]]:
     which numpy (having no bfloat16) cannot do through ``safetensors.numpy``."""
     try:
         with path.open("rb") as fh:
-            (header_len,) = struct.unpack("<Q", fh.read(8))
-            header: dict[str, Any] = json.loads(fh.read(header_len))
+            header = read_header(fh)
             data = fh.read()
     except (OSError, ValueError, struct.error) as exc:
         raise InvalidTask(f"Cannot read the weights file {path}: {exc}.") from exc
     tensors: dict[str, NDArray[Any]] = {}
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
         start, end = info["data_offsets"]
         shape = tuple(info["shape"])
         dtype = info["dtype"]

@@ -80,6 +80,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edc.config import Settings
 from edc.errors import InvalidTask
 from edc.tasks.corpus import hidden_snippets
 from edc.tasks.reference import LlamaConfig, ReferenceBackend, ReferenceModel
@@ -507,6 +508,22 @@ class Task:
 
             return TorchReference.load(self.model_dir, float64=float64)
         return ReferenceModel.load(self.model_dir, dtype=np.float64 if float64 else np.float32)
+
+
+def task_dir(settings: Settings) -> Path:
+    """The competition's task directory: ``EDC_TASK_DIR``, else the bundled task."""
+    return settings.task_dir if settings.task_dir is not None else bundled_task_dir()
+
+
+def load_task(settings: Settings, override: Path | None = None) -> Task:
+    """The task to judge against: ``override``, else ``EDC_TASK_DIR``, else the bundled one."""
+    return Task.load(override if override is not None else task_dir(settings))
+
+
+def task_hardware_class(settings: Settings) -> str:
+    """The hardware class of the competition's task: the class new submissions get and workers
+    serve unless told otherwise. The one place it is computed."""
+    return load_task(settings).spec.hardware.kind
 
 
 def _describe(exc: ValidationError) -> str:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from edc.tasks.tokenizer import encode, decode
+    from edc.tasks.tokenizer import decode, encode
     ids = encode("def f():")      # [100, 101, 102, 32, 102, 40, 41, 58]
     text = decode(ids)            # "def f():"
 

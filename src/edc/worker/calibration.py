@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from edc.config import Settings
 from edc.errors import ServiceUnavailable
-from edc.scheduler.queue import redis_connection, redis_errors
+from edc.scheduler.connection import redis_connection, redis_errors
 
 # Baseline timings before a worker's own spread is trusted; and how many recent ones it keeps.
 MIN_RUNS = 3

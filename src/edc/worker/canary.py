@@ -27,9 +27,9 @@ from pathlib import Path
 import edc
 from edc.config import Settings, get_settings
 from edc.errors import EdcError, SandboxUnavailable
+from edc.sandbox.backends import choose_sandbox
 from edc.sandbox.base import Sandbox, SandboxSpec
 from edc.sandbox.bwrap import DECODER_LIBRARIES
-from edc.sandbox.select import choose_sandbox
 from edc.tasks.task import TASK_FILE, bundled_task_dir
 
 log = logging.getLogger(__name__)

@@ -30,10 +30,11 @@ from pathlib import Path
 
 from edc.config import Settings, get_settings
 from edc.errors import EdcError, RunFailed
-from edc.harness.evaluate import evaluate_submission, load_task
-from edc.sandbox.select import choose_sandbox
-from edc.scheduler.queue import drifting_key, redis_connection, redis_errors
-from edc.tasks.task import RequestCounts, Task
+from edc.harness.evaluate import evaluate_submission
+from edc.sandbox.backends import choose_sandbox
+from edc.scheduler.connection import redis_connection, redis_errors
+from edc.scheduler.fleet import drifting_key
+from edc.tasks.task import RequestCounts, Task, load_task
 from edc.worker.calibration import MIN_RUNS, figures_key, fleet, record
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ from edc import db
 from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness.disclosure import public_sentence
-from edc.harness.evaluate import evaluate_submission, load_task
+from edc.harness.evaluate import evaluate_submission
 from edc.harness.metrics import widen_for_run_to_run
-from edc.sandbox.select import choose_sandbox
+from edc.sandbox.backends import choose_sandbox
 from edc.tasks.pool import hidden_pool
-from edc.tasks.task import RequestCounts, Task
+from edc.tasks.task import RequestCounts, Task, load_task
 from edc.worker.calibration import run_to_run_spread
 from edc.worker.provenance import provenance
 

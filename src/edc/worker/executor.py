@@ -28,17 +28,11 @@ from edc import archive, db
 from edc.config import Settings, get_settings
 from edc.errors import ArchiveUnavailable, InvalidUpload, RunFailed, SandboxUnavailable
 from edc.lifetime import die_with_parent
-from edc.models import (
-    FailureReason,
-    ReviewState,
-    Submission,
-    SubmissionStatus,
-    running_attempt,
-    utcnow,
-)
+from edc.models import Submission, running_attempt, utcnow
 from edc.observability.logging import log_context
-from edc.observability.metrics import record_outcome
-from edc.scheduler import queue
+from edc.observability.prometheus import record_outcome
+from edc.scheduler import producer
+from edc.status import FailureReason, ReviewState, SubmissionStatus
 from edc.worker.archive_source import fetch_archive
 from edc.worker.evaluation import Evaluation, StageFailed, evaluate
 from edc.worker.heartbeat import Heartbeat
@@ -139,7 +133,7 @@ def work_horse_context() -> tuple[Settings, str]:
         # (rq/rq#646); dying with it lets the reconciler hand the job to a live worker.
         # The sandbox, started die-with-parent, goes down with the horse.
         die_with_parent(signal.SIGKILL)
-        # The worker forwards its SIGTERM here (see queue.HandBackWorker).
+        # The worker forwards its SIGTERM here (see fair_worker.HandBackWorker).
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     settings = get_settings()
     worker_id = settings.worker_id or (job.worker_name if job else None) or default_worker_id()
@@ -365,4 +359,4 @@ def _hand_back(settings: Settings, submission_id: int, attempt: int, outcome: Ou
             )
             .execution_options(synchronize_session=False)
         )
-    queue.enqueue_submission(settings, submission_id, attempt + 1)
+    producer.enqueue_submission(settings, submission_id, attempt + 1)

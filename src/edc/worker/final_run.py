@@ -20,17 +20,9 @@ from sqlalchemy import select, update
 
 from edc import db
 from edc.config import Settings
-from edc.models import (
-    FailureReason,
-    Final,
-    FinalStatus,
-    Measurement,
-    MeasurementStatus,
-    Submission,
-    SubmissionStatus,
-    utcnow,
-)
+from edc.models import Final, Measurement, Submission, utcnow
 from edc.observability.logging import log_context
+from edc.status import FailureReason, FinalStatus, MeasurementStatus, SubmissionStatus
 from edc.worker.executor import (
     Outcome,
     WorkerStopping,

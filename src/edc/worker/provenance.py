@@ -59,9 +59,7 @@ def _gpus(devices: tuple[str, ...]) -> tuple[str, str] | None:
 
 @functools.cache
 def _task_identity(root: Path, name: str, version: str) -> dict[str, str]:
-    from edc.tasks.task import Task as _Task
-
-    return {"name": name, "version": version, "model_sha256": _Task.load(root).model_hash()}
+    return {"name": name, "version": version, "model_sha256": Task.load(root).model_hash()}
 
 
 def warm(settings: Settings, task: Task) -> None:

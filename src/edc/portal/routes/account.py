@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from edc import accounts, db
+from edc import db
 from edc.config import Settings
+from edc.db import database_errors
 from edc.errors import EdcError, InvalidInput
 from edc.models import User
 from edc.portal.auth import (
@@ -22,7 +23,7 @@ from edc.portal.auth import (
 from edc.portal.deps import TokenId
 from edc.portal.errors import headers_for, status_for
 from edc.portal.render import checked_form, form_text, render
-from edc.submissions import database_errors
+from edc.services import accounts
 
 router = APIRouter(include_in_schema=False)
 

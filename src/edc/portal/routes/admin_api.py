@@ -11,11 +11,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from edc import admin, finals, leaderboard
 from edc.portal.auth import AdminIdentity
 from edc.portal.deps import MAX_ROW_ID, SessionDep, SettingsDep, SubmissionId
 from edc.portal.views import admin_submission_out, final_board_for, final_out, queue_out
-from edc.scheduler import queue
+from edc.scheduler import fleet
 from edc.schemas import (
     AdminSubmissionOut,
     BaselineIn,
@@ -26,6 +25,7 @@ from edc.schemas import (
     QueueOut,
     WorkerOut,
 )
+from edc.services import finals, leaderboard, moderation
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -42,7 +42,7 @@ _ACTION: dict[int | str, dict[str, Any]] = {
 
 def _fresh(session: SessionDep, submission_id: int) -> AdminSubmissionOut:
     session.expire_all()
-    return admin_submission_out(session, admin.existing(session, submission_id))
+    return admin_submission_out(session, moderation.existing(session, submission_id))
 
 
 @router.get(
@@ -54,7 +54,7 @@ def read_submission(
     submission_id: SubmissionId, session: SessionDep, _admin: AdminIdentity
 ) -> AdminSubmissionOut:
     """Any submission, with its audit record (what replays its hidden evaluation)."""
-    return admin_submission_out(session, admin.existing(session, submission_id))
+    return admin_submission_out(session, moderation.existing(session, submission_id))
 
 
 @router.post(
@@ -64,7 +64,7 @@ def rerun(
     submission_id: SubmissionId, settings: SettingsDep, session: SessionDep, _admin: AdminIdentity
 ) -> AdminSubmissionOut:
     """Evaluate a finished submission again, as a new attempt (the window does not apply)."""
-    admin.rerun(settings, submission_id=submission_id)
+    moderation.rerun(settings, submission_id=submission_id)
     return _fresh(session, submission_id)
 
 
@@ -75,7 +75,7 @@ def cancel(
     submission_id: SubmissionId, settings: SettingsDep, session: SessionDep, who: AdminIdentity
 ) -> AdminSubmissionOut:
     """Cancel a queued (taken off the queue) or running (its worker stops) submission."""
-    admin.cancel(settings, submission_id=submission_id, by_name=who.name, by_admin=True)
+    moderation.cancel(settings, submission_id=submission_id, by_name=who.name, by_admin=True)
     return _fresh(session, submission_id)
 
 
@@ -86,7 +86,7 @@ def disqualify(
     submission_id: SubmissionId, body: DisqualifyIn, session: SessionDep, _admin: AdminIdentity
 ) -> AdminSubmissionOut:
     """Keep the submission off the leaderboard (the reason is shown to its owner)."""
-    row = admin.set_disqualified(
+    row = moderation.set_disqualified(
         session, submission_id=submission_id, disqualified=True, reason=body.reason
     )
     return admin_submission_out(session, row)
@@ -99,7 +99,7 @@ def restore(
     submission_id: SubmissionId, session: SessionDep, _admin: AdminIdentity
 ) -> AdminSubmissionOut:
     """Undo a disqualification."""
-    row = admin.set_disqualified(session, submission_id=submission_id, disqualified=False)
+    row = moderation.set_disqualified(session, submission_id=submission_id, disqualified=False)
     return admin_submission_out(session, row)
 
 
@@ -113,7 +113,7 @@ def clear_review(
 ) -> AdminSubmissionOut:
     """Accept a result flagged as faster than the task's physical floor: it stays ranked,
     unmarked. (To reject it, disqualify the submission.) 409 when it is not flagged."""
-    row = admin.clear_review(session, submission_id=submission_id)
+    row = moderation.clear_review(session, submission_id=submission_id)
     return admin_submission_out(session, row)
 
 
@@ -124,7 +124,7 @@ def baseline(
     submission_id: SubmissionId, body: BaselineIn, session: SessionDep, _admin: AdminIdentity
 ) -> AdminSubmissionOut:
     """Mark (or unmark) a submission as a baseline: shown apart on the leaderboard, unranked."""
-    row = admin.set_baseline(session, submission_id=submission_id, baseline=body.baseline)
+    row = moderation.set_baseline(session, submission_id=submission_id, baseline=body.baseline)
     return admin_submission_out(session, row)
 
 
@@ -137,7 +137,7 @@ def read_queue(session: SessionDep, _admin: AdminIdentity) -> QueueOut:
 @router.get("/workers", response_model=list[WorkerOut], responses=_ADMIN)
 def read_workers(settings: SettingsDep, _admin: AdminIdentity) -> list[WorkerOut]:
     """The workers registered on the queue: alive or not, busy with what, since when."""
-    return [WorkerOut.model_validate(w) for w in queue.worker_states(settings)]
+    return [WorkerOut.model_validate(w) for w in fleet.worker_states(settings)]
 
 
 @router.get(
@@ -219,7 +219,7 @@ def final_leaderboard_csv(
 def submissions_csv(settings: SettingsDep, _admin: AdminIdentity) -> StreamingResponse:
     """Every submission as CSV, streamed."""
     return StreamingResponse(
-        admin.submissions_csv(settings),
+        moderation.submissions_csv(settings),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="submissions.csv"'},
     )

@@ -9,15 +9,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from edc import admin, db, finals, leaderboard, submissions
+from edc import db
 from edc.config import Settings
 from edc.errors import EdcError, InvalidInput
-from edc.finals import MAX_ROUNDS, MAX_TOP_K
 from edc.portal.auth import PageAdmin
 from edc.portal.deps import MAX_ROW_ID, Offset, SubmissionId
 from edc.portal.render import checked_form, form_text, render
 from edc.portal.views import final_board_for, final_out, queue_out, submissions_out
-from edc.scheduler import queue
+from edc.scheduler import fleet
+from edc.services import finals, leaderboard, moderation, submissions
+from edc.services.finals import MAX_ROUNDS, MAX_TOP_K
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -32,7 +33,7 @@ async def admin_page(request: Request, identity: PageAdmin, offset: Offset = 0) 
     settings: Settings = request.app.state.settings
 
     def load() -> dict[str, Any]:
-        with submissions.database_errors(), db.session_scope(settings) as session:
+        with db.database_errors(), db.session_scope(settings) as session:
             rows, total = submissions.list_submissions(session, limit=PAGE_SIZE, offset=offset)
             context: dict[str, Any] = {
                 "queue": queue_out(session),
@@ -46,7 +47,7 @@ async def admin_page(request: Request, identity: PageAdmin, offset: Offset = 0) 
                 "final_limits": (MAX_TOP_K, MAX_ROUNDS),
             }
         try:
-            context["workers"] = queue.worker_states(settings)
+            context["workers"] = fleet.worker_states(settings)
         except EdcError as exc:  # Redis down: the rest of the page is still useful
             context["workers_error"] = exc.message
         return context
@@ -64,24 +65,24 @@ async def admin_action(
 
     def run() -> None:
         if action == "rerun":
-            admin.rerun(settings, submission_id=submission_id)
+            moderation.rerun(settings, submission_id=submission_id)
         elif action == "cancel":
-            admin.cancel(
+            moderation.cancel(
                 settings, submission_id=submission_id, by_name=identity.name, by_admin=True
             )
         else:
-            with submissions.database_errors(), db.session_scope(settings) as session:
+            with db.database_errors(), db.session_scope(settings) as session:
                 if action in ("disqualify", "restore"):
-                    admin.set_disqualified(
+                    moderation.set_disqualified(
                         session,
                         submission_id=submission_id,
                         disqualified=action == "disqualify",
                         reason=form_text(form, "reason") or None,
                     )
                 elif action == "clear-review":
-                    admin.clear_review(session, submission_id=submission_id)
+                    moderation.clear_review(session, submission_id=submission_id)
                 else:
-                    admin.set_baseline(
+                    moderation.set_baseline(
                         session, submission_id=submission_id, baseline=action == "baseline"
                     )
 
@@ -100,7 +101,7 @@ async def finalize(request: Request, identity: PageAdmin) -> Response:
     rounds = _whole_number(form_text(form, "rounds") or "3", "number of rounds")
 
     def run() -> None:
-        with submissions.database_errors():
+        with db.database_errors():
             finals.finalize(settings, top_k=top_k, rounds=rounds, requested_by=identity.name)
 
     await run_in_threadpool(run)
@@ -123,7 +124,7 @@ async def final_leaderboard_csv(
     settings: Settings = request.app.state.settings
 
     def load() -> str:
-        with submissions.database_errors(), db.session_scope(settings) as session:
+        with db.database_errors(), db.session_scope(settings) as session:
             return finals.csv_text(final_board_for(session, final_id))
 
     return PlainTextResponse(
@@ -138,7 +139,7 @@ async def leaderboard_csv(request: Request, _identity: PageAdmin) -> Response:
     settings: Settings = request.app.state.settings
 
     def load() -> str:
-        with submissions.database_errors(), db.session_scope(settings) as session:
+        with db.database_errors(), db.session_scope(settings) as session:
             return leaderboard.csv_text(
                 leaderboard.compute(session, leaderboard.task_ranking(settings))
             )
@@ -154,7 +155,7 @@ async def leaderboard_csv(request: Request, _identity: PageAdmin) -> Response:
 async def submissions_csv(request: Request, _identity: PageAdmin) -> Response:
     settings: Settings = request.app.state.settings
     return StreamingResponse(
-        admin.submissions_csv(settings),
+        moderation.submissions_csv(settings),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="submissions.csv"'},
     )

@@ -9,9 +9,9 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from edc import accounts, admin, competition, finals, leaderboard, limits, storage, submissions
+from edc import storage
 from edc.errors import NotFound
-from edc.models import Final, FinalStatus, User, utcnow
+from edc.models import Final, User, utcnow
 from edc.portal.auth import CurrentIdentity, client_address
 from edc.portal.deps import MAX_ROW_ID, Offset, SessionDep, SettingsDep, SubmissionId
 from edc.portal.events import snapshot, submission_stream
@@ -37,6 +37,8 @@ from edc.schemas import (
     UsageOut,
     UserOut,
 )
+from edc.services import accounts, finals, leaderboard, moderation, rules, submissions
+from edc.status import FinalStatus
 
 router = APIRouter()
 
@@ -186,7 +188,7 @@ def cancel_submission(
     """Cancel your queued or running submission (it does not count against your limits)."""
     visible_submission(session, submission_id, identity)
     session.commit()  # the cancel runs in its own transaction; read its outcome afresh after
-    admin.cancel(
+    moderation.cancel(
         settings, submission_id=submission_id, by_name=identity.name, by_admin=identity.is_admin
     )
     session.expire_all()
@@ -199,8 +201,8 @@ def me(settings: SettingsDep, session: SessionDep, identity: CurrentIdentity) ->
     now = utcnow()
     user = session.get(User, identity.user_id)
     assert user is not None
-    state = limits.usage(session, settings, user_id=user.id, now=now)
-    window = competition.Window.from_settings(settings)
+    state = rules.usage(session, settings, user_id=user.id, now=now)
+    window = rules.Window.from_settings(settings)
     return MeOut(
         user=UserOut.model_validate(user),
         usage=UsageOut(

@@ -7,10 +7,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from edc import db
+from edc.db import database_errors
 from edc.errors import ServiceUnavailable
 from edc.portal.deps import SettingsDep
-from edc.scheduler import queue
-from edc.submissions import database_errors
+from edc.scheduler import connection
 
 router = APIRouter(tags=["health"])
 
@@ -33,7 +33,7 @@ def readyz(settings: SettingsDep) -> JSONResponse:
         checks["database"] = "down"
         down.append("the database")
     try:
-        queue.ping(settings)
+        connection.ping(settings)
     except ServiceUnavailable:
         checks["queue"] = "down"
         down.append("the job queue (Redis)")

@@ -12,9 +12,10 @@ import hmac
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
 
-from edc import storage, submissions
+from edc import storage
 from edc.errors import NotAuthenticated, NotFound
 from edc.portal.deps import SessionDep, SettingsDep, SubmissionId
+from edc.services import submissions
 
 # Lets a worker name the expected bytes in its logs; it checks against its own database read.
 SHA256_HEADER = "X-Edc-Sha256"

@@ -8,7 +8,7 @@ from typing import cast
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from edc.observability.metrics import PortalMetrics
+from edc.observability.prometheus import PortalMetrics
 from edc.portal.deps import SettingsDep
 from edc.schemas import ErrorOut
 

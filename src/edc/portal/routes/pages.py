@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from edc import db, finals, leaderboard, limits, submissions
+from edc import db
 from edc.config import Settings
 from edc.errors import EdcError
 from edc.models import utcnow
@@ -21,6 +21,7 @@ from edc.portal.routes.api import final_board_out, leaderboard_out
 from edc.portal.upload import receive_submission
 from edc.portal.views import submission_event, submissions_out, visible_submission
 from edc.schemas import RecordOut
+from edc.services import finals, leaderboard, moderation, rules, submissions
 
 router = APIRouter(include_in_schema=False)
 
@@ -79,13 +80,13 @@ def _home_context(settings: Settings, identity: Identity | None, offset: int) ->
     }
     if identity is None:
         return context
-    with submissions.database_errors(), db.session_scope(settings) as session:
+    with db.database_errors(), db.session_scope(settings) as session:
         rows, total = submissions.list_submissions(
             session, limit=PAGE_SIZE, offset=offset, owner_id=identity.user_id
         )
         context["submissions"] = submissions_out(session, rows)
         context["total"] = total
-        context["usage"] = limits.usage(session, settings, user_id=identity.user_id, now=utcnow())
+        context["usage"] = rules.usage(session, settings, user_id=identity.user_id, now=utcnow())
     return context
 
 
@@ -96,7 +97,7 @@ async def submission_page(
     settings: Settings = request.app.state.settings
 
     def load() -> dict[str, Any]:
-        with submissions.database_errors(), db.session_scope(settings) as session:
+        with db.database_errors(), db.session_scope(settings) as session:
             row = visible_submission(session, submission_id, identity)
             return {
                 "submission": submission_event(session, row),
@@ -111,15 +112,13 @@ async def submission_page(
 
 @router.post("/submissions/{submission_id}/cancel", name="cancel_page")
 async def cancel(submission_id: SubmissionId, request: Request, identity: PageIdentity) -> Response:
-    from edc import admin
-
     await checked_form(request, identity)
     settings: Settings = request.app.state.settings
 
     def run() -> None:
-        with submissions.database_errors(), db.session_scope(settings) as session:
+        with db.database_errors(), db.session_scope(settings) as session:
             visible_submission(session, submission_id, identity)
-        admin.cancel(
+        moderation.cancel(
             settings,
             submission_id=submission_id,
             by_name=identity.name,
@@ -137,7 +136,7 @@ async def leaderboard_page(request: Request, identity: OptionalIdentity) -> Resp
 
     def load() -> dict[str, Any]:
         ranking = leaderboard.task_ranking(settings)
-        with submissions.database_errors(), db.session_scope(settings) as session:
+        with db.database_errors(), db.session_scope(settings) as session:
             board = leaderboard.compute(session, ranking)
             records = leaderboard.history(session, ranking)
             final = finals.latest_board(session)

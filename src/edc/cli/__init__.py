@@ -1,0 +1,1 @@
+"""Entry points: the `edc` command, the participant client and the one-machine supervisor."""

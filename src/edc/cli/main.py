@@ -1,0 +1,226 @@
+"""`edc`: one command line for operators, admins and participants."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edc import __version__, db
+from edc.cli import admin as cli_admin
+from edc.cli import participant as cli_participant
+from edc.config import Settings, get_settings
+from edc.errors import EdcError
+from edc.lifetime import die_with_parent
+
+app = typer.Typer(help="Efficient-Decode Competition platform.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+task_app = typer.Typer(help="Competition tasks (model, prompts, rules).", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        err_console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _supervised() -> None:
+    """Under `edc up`: stop when it dies, even by SIGKILL, instead of running on orphaned."""
+    from edc.cli.supervisor import SUPERVISED_ENV
+
+    if os.environ.get(SUPERVISED_ENV) == "1":
+        die_with_parent(signal.SIGTERM)
+
+
+def _setup_logging() -> None:
+    from edc.observability.logging import configure_logging
+
+    configure_logging(json=_settings().log_format == "json")
+
+
+@app.command()
+def version() -> None:
+    """Print the platform's version."""
+    console.print(__version__)
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Address the portal listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the portal.")] = 8000,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes to run.")] = 1,
+    example: Annotated[
+        Path | None,
+        typer.Option(help="On a platform with no submissions yet, submit this example first."),
+    ] = None,
+) -> None:
+    """Run everything on this machine: database migration, Redis, the portal and workers."""
+    from edc.cli.supervisor import run_up
+
+    _setup_logging()
+    settings = _settings()
+
+    def announce(url: str) -> None:
+        console.print(f"[bold green]Efficient-Decode Competition is up:[/bold green] {url}")
+        console.print("Stop with Ctrl-C.")
+
+    try:
+        code = run_up(
+            settings, host=host, port=port, workers=workers, on_ready=announce, example=example
+        )
+    except EdcError as exc:
+        err_console.print(f"[red]Cannot start:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
+def portal(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the web portal and API (production: behind a reverse proxy)."""
+    import uvicorn
+
+    _supervised()
+    _setup_logging()
+    _settings()
+    # uvicorn's own lines go through our logging (JSON when asked); the portal writes access lines.
+    uvicorn.run(
+        "edc.portal.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+    name_suffix: Annotated[
+        str | None, typer.Option(help="Distinguishes several workers on one host.")
+    ] = None,
+) -> None:
+    """Run a worker: take submission ids from the queue and evaluate them in a sandbox."""
+    from edc.worker import process  # the harness and sandbox load only for this command
+
+    _supervised()
+    _setup_logging()
+    settings = _settings()
+    try:
+        ready = process.prepare(settings, name_suffix=name_suffix)
+    except EdcError as exc:
+        err_console.print(f"[red]Refusing to start:[/red] {exc.message}")
+        raise typer.Exit(3) from exc
+    try:
+        process.serve(ready, burst=burst)
+    except EdcError as exc:
+        err_console.print(f"[red]Worker stopped:[/red] {exc.message}")
+        raise typer.Exit(3) from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply database migrations (safe to run repeatedly)."""
+    settings = _settings()
+    db.upgrade(settings, revision)
+    console.print(f"Database at {revision}: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@app.command("eval")
+def eval_command(
+    path: Annotated[Path, typer.Argument(help="A submission: a directory or a zip.")],
+    task: Annotated[
+        Path | None, typer.Option(help="Task directory (default: the configured task).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Evaluate a submission exactly as the worker does (same code, same sandbox)."""
+    from edc.cli.local_eval import run_eval
+
+    raise typer.Exit(run_eval(path, task, as_json, _settings()))
+
+
+@task_app.command("init")
+def task_init(
+    model: Annotated[Path, typer.Option(help="Local Hugging Face Llama-layout checkpoint.")],
+    prompts: Annotated[Path, typer.Option(help='JSON lines of {"id": ..., "text": ...}.')],
+    out: Annotated[Path, typer.Option(help="The task directory to create.")],
+    hidden_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of prompts kept hidden on the server.")
+    ] = 0.5,
+    name: Annotated[str | None, typer.Option(help="Task name (default: the folder's).")] = None,
+) -> None:
+    """Build a task directory from a checkpoint and a prompts file."""
+    from edc.tasks.init import init_task
+
+    try:
+        init_task(model, prompts, out, hidden_fraction, name=name)
+    except EdcError as exc:
+        err_console.print(f"[red]Cannot build the task:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    console.print(f"Task written to {out}")
+
+
+@task_app.command("import-pool")
+def task_import_pool(
+    file: Annotated[Path, typer.Argument(help='JSON lines of {"id": ..., "text"|"tokens": ...}.')],
+) -> None:
+    """Replace the task's hidden prompt pool (kept in the database, shared by every worker)."""
+    from edc.tasks.pool import import_pool
+    from edc.tasks.task import load_task
+
+    settings = _settings()
+    try:
+        count = import_pool(settings, load_task(settings), file)
+    except EdcError as exc:
+        err_console.print(f"[red]Cannot import the pool:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+    console.print(f"The hidden pool now holds {count} prompts.")
+
+
+@task_app.command("export-pool")
+def task_export_pool(
+    file: Annotated[Path, typer.Argument(help="Where to write the pool (JSON lines of tokens).")],
+) -> None:
+    """Write the task's hidden prompt pool to a file (seeding it first if there is none)."""
+    from edc.tasks.pool import export_pool, hidden_pool
+    from edc.tasks.task import load_task
+
+    settings = _settings()
+    task = load_task(settings)
+    try:
+        hidden_pool(settings, task)
+        count = export_pool(settings, task, file)
+    except (EdcError, OSError) as exc:
+        err_console.print(f"[red]Cannot export the pool:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"Wrote {count} prompts to {file}.")
+
+
+cli_participant.register(app)
+cli_admin.register(app)
+
+
+def main() -> None:
+    app(prog_name="edc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What the platform tells its operators: structured logs, Prometheus metrics, request timing."""

@@ -1,0 +1,1 @@
+"""The domain: submissions, accounts, rules, the leaderboard, moderation, finals. No HTTP, no RQ."""

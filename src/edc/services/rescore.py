@@ -1,0 +1,185 @@
+"""Results stored under an older ranking rule never outrank results under the task's current one.
+
+A result records the figure it was ranked by (``metrics.score_metric``). When the task ranks by
+another figure, each such result is either **re-scored** from what it stored, where the new figure
+follows from it exactly, or marked **stale** (``score`` null: off the leaderboard) until an
+organiser re-runs it. Nothing is timed again.
+
+Where the new figure comes from:
+
+- the result stored it already (every figure a task may rank by is also reported): taken as is;
+- ``latency.e2e_per_token_ms.<q>`` from ``latency.e2e_ms.<q>``: every request produced exactly
+  N = ``max_new_tokens`` tokens (the harness refuses any other count), so each request's E2E/N is
+  its E2E divided by one constant, and a percentile by linear interpolation (or a mean) of values
+  all divided by N is the old one divided by N. A result whose per-position ITL series shows it
+  was measured with another N is not converted.
+
+The figure taken is the one over all timed requests pooled, as ``metrics.latency`` reports it; a
+fresh result's ``score`` is the median of the per-repeat figures, which were not stored. The two
+estimate the same quantity from the same requests; they are not bit-equal. The old interval and
+per-repeat scores were of the old figure and have no conversion: they are dropped, and the
+leaderboard shows no interval (and claims no tie) for the row.
+
+What a result held before is kept under ``superseded``. It runs at every portal start and from
+``edc admin rescore``; where every result is current it is one query that returns no row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy.orm import Session
+
+from edc import db
+from edc.config import Settings
+from edc.models import Submission
+from edc.tasks.task import Task, load_task
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+_PER_TOKEN = re.compile(r"^latency\.e2e_per_token_ms\.(p50|p90|p99|mean)$")
+_QUANTILES = ("p50", "p90", "p99", "mean")
+
+
+@dataclass(frozen=True)
+class RescoreCounts:
+    """What one pass changed."""
+
+    metric: str  # the task's ranking metric the results now agree with
+    rescored: int  # given a score under it from their stored figures
+    stale: int  # kept off the leaderboard until re-run
+
+
+def rescore_results(session: Session, *, task: Task) -> RescoreCounts:
+    """Bring every scored result in line with ``task.ranking.metric`` (idempotent)."""
+    metric = task.ranking.metric
+    stored_metric = Submission.result_metrics["score_metric"].as_string()
+    rescored = stale = 0
+    last_id = 0
+    while True:
+        rows = session.execute(
+            select(Submission.id, Submission.attempt, Submission.status, Submission.result_metrics)
+            .where(
+                Submission.id > last_id,
+                # The generated column: a stale row (score null) is not looked at again.
+                Submission.score.is_not(None),
+                or_(stored_metric.is_(None), stored_metric != metric),
+            )
+            .order_by(Submission.id)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            break
+        last_id = rows[-1].id
+        changes: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        for row in rows:
+            metrics = row.result_metrics
+            if not isinstance(metrics, dict) or metrics.get("score_metric") == metric:
+                continue
+            converted = convert(metrics, metric=metric, max_new_tokens=task.max_new_tokens)
+            changes[converted.get("stale") is True].append(
+                {
+                    "row_id": row.id,
+                    "row_attempt": row.attempt,
+                    "row_status": row.status,
+                    "converted": converted,
+                }
+            )
+        stale += _write(session, changes[True])
+        rescored += _write(session, changes[False])
+    if rescored or stale:
+        log.info(
+            "results brought under %s: %d re-scored from their stored figures, %d stale",
+            metric,
+            rescored,
+            stale,
+        )
+    return RescoreCounts(metric=metric, rescored=rescored, stale=stale)
+
+
+# Unchanged since it was read: a rerun (a new attempt) clears the result and must not get this
+# old one back. Core, not ORM: one executemany per batch (a round trip per row is ~1 ms).
+_table = cast(Table, Submission.__table__)
+_WRITE = (
+    update(_table)
+    .where(
+        _table.c.id == bindparam("row_id"),
+        _table.c.attempt == bindparam("row_attempt"),
+        _table.c.status == bindparam("row_status"),
+    )
+    .values(result_metrics=bindparam("converted"))
+)
+
+
+def _write(session: Session, changes: list[dict[str, Any]]) -> int:
+    """Store the converted results; how many rows were still as read."""
+    if not changes:
+        return 0
+    return int(session.execute(_WRITE, changes).rowcount)  # type: ignore[attr-defined]
+
+
+def rescore_configured(settings: Settings) -> RescoreCounts:
+    """:func:`rescore_results` for the configured task, in a transaction of its own."""
+    task = load_task(settings)
+    with db.session_scope(settings) as session:
+        return rescore_results(session, task=task)
+
+
+def convert(metrics: dict[str, Any], *, metric: str, max_new_tokens: int) -> dict[str, Any]:
+    """The result's metrics ranked under ``metric``: re-scored where exact, else stale."""
+    old_metric = metrics.get("score_metric")
+    superseded = {
+        "metric": old_metric if isinstance(old_metric, str) else None,
+        "score": metrics.get("score"),
+        "score_ci": metrics.get("score_ci"),
+        "score_repeats": metrics.get("score_repeats"),
+    }
+    out = {**metrics, "superseded": superseded, "score_ci": None, "score_repeats": None}
+    score = _stored(metrics, metric)
+    if score is None:
+        per_token = _per_token_figures(metrics, metric=metric, n=max_new_tokens)
+        if per_token is not None:
+            out["latency"] = {**metrics["latency"], "e2e_per_token_ms": per_token}
+            score = _stored(out, metric)
+    if score is None:
+        out.update(score=None, stale=True, stale_metric=superseded["metric"])
+        return out
+    out.update(score=score, score_metric=metric, rescored_from=superseded["metric"])
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _stored(metrics: dict[str, Any], dotted: str) -> float | None:
+    """The number at ``dotted`` (``latency.e2e_ms.p50``) in the metrics, if there is one."""
+    node: Any = metrics
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return _number(node)
+
+
+def _per_token_figures(metrics: dict[str, Any], *, metric: str, n: int) -> dict[str, float] | None:
+    """``latency.e2e_per_token_ms`` from ``latency.e2e_ms``, or None when not exactly possible."""
+    latency = metrics.get("latency")
+    e2e = latency.get("e2e_ms") if isinstance(latency, dict) else None
+    if _PER_TOKEN.match(metric) is None or not isinstance(e2e, dict) or n < 1:
+        return None
+    # The per-position ITL series is N − 1 long: a result measured with another N (the task's
+    # max_new_tokens changed since) cannot be divided by the current one.
+    series = metrics.get("itl_ms_by_position")
+    if isinstance(series, list) and len(series) != n - 1:
+        return None
+    figures = {q: v / n for q in _QUANTILES if (v := _number(e2e.get(q))) is not None}
+    return figures or None

@@ -1,0 +1,170 @@
+"""The competition's rules for uploads: the window they are open in, and each participant's limits.
+
+**The window.** Outside ``[competition_start, competition_end)`` uploads are refused with a
+sentence saying when the window opens or that it has closed. Admins are not bound by it (they may
+rerun, and upload baselines, at any time).
+
+**The limits.** So many submissions per rolling day, so many waiting at once. What counts: every
+submission except those cancelled and those that failed for an infrastructure reason (the
+platform's fault, not the participant's). Admins are not limited. Over a limit the refusal says
+exactly when the next upload is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
+from sqlalchemy.orm import Session
+
+from edc.clock import aware_utc, human_duration
+from edc.config import Settings
+from edc.errors import CompetitionClosed, RateLimited
+from edc.models import Submission, User, utcnow
+from edc.status import FailureReason, SubmissionStatus
+
+DAY = timedelta(days=1)
+WAITING = (SubmissionStatus.QUEUED, SubmissionStatus.PROCESSING)
+# A guess for "when one of your waiting submissions finishes", for Retry-After.
+WAITING_RETRY_S = 30
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime | None
+    end: datetime | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Window:
+        return cls(settings.competition_start, settings.competition_end)
+
+    def has_started(self, now: datetime) -> bool:
+        return self.start is None or now >= self.start
+
+    def has_ended(self, now: datetime) -> bool:
+        return self.end is not None and now >= self.end
+
+    def is_open(self, now: datetime) -> bool:
+        return self.has_started(now) and not self.has_ended(now)
+
+    def describe(self, now: datetime) -> str:
+        """One sentence for the pages: open until when, opens when, or closed since when."""
+        if not self.has_started(now):
+            assert self.start is not None
+            return f"The competition opens at {_utc(self.start)}."
+        if self.has_ended(now):
+            assert self.end is not None
+            return f"The competition closed at {_utc(self.end)}."
+        if self.end is not None:
+            return f"The competition is open until {_utc(self.end)}."
+        return "The competition is open."
+
+
+def _utc(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def check_uploads_open(settings: Settings, *, now: datetime | None = None) -> None:
+    """Raise CompetitionClosed outside the window."""
+    window = Window.from_settings(settings)
+    now = now or utcnow()
+    if not window.has_started(now):
+        assert window.start is not None
+        raise CompetitionClosed(
+            f"The competition has not started: uploads open at {_utc(window.start)}."
+        )
+    if window.has_ended(now):
+        assert window.end is not None
+        raise CompetitionClosed(f"The competition is over: uploads closed at {_utc(window.end)}.")
+
+
+def counts_against_limit() -> ColumnElement[bool]:
+    """Rows that use up a participant's allowance."""
+    return not_(
+        or_(
+            Submission.status == SubmissionStatus.CANCELLED,
+            and_(
+                Submission.status == SubmissionStatus.FAILED,
+                Submission.failure_reason == FailureReason.INFRASTRUCTURE,
+            ),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Where a participant stands against the limits."""
+
+    used_today: int
+    per_day: int
+    waiting: int
+    max_waiting: int
+    # When the daily allowance has room again; None while it has room now.
+    next_allowed_at: datetime | None
+
+
+def usage(session: Session, settings: Settings, *, user_id: int, now: datetime) -> Usage:
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Submission)
+        .where(Submission.user_id == user_id, Submission.status.in_(WAITING))
+    )
+    recent = [
+        aware_utc(moment)
+        for moment in session.scalars(
+            select(Submission.created_at)
+            .where(
+                Submission.user_id == user_id,
+                Submission.created_at > now - DAY,
+                counts_against_limit(),
+            )
+            .order_by(Submission.created_at)
+        )
+    ]
+    next_allowed_at = None
+    if len(recent) >= settings.submissions_per_day:
+        # Room comes back when enough of the oldest leave the 24-hour window.
+        next_allowed_at = recent[len(recent) - settings.submissions_per_day] + DAY
+    return Usage(
+        used_today=len(recent),
+        per_day=settings.submissions_per_day,
+        waiting=int(waiting or 0),
+        max_waiting=settings.max_queued_per_user,
+        next_allowed_at=next_allowed_at,
+    )
+
+
+def check_submission_allowed(
+    session: Session, settings: Settings, *, user: User, now: datetime | None = None
+) -> None:
+    """Raise RateLimited when ``user`` may not submit now. Admins always may."""
+    if user.is_admin:
+        return
+    now = now or utcnow()
+    state = usage(session, settings, user_id=user.id, now=now)
+    if state.waiting >= state.max_waiting:
+        raise RateLimited(
+            f"You have {state.waiting} submission{'s' if state.waiting != 1 else ''} waiting or "
+            f"being evaluated, the most allowed at once; the next is allowed as soon as one of "
+            f"them finishes.",
+            retry_after_s=WAITING_RETRY_S,
+        )
+    if state.next_allowed_at is not None:
+        wait_s = int((state.next_allowed_at - now).total_seconds()) + 1
+        raise RateLimited(
+            f"You have used all {state.per_day} submissions of the last 24 hours; the next is "
+            f"allowed at {state.next_allowed_at:%Y-%m-%d %H:%M:%S} UTC "
+            f"(in {human_duration(wait_s)}). "
+            f"Failures that were the platform's fault and cancelled submissions do not count.",
+            retry_after_s=wait_s,
+        )
+
+
+def hold_user(session: Session, *, user_id: int, now: datetime) -> None:
+    """Take the user's row lock (PostgreSQL) or the write lock (SQLite) before counting.
+
+    Two uploads of one participant finishing at once are then counted one after the other,
+    so both cannot slip under the limit.
+    """
+    session.execute(update(User).where(User.id == user_id).values(last_submitted_at=now))

@@ -1,0 +1,124 @@
+"""Over-limit uploads against a real uvicorn server, over a raw socket.
+
+Each client sends only part of a body it announces as larger, then waits: the 413 must arrive
+while the rest was never sent, proving the portal refuses without reading the whole body.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+from edc.config import Settings
+from edc.portal.app import create_app
+from tests.support.competition import make_user
+
+pytestmark = pytest.mark.slow
+
+BOUNDARY = b"edc-test-boundary"
+PART_HEAD = (
+    b"--" + BOUNDARY + b"\r\n"
+    b'Content-Disposition: form-data; name="file"; filename="big.zip"\r\n'
+    b"Content-Type: application/zip\r\n\r\n"
+)
+ANSWER_TIMEOUT_S = 20.0
+
+
+@dataclass
+class Portal:
+    port: int
+    settings: Settings
+    token: str
+
+
+@pytest.fixture
+def portal(settings: Settings) -> Iterator[Portal]:
+    limited = settings.model_copy(update={"max_upload_mb": 1})
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(limited), host="127.0.0.1", port=0, log_level="warning", ws="none"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield Portal(port=port, settings=limited, token=make_user(limited, "streamer")[1])
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def send_headers(portal: Portal, extra: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", portal.port), timeout=ANSWER_TIMEOUT_S)
+    sock.sendall(
+        b"POST /api/v1/submissions HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + portal.token.encode() + b"\r\n"
+        b"Content-Type: multipart/form-data; boundary=" + BOUNDARY + b"\r\n" + extra + b"\r\n"
+    )
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, object]]:
+    """Read one response; the server may close the connection after it (the body is unread)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = int(
+        next(
+            line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        ).split(b":")[1]
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside the response body"
+        body += chunk
+    return status, json.loads(body[:length])
+
+
+def assert_too_large(portal: Portal, sock: socket.socket) -> None:
+    try:
+        status, body = read_response(sock)
+    finally:
+        sock.close()
+    assert status == 413
+    assert body == {"detail": "The upload is larger than the limit of 1 MB.", "code": "too_large"}
+    assert [p.name for p in portal.settings.uploads_dir.iterdir()] == []
+
+
+def test_refused_by_content_length_before_the_body(portal: Portal) -> None:
+    sock = send_headers(portal, b"Content-Length: 10000000000\r\n")
+    sock.sendall(PART_HEAD + b"PK\x03\x04" + bytes(1000))  # 1 KB of the announced 10 GB
+    assert_too_large(portal, sock)
+
+
+def test_refused_while_streaming_a_chunked_body(portal: Portal) -> None:
+    sock = send_headers(portal, b"Transfer-Encoding: chunked\r\n")
+    piece = bytes(64 * 1024)
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    sock.sendall(f"{len(PART_HEAD):x}\r\n".encode() + PART_HEAD + b"\r\n")
+    for _ in range(17):  # 1 MB and one piece: over the limit, and the body never ends
+        sock.sendall(chunk)
+    assert_too_large(portal, sock)
+
+
+def test_refused_while_streaming_when_the_length_looks_acceptable(portal: Portal) -> None:
+    # Announced within the limit plus multipart overhead, but the file part alone passes 1 MB.
+    limit = portal.settings.max_upload_bytes
+    sock = send_headers(portal, f"Content-Length: {limit + 60_000}\r\n".encode())
+    sock.sendall(PART_HEAD + bytes(limit + 1024))
+    assert_too_large(portal, sock)
