@@ -1,5 +1,6 @@
 """Every way a submission can break the protocol ends the run with its reason and a sentence."""
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,62 +59,150 @@ def fails(
     return run
 
 
-def test_malformed_json(fails: Any) -> None:
-    failure = fails(serve('send_raw(b"this is not json\\n")'))
-    assert failure.reason is FailureReason.PROTOCOL_ERROR
-    assert "not valid JSON" in failure.message
+@dataclass(frozen=True)
+class Break:
+    """A native submission's body, and the failure it must end in."""
+
+    body: str
+    reason: FailureReason
+    says: tuple[str, ...]  # fragments of the participant's sentence
+    task: dict[str, Any] = field(default_factory=dict)  # overrides of the small task
+    logs: str = ""  # a fragment of the captured output
 
 
-def test_unknown_request_id(fails: Any) -> None:
-    failure = fails(serve('send({"id": "nobody-asked", "tokens": [1]})'))
-    assert failure.reason is FailureReason.PROTOCOL_ERROR
-    assert "unknown request id 'nobody-asked'" in failure.message
-
-
-def test_too_many_tokens(fails: Any) -> None:
-    failure = fails(serve('send({"id": rid, "tokens": [65] * (n + 1), "done": True})'))
-    assert failure.reason is FailureReason.PROTOCOL_ERROR
-    assert "got 9 tokens; exactly 8 were asked for" in failure.message
-
-
-def test_too_few_tokens(fails: Any) -> None:
-    failure = fails(serve('send({"id": rid, "tokens": [65]})\nsend({"id": rid, "done": True})'))
-    assert failure.reason is FailureReason.PROTOCOL_ERROR
-    assert "done after 1 tokens; exactly 8 were asked for" in failure.message
-
-
-def test_tokens_after_done(fails: Any) -> None:
-    failure = fails(
+PROTOCOL = FailureReason.PROTOCOL_ERROR
+BREAKS = {
+    "malformed JSON": Break(
+        serve('send_raw(b"this is not json\\n")'), PROTOCOL, ("not valid JSON",)
+    ),
+    "an unknown request id": Break(
+        serve('send({"id": "nobody-asked", "tokens": [1]})'),
+        PROTOCOL,
+        ("unknown request id 'nobody-asked'",),
+    ),
+    "too many tokens": Break(
+        serve('send({"id": rid, "tokens": [65] * (n + 1), "done": True})'),
+        PROTOCOL,
+        ("got 9 tokens; exactly 8 were asked for",),
+    ),
+    "too few tokens": Break(
+        serve('send({"id": rid, "tokens": [65]})\nsend({"id": rid, "done": True})'),
+        PROTOCOL,
+        ("done after 1 tokens; exactly 8 were asked for",),
+    ),
+    "tokens after done": Break(
         serve(
             'send({"id": rid, "tokens": [65] * n, "done": True})\nsend({"id": rid, "tokens": [1]})'
-        )
-    )
-    assert failure.reason is FailureReason.PROTOCOL_ERROR
-    assert "after it was done" in failure.message
+        ),
+        PROTOCOL,
+        ("after it was done",),
+    ),
+    "a token out of the vocabulary": Break(
+        serve('send({"id": rid, "tokens": [256]})'), PROTOCOL, ("token 256", "0 to 255")
+    ),
+    "tokens before ready": Break(
+        'send({"id": "x", "tokens": [1]})\ntime.sleep(30)', PROTOCOL, ("before it was ready",)
+    ),
+    "closing the channel early": Break(
+        serve("sock.close()\nbreak"), PROTOCOL, ("closed the channel too early",)
+    ),
+    "silence after a request": Break(
+        serve("time.sleep(60)"),
+        FailureReason.RUN_TIMEOUT,
+        ("1.5 s",),
+        task={"run_timeout_s": 1.5},
+    ),
+    "never ready": Break(
+        "time.sleep(60)",
+        FailureReason.LOAD_TIMEOUT,
+        ("ready within the load timeout of 1.5 s",),
+        task={"load_timeout_s": 1.5},
+    ),
+    "a crash mid-run": Break(
+        serve("sys.stderr.write('giving up now\\n')\nsys.exit(3)"),
+        FailureReason.CRASHED,
+        ("exited with code 3",),
+        logs="giving up now",
+    ),
+}
 
 
-def test_out_of_vocabulary(fails: Any) -> None:
-    failure = fails(serve('send({"id": rid, "tokens": [256]})'))
-    assert failure.reason is FailureReason.PROTOCOL_ERROR
-    assert "token 256" in failure.message and "0 to 255" in failure.message
+@pytest.mark.parametrize("case", BREAKS.values(), ids=BREAKS.keys())
+def test_a_native_submission_breaking_the_protocol(
+    case: Break, fails: Any, make_task: TaskFactory
+) -> None:
+    failure = fails(case.body, make_task(**case.task) if case.task else None)
+    assert failure.reason is case.reason
+    for fragment in case.says:
+        assert fragment in failure.message
+    assert case.logs in failure.logs
 
 
-def test_tokens_before_ready(fails: Any) -> None:
-    failure = fails('send({"id": "x", "tokens": [1]})\ntime.sleep(30)')
-    assert failure.reason is FailureReason.PROTOCOL_ERROR
-    assert "before it was ready" in failure.message
+# Python decoders (the shim's ``Decoder`` class) that fail while loading or stepping.
+DECODERS = {
+    "an exception in the decoder": Break(
+        """
+        class Decoder:
+            def __init__(self, model_dir):
+                pass
+
+            def step(self, requests):
+                raise ValueError("the cache exploded")
+        """,
+        FailureReason.CRASHED,
+        ("ValueError: the cache exploded",),
+        logs="Traceback",
+    ),
+    "a missing Decoder class": Break(
+        "class Decodr:\n    pass\n", FailureReason.CRASHED, ("no class named 'Decoder'",)
+    ),
+    "exceeding the memory limit": Break(
+        """
+        class Decoder:
+            def __init__(self, model_dir):
+                self.hog = [bytearray(64 * 1024 * 1024) for _ in range(16)]
+
+            def step(self, requests):
+                return []
+        """,
+        FailureReason.MEMORY_LIMIT,
+        ("memory",),
+        task={"memory_mb": 256},
+    ),
+    # A terabyte is refused at once, by the limits or by the kernel: numpy raises its own
+    # MemoryError subclass, which the shim reports as a MemoryError.
+    "a numpy allocation failure": Break(
+        """
+        import numpy as np
+
+        class Decoder:
+            def __init__(self, model_dir):
+                self.table = np.ones(1 << 40, dtype=np.uint8)
+
+            def step(self, requests):
+                return []
+        """,
+        FailureReason.MEMORY_LIMIT,
+        ("MemoryError",),
+    ),
+}
 
 
-def test_silence_is_a_run_timeout(fails: Any, make_task: TaskFactory) -> None:
-    failure = fails(serve("time.sleep(60)"), make_task(run_timeout_s=1.5))
-    assert failure.reason is FailureReason.RUN_TIMEOUT
-    assert "1.5 s" in failure.message
-
-
-def test_never_ready_is_a_load_timeout(fails: Any, make_task: TaskFactory) -> None:
-    failure = fails("time.sleep(60)", make_task(load_timeout_s=1.5))
-    assert failure.reason is FailureReason.LOAD_TIMEOUT
-    assert "ready within the load timeout of 1.5 s" in failure.message
+@pytest.mark.parametrize("case", DECODERS.values(), ids=DECODERS.keys())
+def test_a_python_decoder_failing(
+    case: Break,
+    bwrap_sandbox: Sandbox,
+    make_task: TaskFactory,
+    harness_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    submission = write_python(tmp_path / "sub", case.body)
+    task = make_task(**case.task)
+    failure = failure_of(submission, task, harness_settings, bwrap_sandbox, tmp_path)
+    assert failure.reason is case.reason
+    for fragment in case.says:
+        assert fragment in failure.message
+    assert case.logs in failure.logs
 
 
 def test_never_connecting_is_a_load_timeout(
@@ -131,68 +220,6 @@ def test_never_connecting_is_a_load_timeout(
     assert "did not connect" in failure.message
 
 
-def test_a_crash_mid_run(fails: Any) -> None:
-    failure = fails(serve("sys.stderr.write('giving up now\\n')\nsys.exit(3)"))
-    assert failure.reason is FailureReason.CRASHED
-    assert "exited with code 3" in failure.message
-    assert "giving up now" in failure.logs
-
-
-def test_an_exception_in_the_decoder_is_a_crash_with_its_traceback(
-    bwrap_sandbox: Sandbox, small_task: Task, harness_settings: Settings, tmp_path: Path
-) -> None:
-    submission = write_python(
-        tmp_path / "sub",
-        """
-        class Decoder:
-            def __init__(self, model_dir):
-                pass
-
-            def step(self, requests):
-                raise ValueError("the cache exploded")
-        """,
-    )
-    failure = failure_of(submission, small_task, harness_settings, bwrap_sandbox, tmp_path)
-    assert failure.reason is FailureReason.CRASHED
-    assert "ValueError: the cache exploded" in failure.message
-    assert "Traceback" in failure.logs
-
-
-def test_a_missing_decoder_class_is_a_crash_at_load(
-    bwrap_sandbox: Sandbox, small_task: Task, harness_settings: Settings, tmp_path: Path
-) -> None:
-    submission = write_python(tmp_path / "sub", "class Decodr:\n    pass\n")
-    failure = failure_of(submission, small_task, harness_settings, bwrap_sandbox, tmp_path)
-    assert failure.reason is FailureReason.CRASHED
-    assert "no class named 'Decoder'" in failure.message
-
-
-def test_exceeding_memory_is_a_memory_limit(
-    bwrap_sandbox: Sandbox, make_task: TaskFactory, harness_settings: Settings, tmp_path: Path
-) -> None:
-    submission = write_python(
-        tmp_path / "sub",
-        """
-        class Decoder:
-            def __init__(self, model_dir):
-                self.hog = [bytearray(64 * 1024 * 1024) for _ in range(16)]
-
-            def step(self, requests):
-                return []
-        """,
-    )
-    task = make_task(memory_mb=256)
-    failure = failure_of(submission, task, harness_settings, bwrap_sandbox, tmp_path)
-    assert failure.reason is FailureReason.MEMORY_LIMIT
-    assert "memory" in failure.message
-
-
-def test_closing_the_channel_early_is_a_protocol_error(fails: Any) -> None:
-    failure = fails(serve("sock.close()\nbreak"))
-    assert failure.reason is FailureReason.PROTOCOL_ERROR
-    assert "closed the channel too early" in failure.message
-
-
 def test_no_entry_point(
     bwrap_sandbox: Sandbox, small_task: Task, harness_settings: Settings, tmp_path: Path
 ) -> None:
@@ -201,26 +228,3 @@ def test_no_entry_point(
     (empty / "README").write_text("nothing to run\n")
     failure = failure_of(empty, small_task, harness_settings, bwrap_sandbox, tmp_path)
     assert failure.reason is FailureReason.INVALID_ARCHIVE
-
-
-def test_a_numpy_allocation_failure_is_a_memory_limit(
-    bwrap_sandbox: Sandbox, small_task: Task, harness_settings: Settings, tmp_path: Path
-) -> None:
-    # A terabyte is refused at once, by the limits or by the kernel: numpy raises its own
-    # MemoryError subclass, which the shim reports as a MemoryError.
-    submission = write_python(
-        tmp_path / "sub",
-        """
-        import numpy as np
-
-        class Decoder:
-            def __init__(self, model_dir):
-                self.table = np.ones(1 << 40, dtype=np.uint8)
-
-            def step(self, requests):
-                return []
-        """,
-    )
-    failure = failure_of(submission, small_task, harness_settings, bwrap_sandbox, tmp_path)
-    assert failure.reason is FailureReason.MEMORY_LIMIT
-    assert "MemoryError" in failure.message

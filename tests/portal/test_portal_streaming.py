@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
 
 from edc.config import Settings
 from edc.portal.app import create_app
 from tests.support.competition import make_user
+from tests.support.threaded_server import serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -41,21 +39,8 @@ class Portal:
 @pytest.fixture
 def portal(settings: Settings) -> Iterator[Portal]:
     limited = settings.model_copy(update={"max_upload_mb": 1})
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(limited), host="127.0.0.1", port=0, log_level="warning", ws="none"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield Portal(port=port, settings=limited, token=make_user(limited, "streamer")[1])
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(limited)) as port:
+        yield Portal(port=port, settings=limited, token=make_user(limited, "streamer")[1])
 
 
 def send_headers(portal: Portal, extra: bytes) -> socket.socket:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from edc.config import Settings
 from edc.portal.app import create_app
 from tests.support.competition import make_user
+from tests.support.threaded_server import serve_in_thread
 
 
 @pytest.fixture
@@ -53,16 +51,5 @@ class LiveServer:
 @pytest.fixture
 def live_server(rules: Settings) -> Iterator[LiveServer]:
     """The portal on a real uvicorn server in a thread (for clients that speak real HTTP)."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(rules), host="127.0.0.1", port=0, log_level="warning", ws="none")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield LiveServer(url=f"http://127.0.0.1:{port}", settings=rules)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(rules)) as port:
+        yield LiveServer(url=f"http://127.0.0.1:{port}", settings=rules)

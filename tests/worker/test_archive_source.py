@@ -13,12 +13,12 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from edc import db
 from edc.config import Settings
@@ -28,6 +28,7 @@ from edc.portal.app import create_app
 from edc.worker.archive_source import archive_cache_dir, fetch_archive
 from tests.support.competition import bearer, make_user, zip_of
 from tests.support.platform import free_port
+from tests.support.threaded_server import serve_in_thread
 
 WORKER_TOKEN = "worker-credential-for-tests"
 
@@ -48,23 +49,14 @@ class LivePortal:
     def __init__(self, settings: Settings, port: int) -> None:
         self.settings = settings
         self.url = f"http://127.0.0.1:{port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none"
-            )
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._port = port
+        self._running = ExitStack()
 
     def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert self._thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
+        self._running.enter_context(serve_in_thread(create_app(self.settings), port=self._port))
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._running.close()
 
     def submit(self, payload: bytes) -> Stored:
         """Upload as a participant would; returns what the worker would read from the row."""

@@ -7,8 +7,6 @@ check that none of it reaches her and that nothing of bob's changes.
 from __future__ import annotations
 
 import io
-import threading
-import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -16,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -27,6 +24,7 @@ from edc.models import ApiToken
 from edc.portal.app import create_app
 from edc.status import FailureReason, SubmissionStatus
 from tests.support.competition import add_submission, make_user, metrics
+from tests.support.threaded_server import serve_in_thread
 
 BOBS_SECRET = "bob-private-d41c"
 WORKER_TOKEN = "worker-credential-for-tests-only"
@@ -141,16 +139,5 @@ class LiveServer:
 @pytest.fixture
 def live_server(app: FastAPI, secure_settings: Settings) -> Iterator[LiveServer]:
     """The portal on a real uvicorn server in a thread: requests parsed as in production."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="none")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield LiveServer("127.0.0.1", port, secure_settings)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as port:
+        yield LiveServer("127.0.0.1", port, secure_settings)
