@@ -24,8 +24,6 @@ re-measurements, with the interval and the tie rule of the provisional leaderboa
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -50,6 +48,7 @@ from edc.models import (
 )
 from edc.scheduler import final_queue
 from edc.services import leaderboard
+from edc.services.exports import csv_document
 from edc.services.leaderboard import Direction, Entry, Leaderboard, Ranking, Run
 from edc.status import FailureReason, FinalStatus, MeasurementStatus, ReviewState
 from edc.tasks.task import task_hardware_class
@@ -451,12 +450,8 @@ CSV_COLUMNS = (
 
 def csv_text(final_board: FinalBoard) -> str:
     """The final leaderboard as CSV: ranked entries in final order, then those out of it."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for standing in [*final_board.ranked, *final_board.unranked]:
-        writer.writerow(_csv_row(final_board.final.id, standing))
-    return out.getvalue()
+    standings = [*final_board.ranked, *final_board.unranked]
+    return csv_document(CSV_COLUMNS, (_csv_row(final_board.final.id, s) for s in standings))
 
 
 def _csv_row(final_id: int, s: Standing) -> Sequence[Any]:

@@ -29,9 +29,7 @@ scores, by the same :func:`pool_of`.
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import itertools
 import math
 from collections.abc import Sequence
@@ -59,6 +57,7 @@ from sqlalchemy.sql.elements import Grouping
 from edc.clock import aware_utc
 from edc.config import Settings
 from edc.models import Submission, User, pooled_result, ranked_result, utcnow
+from edc.services.exports import csv_document
 from edc.status import ReviewState
 from edc.tasks.task import Task, bundled_task_dir
 
@@ -657,12 +656,7 @@ CSV_COLUMNS = (
 
 def csv_text(board: Leaderboard) -> str:
     """The leaderboard as CSV: ranked entries, then the baselines (rank empty)."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for entry in [*board.entries, *board.baselines]:
-        writer.writerow(_csv_row(entry))
-    return out.getvalue()
+    return csv_document(CSV_COLUMNS, (_csv_row(e) for e in [*board.entries, *board.baselines]))
 
 
 def _csv_row(entry: Entry) -> Sequence[Any]:

@@ -7,8 +7,6 @@ so an action racing a worker either wins cleanly or is refused with Conflict, ne
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,6 +21,7 @@ from edc.config import Settings
 from edc.errors import Conflict, NotFound, ServiceUnavailable
 from edc.models import Submission, User, utcnow
 from edc.scheduler import producer
+from edc.services.exports import csv_line
 from edc.status import ReviewState, SubmissionStatus
 
 log = logging.getLogger(__name__)
@@ -200,7 +199,7 @@ SUBMISSION_CSV_COLUMNS = (
 
 def submissions_csv(settings: Settings, *, batch: int = 2000) -> Iterator[str]:
     """Every submission as CSV, streamed in id order a batch at a time (bounded memory)."""
-    yield _csv_line(SUBMISSION_CSV_COLUMNS)
+    yield csv_line(SUBMISSION_CSV_COLUMNS)
     last_id = 0
     while True:
         with db.session_scope(settings) as session:
@@ -215,7 +214,7 @@ def submissions_csv(settings: Settings, *, batch: int = 2000) -> Iterator[str]:
             return
         lines = []
         for submission, name in rows:
-            lines.append(_csv_line(_submission_fields(submission, name)))
+            lines.append(csv_line(_submission_fields(submission, name)))
         last_id = rows[-1][0].id
         yield "".join(lines)
 
@@ -244,9 +243,3 @@ def _submission_fields(s: Submission, participant: str | None) -> tuple[Any, ...
         s.worker_id or "",
         s.review.value if s.review else "",
     )
-
-
-def _csv_line(fields: tuple[Any, ...]) -> str:
-    out = io.StringIO()
-    csv.writer(out).writerow(fields)
-    return out.getvalue()
