@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     # Failed log-ins allowed per (user name, address) within the window.
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=900.0, gt=0)
+    # Failed log-ins from one address over every name, per window: spraying guesses across
+    # accounts is refused without locking any one account's owner out.
+    login_max_failures_per_address: int = Field(default=30, ge=1)
+    # Password checks (argon2id, 64 MiB each) running at once per portal process.
+    login_concurrency: int = Field(default=2, ge=1)
 
     # The participant CLI: the portal to talk to, and a token that overrides the stored one;
     # `edc login` stores both under this folder (unset: the user's config folder, ~/.config/edc).

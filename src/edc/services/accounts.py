@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
@@ -100,6 +101,23 @@ def _failure_key(name: str, client_address: str) -> str:
     return security.digest(f"{name.strip().lower()}|{client_address}")
 
 
+def _address_key(client_address: str) -> str:
+    return security.digest(f"*|{client_address}")
+
+
+# Password checks at once, per process: each argon2id check takes 64 MiB and a core for a while,
+# so a flood of guesses must queue here, briefly, rather than take the portal's memory and
+# threads. One semaphore per bound, shared by every app in the process.
+_checks: dict[int, threading.BoundedSemaphore] = {}
+_checks_lock = threading.Lock()
+CHECK_WAIT_S = 0.5  # longer than a check takes; a request waits at most this for a slot
+
+
+def _password_checks(bound: int) -> threading.BoundedSemaphore:
+    with _checks_lock:
+        return _checks.setdefault(bound, threading.BoundedSemaphore(bound))
+
+
 def log_in(
     settings: Settings,
     *,
@@ -108,43 +126,77 @@ def log_in(
     client_address: str,
     now: datetime | None = None,
 ) -> User:
-    """The user whose password this is; RateLimited after too many failures from one address.
+    """The user whose password this is; RateLimited after too many failures.
 
-    Failures are counted per (user name, client address) over ``login_window_s``; a success
-    clears them. Runs its own transaction, so a failure stays recorded though the call raises.
+    Failures are counted per (user name, client address) and, over every name, per client address
+    (so an address cannot spray guesses across accounts), over ``login_window_s``; a success
+    clears its name's count. Every attempt is recorded *before* it is counted and checked, and
+    the record is removed only on success: so of many parallel guesses at most the limit get
+    through, whatever their timing. The same answers, and the same work, whether or not the name
+    exists. Runs its own transactions, so a failure stays recorded though the call raises.
     """
     now = now or utcnow()
-    key = _failure_key(name, client_address)
+    key, address_key = _failure_key(name, client_address), _address_key(client_address)
     since = now - timedelta(seconds=settings.login_window_s)
     with db.session_scope(settings) as session:
-        count, oldest = session.execute(
-            select(func.count(), func.min(LoginFailure.failed_at)).where(
-                LoginFailure.key == key, LoginFailure.failed_at > since
-            )
-        ).one()
-        if count >= settings.login_max_failures and oldest is not None:
-            retry_at = aware_utc(oldest) + timedelta(seconds=settings.login_window_s)
-            wait_s = int((retry_at - now).total_seconds()) + 1
-            raise RateLimited(
-                f"Too many failed log-ins for this name from your address; try again in "
-                f"{human_duration(wait_s)} (at {retry_at:%H:%M:%S} UTC).",
-                retry_after_s=wait_s,
-            )
-        user = user_by_name(session, name)
-        ok = security.verify_password(user.password_hash if user else None, password)
-        if ok:
-            assert user is not None and user.password_hash is not None
-            session.execute(delete(LoginFailure).where(LoginFailure.key == key))
-            if security.password_needs_rehash(user.password_hash):
-                user.password_hash = security.hash_password(password)
-        else:
-            session.add(LoginFailure(key=key, failed_at=now))
-            # Old failures of anyone go here, so the table stays small.
-            session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= since))
+        reserved = [
+            LoginFailure(key=key, failed_at=now),
+            LoginFailure(key=address_key, failed_at=now),
+        ]
+        session.add_all(reserved)
+        session.flush()
+        reserved_ids = [row.id for row in reserved]
+    with db.session_scope(settings) as session:
+        _refuse_over_limit(session, settings, key, settings.login_max_failures, since, now)
+        _refuse_over_limit(
+            session, settings, address_key, settings.login_max_failures_per_address, since, now
+        )
+    checks = _password_checks(settings.login_concurrency)
+    if not checks.acquire(timeout=CHECK_WAIT_S):
+        # Not a guess that was checked: it must not count against the name or the address.
+        with db.session_scope(settings) as session:
+            session.execute(delete(LoginFailure).where(LoginFailure.id.in_(reserved_ids)))
+        raise RateLimited(
+            "Too many log-ins are being checked at once; try again in a second.", retry_after_s=1
+        )
+    try:
+        with db.session_scope(settings) as session:
+            user = user_by_name(session, name)
+            ok = security.verify_password(user.password_hash if user else None, password)
+            if ok:
+                assert user is not None and user.password_hash is not None
+                session.execute(delete(LoginFailure).where(LoginFailure.key == key))
+                session.execute(delete(LoginFailure).where(LoginFailure.id.in_(reserved_ids)))
+                if security.password_needs_rehash(user.password_hash):
+                    user.password_hash = security.hash_password(password)
+            else:
+                # Old failures of anyone go here, so the table stays small.
+                session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= since))
+    finally:
+        checks.release()
     if not ok:
         raise NotAuthenticated("The user name or password is wrong.")
     assert user is not None
     return user
+
+
+def _refuse_over_limit(
+    session: Session, settings: Settings, key: str, limit: int, since: datetime, now: datetime
+) -> None:
+    """RateLimited when more than ``limit`` attempts (this one included) are on record."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(LoginFailure.failed_at)).where(
+            LoginFailure.key == key, LoginFailure.failed_at > since
+        )
+    ).one()
+    if count > limit and oldest is not None:
+        retry_at = aware_utc(oldest) + timedelta(seconds=settings.login_window_s)
+        wait_s = max(1, int((retry_at - now).total_seconds()) + 1)
+        raise RateLimited(
+            f"Too many failed log-ins from your address; try again in "
+            f"{human_duration(wait_s)} (at {retry_at:%H:%M:%S} UTC).",
+            retry_after_s=wait_s,
+        )
 
 
 # --- API tokens ---
