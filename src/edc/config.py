@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(default=30, ge=1)
     # Password checks (argon2id, 64 MiB each) running at once per portal process.
     login_concurrency: int = Field(default=2, ge=1)
+    # Live views (server-sent event streams) open at once, per participant and per portal process,
+    # and how long one stream lasts before the browser reconnects.
+    sse_per_user: int = Field(default=8, ge=1)
+    sse_total: int = Field(default=256, ge=1)
+    sse_max_s: float = Field(default=3600.0, gt=0)
 
     # The participant CLI: the portal to talk to, and a token that overrides the stored one;
     # `edc login` stores both under this folder (unset: the user's config folder, ~/.config/edc).

@@ -23,6 +23,7 @@ from edc.observability.http import RequestObserver, request_log_context
 from edc.observability.prometheus import PortalMetrics
 from edc.portal import openapi, presentation
 from edc.portal.errors import edc_error_handler, http_error_handler, validation_error_handler
+from edc.portal.events import StreamHub
 from edc.portal.routes import account, admin_api, admin_pages, api, health, internal, metrics, pages
 from edc.services import rescore, submissions
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.templates = make_templates()
+    app.state.streams = StreamHub(settings)
     app.state.metrics = PortalMetrics(settings)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

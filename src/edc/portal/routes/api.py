@@ -14,7 +14,7 @@ from edc.errors import NotFound
 from edc.models import Final, User, utcnow
 from edc.portal.auth import CurrentIdentity, client_address
 from edc.portal.deps import MAX_ROW_ID, Offset, SessionDep, SettingsDep, SubmissionId
-from edc.portal.events import snapshot, submission_stream
+from edc.portal.events import StreamHub, snapshot
 from edc.portal.upload import UPLOAD_OPENAPI, receive_submission
 from edc.portal.views import submission_out, submissions_out, visible_submission
 from edc.schemas import (
@@ -118,6 +118,10 @@ def list_submissions(
             "description": "`submission` events (the submission as JSON) while it moves, then "
             "one `end` event after its final state.",
         },
+        429: {
+            "model": ErrorOut,
+            "description": "Too many live views open (yours, or the portal's); see Retry-After.",
+        },
     },
     tags=["submissions"],
 )
@@ -127,9 +131,8 @@ async def submission_events(
     """Server-sent events: the submission each time its status, queue position or result changes."""
     # Refused with 404 before the stream starts, like the other reads.
     await run_in_threadpool(snapshot, settings, submission_id, identity)
-    stream = submission_stream(
-        settings, submission_id, identity, is_disconnected=request.is_disconnected
-    )
+    hub: StreamHub = request.app.state.streams
+    stream = hub.stream(identity, submission_id, is_disconnected=request.is_disconnected)
     return StreamingResponse(
         stream,
         media_type="text/event-stream",
