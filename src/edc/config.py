@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     sse_per_user: int = Field(default=8, ge=1)
     sse_total: int = Field(default=256, ge=1)
     sse_max_s: float = Field(default=3600.0, gt=0)
+    # An upload's body must keep coming: byte k by start + grace + k / min rate, and never a
+    # silence longer than the idle timeout; slower bodies are cut (slow-loris).
+    upload_min_bytes_per_s: int = Field(default=16 * 1024, ge=1)
+    upload_grace_s: float = Field(default=15.0, ge=0)
+    upload_idle_timeout_s: float = Field(default=30.0, gt=0)
 
     # The participant CLI: the portal to talk to, and a token that overrides the stored one;
     # `edc login` stores both under this folder (unset: the user's config folder, ~/.config/edc).

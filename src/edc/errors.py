@@ -78,6 +78,13 @@ class UploadTooLarge(InvalidUpload):
         self.limit_bytes = limit_bytes
 
 
+class UploadTooSlow(InvalidUpload):
+    """The body did not arrive at the minimum rate: the connection is cut and nothing is kept."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="too_slow")
+
+
 class StorageFull(EdcError):
     pass
 

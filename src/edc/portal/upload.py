@@ -4,22 +4,26 @@ FastAPI's ``UploadFile`` spools the entire body before the route runs, so a 10 G
 read (and written to a temporary file) before any limit applied. Here python-multipart's
 streaming parser runs on ``request.stream()`` and the file field's bytes go straight to storage;
 the body is refused by its Content-Length before reading, and otherwise the moment the counted
-bytes pass the limit.
+bytes pass the limit. A body that comes too slowly is cut (:class:`Pace`): a connection cannot be
+held open at a byte a second.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from edc.config import Settings
-from edc.errors import InvalidUpload, UploadTooLarge
+from edc.errors import InvalidUpload, UploadTooLarge, UploadTooSlow
 from edc.models import Submission
 from edc.services import submissions
 
@@ -71,6 +75,11 @@ async def receive_submission(
         field=FILE_FIELD,
         max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
         file_limit_bytes=settings.max_upload_bytes,
+        pace=Pace(
+            min_bytes_per_s=settings.upload_min_bytes_per_s,
+            grace_s=settings.upload_grace_s,
+            idle_timeout_s=settings.upload_idle_timeout_s,
+        ),
     )
     await reader.open()
     if check_fields is not None:
@@ -81,14 +90,45 @@ async def receive_submission(
         )
 
 
+@dataclass
+class Pace:
+    """How long the next piece of a body may take: byte k is due by start + grace + k / rate,
+    and no wait is longer than the idle timeout."""
+
+    min_bytes_per_s: int
+    grace_s: float
+    idle_timeout_s: float
+    received: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def wait_s(self) -> float:
+        due = self.started + self.grace_s + (self.received + 1) / self.min_bytes_per_s
+        return max(0.0, min(self.idle_timeout_s, due - time.monotonic()))
+
+    def too_slow(self) -> UploadTooSlow:
+        return UploadTooSlow(
+            f"The upload was too slow and was cut off after {self.received} bytes: send at least "
+            f"{self.min_bytes_per_s // 1024} KiB/s, with no pause over "
+            f"{self.idle_timeout_s:g} s."
+        )
+
+
 class MultipartFileReader:
     """Hands out one file field's bytes as the body arrives; other fields are skipped."""
 
     def __init__(
-        self, request: Request, *, field: str, max_body_bytes: int, file_limit_bytes: int
+        self,
+        request: Request,
+        *,
+        field: str,
+        max_body_bytes: int,
+        file_limit_bytes: int,
+        pace: Pace | None = None,
     ) -> None:
-        """``max_body_bytes`` bounds the whole body; ``file_limit_bytes`` is named in refusals."""
+        """``max_body_bytes`` bounds the whole body; ``file_limit_bytes`` is named in refusals;
+        ``pace``, when given, cuts a body that arrives too slowly."""
         self._request = request
+        self._pace = pace
         self._field = field.encode()
         self._max_body_bytes = max_body_bytes
         self._file_limit_bytes = file_limit_bytes
@@ -172,7 +212,16 @@ class MultipartFileReader:
     async def _pump(self) -> None:
         assert self._stream is not None and self._parser is not None
         try:
-            chunk = await anext(self._stream, None)
+            if self._pace is None:
+                chunk = await anext(self._stream, None)
+            else:
+                chunk = b""
+                with anyio.move_on_after(self._pace.wait_s()) as waited:
+                    chunk = await anext(self._stream, None)
+                if waited.cancelled_caught:
+                    raise self._pace.too_slow()
+                if chunk is not None:
+                    self._pace.received += len(chunk)
         except ClientDisconnect as exc:
             raise InvalidUpload(
                 "The upload was interrupted before it finished.", code="incomplete"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import re
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
@@ -83,10 +84,31 @@ def sign_up(
     return create_user(session, name=name, password=password)
 
 
-def set_password(session: Session, *, user: User, password: str) -> None:
+@dataclass(frozen=True)
+class Revoked:
+    """What a password change took away from the account's other holders."""
+
+    web_sessions: int
+    api_tokens: int
+
+
+def set_password(
+    session: Session, *, user: User, password: str, revoke_api_tokens: bool = False
+) -> Revoked:
+    """Set the password and end every browser session of the account (a changed password must
+    lock a thief out); with ``revoke_api_tokens``, its API tokens are revoked too."""
     _check_password(password)
     user.password_hash = security.hash_password(password)
+    sessions = _delete_count(session, WebSession, user.id)
+    tokens = _delete_count(session, ApiToken, user.id) if revoke_api_tokens else 0
     session.flush()
+    return Revoked(web_sessions=sessions, api_tokens=tokens)
+
+
+def _delete_count(session: Session, table: type[WebSession] | type[ApiToken], user_id: int) -> int:
+    ids = session.scalars(select(table.id).where(table.user_id == user_id)).all()
+    session.execute(delete(table).where(table.id.in_(ids)))
+    return len(ids)
 
 
 def set_admin(session: Session, *, user: User, is_admin: bool) -> None:
