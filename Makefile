@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint setup setup-test system-run system-test clean
 
+# The portal's port: `make run PORT=8080` when 8000 is taken.
+PORT ?= 8000
+
 run: setup system-run
-	$(BIN)/edc up --example examples/kvcache
+	$(BIN)/edc up --port $(PORT) --example examples/kvcache
 
 test: setup-test system-test lint
 	$(BIN)/python -m pytest

@@ -161,6 +161,10 @@ class Settings(BaseSettings):
     session_max_age_s: int = Field(default=14 * 24 * 3600, gt=0)
     # Send the session cookie over HTTPS only (on by default outside dev).
     cookie_secure: bool | None = None
+    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
+    # (comma-separated IPs or networks, "*" for any). Unset: none, so the log-in limits count the
+    # connecting address and a client cannot name its own.
+    trusted_proxies: str = ""
     # Failed log-ins allowed per (user name, address) within the window.
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=900.0, gt=0)

@@ -110,8 +110,10 @@ def test_login_submit_follow_status_logs_leaderboard(
     assert code == 0 and "alice" in out and "3.5" in out
 
     env_bob = {**env, "EDC_SERVER": live_server.url, "EDC_TOKEN": people.bob[1]}
-    code, out = run(edc, env_bob, "status", str(row.id))
-    assert code == 1 and f"There is no submission {row.id}." in out
+    code, out = run(edc, env_bob, "status", str(row.id))  # on the leaderboard: public fields only
+    assert code == 0 and "belongs to another participant" in out and "loaded the model" not in out
+    code, out = run(edc, env_bob, "logs", str(row.id))
+    assert code == 1 and "are for alice and the organisers only" in out
 
 
 def test_submit_that_fails_exits_non_zero_and_limits_are_explained(

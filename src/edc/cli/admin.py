@@ -1,7 +1,8 @@
 """`edc user …` (on the server's own database) and `edc admin …` (over the API, as an admin).
 
-``edc user create NAME --admin`` is how the first admin comes to be: it writes the account
-straight into the configured database and prints an API token for it. ``edc admin rescore`` also
+``edc user create NAME --admin --password`` is how the first admin comes to be: it writes the
+account straight into the configured database, with the password asked for (the web pages' log-in),
+and prints an API token for it (the CLI's). ``edc admin rescore`` also
 works on the server's own database and task (the portal runs the same at every start).
 """
 
@@ -48,7 +49,10 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Argument(help="User name (2–40 letters, digits, _ . -).")],
         admin: Annotated[bool, typer.Option("--admin", help="Give it the admin role.")] = False,
         password: Annotated[
-            bool, typer.Option("--password", help="Also set a password (asked for) for the web.")
+            bool,
+            typer.Option(
+                "--password", help="Ask for a password: the web log-in (admin pages included)."
+            ),
         ] = False,
     ) -> None:
         """Create an account and print an API token for it (shown once)."""
@@ -66,12 +70,27 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[red]{exc.message}[/red]")
             raise typer.Exit(1) from exc
         role = "admin" if admin else "participant"
-        err_console.print(f"Created {role} [bold]{made}[/bold]. API token (shown once):")
+        err_console.print(f"Created {role} [bold]{made}[/bold].")
+        if secret is None:
+            pages = "the admin pages" if admin else "the web pages"
+            err_console.print(
+                f"It has no password, so it cannot log in on {pages}: set one with "
+                f"`edc user password {made}` (or create it with --password).",
+                highlight=False,
+                soft_wrap=True,
+            )
+        # The token comes last, alone on stdout: scripts take the last line.
+        err_console.print("API token (shown once):")
         console.print(token)
 
     @user_app.command("password")
-    def user_password(name: Annotated[str, typer.Argument()]) -> None:
-        """Set an account's password (for the web log-in)."""
+    def user_password(
+        name: Annotated[str, typer.Argument()],
+        revoke_tokens: Annotated[
+            bool, typer.Option(help="Also revoke the account's API tokens (a stolen CLI token).")
+        ] = False,
+    ) -> None:
+        """Set an account's password (for the web log-in); its browser sessions end."""
         settings = _settings()
         secret = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
         try:
@@ -79,11 +98,21 @@ def register(app: typer.Typer) -> None:
                 user = accounts.user_by_name(session, name)
                 if user is None:
                     raise EdcError(f"There is no user {name!r}.")
-                accounts.set_password(session, user=user, password=secret)
+                revoked = accounts.set_password(
+                    session, user=user, password=secret, revoke_api_tokens=revoke_tokens
+                )
         except EdcError as exc:
             err_console.print(f"[red]{exc.message}[/red]")
             raise typer.Exit(1) from exc
-        err_console.print(f"Password of {name} set.")
+        tokens = (
+            f"revoked its {revoked.api_tokens} API token(s)"
+            if revoke_tokens
+            else "its API tokens still work (--revoke-tokens revokes them)"
+        )
+        err_console.print(
+            f"Password of {name} set; ended its {revoked.web_sessions} browser session(s); "
+            f"{tokens}."
+        )
 
     def act(submission_id: int, action: str, body: dict[str, object] | None = None) -> None:
         with connect() as client:

@@ -19,7 +19,9 @@ from typing import Any
 
 import httpx
 
-from edc.errors import EdcError
+from edc.archive import ArchiveLimits, inspect_archive
+from edc.config import Settings
+from edc.errors import EdcError, UploadTooLarge
 
 UPLOAD_CHUNK_BYTES = 256 * 1024
 # Left out when a directory is zipped for upload.
@@ -97,6 +99,20 @@ def archive_for(path: Path) -> Iterator[Path]:
         yield path
     else:
         raise PortalError(f"{path} is neither a file nor a directory.")
+
+
+def check_archive(archive: Path, settings: Settings) -> None:
+    """The portal's intake checks, run here before a byte is sent; the same refusals, sentences
+    included (InvalidUpload, or UploadTooLarge).
+
+    The portal refuses an upload over ``EDC_MAX_UPLOAD_MB`` as it streams in, then inspects the
+    stored zip with :func:`edc.archive.inspect_archive` (zip safety, the zip-bomb limits, an entry
+    point). The limits are ``settings``': this machine's ``EDC_*`` values, else the platform's
+    defaults (the API does not publish the portal's own).
+    """
+    if archive.stat().st_size > settings.max_upload_bytes:
+        raise UploadTooLarge(settings.max_upload_bytes)
+    inspect_archive(archive, ArchiveLimits.from_settings(settings))
 
 
 class PortalClient:

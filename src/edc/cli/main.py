@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edc import __version__, db
 from edc.cli import admin as cli_admin
@@ -58,7 +59,9 @@ def version() -> None:
 @app.command()
 def up(
     host: Annotated[str, typer.Option(help="Address the portal listens on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the portal.")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the portal (checked free first).")
+    ] = 8000,
     workers: Annotated[int, typer.Option(min=0, help="Worker processes to run.")] = 1,
     example: Annotated[
         Path | None,
@@ -80,7 +83,10 @@ def up(
             settings, host=host, port=port, workers=workers, on_ready=announce, example=example
         )
     except EdcError as exc:
-        err_console.print(f"[red]Cannot start:[/red] {exc.message}")
+        # The message may quote the portal's own lines: no markup in them.
+        err_console.print(
+            f"[red]Cannot start:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(2) from exc
     raise typer.Exit(code)
 
@@ -95,7 +101,7 @@ def portal(
 
     _supervised()
     _setup_logging()
-    _settings()
+    settings = _settings()
     # uvicorn's own lines go through our logging (JSON when asked); the portal writes access lines.
     uvicorn.run(
         "edc.portal.app:create_app",
@@ -105,6 +111,10 @@ def portal(
         log_level="info",
         log_config=None,
         access_log=False,
+        # Forwarded headers only from the proxies the organiser named (uvicorn's default trusts
+        # any local process, so a client on the same host could pick its address).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or "",
     )
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
@@ -19,10 +20,12 @@ from edc.cli.client import (
     PortalClient,
     PortalError,
     archive_for,
+    check_archive,
     load_credentials,
     save_credentials,
 )
 from edc.config import Settings, get_settings
+from edc.errors import InvalidUpload
 
 console = Console()
 err_console = Console(stderr=True)
@@ -65,10 +68,66 @@ def connect(settings: Settings | None = None) -> PortalClient:
 
 
 def fail(exc: PortalError) -> typer.Exit:
-    err_console.print(f"[red]{exc.message}[/red]")
+    err_console.print(f"[red]{escape(exc.message)}[/red]")
     if exc.retry_after_s:
         err_console.print(f"Retry after {exc.retry_after_s} s.")
     return typer.Exit(1)
+
+
+# Refusals that depend on the limits the archive was checked against here.
+LIMIT_CODES = frozenset({"too_large", "too_large_unpacked", "too_many_entries", "zip_bomb"})
+
+
+def refuse_locally(exc: InvalidUpload, settings: Settings) -> typer.Exit:
+    """The portal's sentence for an archive it would refuse, found before uploading it."""
+    err_console.print(f"[red]{escape(exc.message)}[/red]")
+    if exc.code in LIMIT_CODES:
+        err_console.print(
+            "Checked on this machine, before uploading, against "
+            f"EDC_MAX_UPLOAD_MB={settings.max_upload_mb}, "
+            f"EDC_MAX_UNPACKED_MB={settings.max_unpacked_mb}, "
+            f"EDC_MAX_ARCHIVE_ENTRIES={settings.max_archive_entries} and "
+            f"EDC_MAX_COMPRESSION_RATIO={settings.max_compression_ratio:g} (the platform's "
+            "defaults unless set here); if your portal allows more, set them to its values.",
+            highlight=False,
+        )
+    return typer.Exit(1)
+
+
+def public_entry(client: PortalClient, submission_id: int) -> dict[str, Any] | None:
+    """The public leaderboard's entry showing ``submission_id``, if it shows it."""
+    try:
+        board = client.leaderboard()
+    except PortalError:
+        return None
+    for entry in (*board["entries"], *board["baselines"]):
+        if entry["submission_id"] == submission_id:
+            found: dict[str, Any] = entry
+            return found
+    return None
+
+
+def refuse_read(
+    client: PortalClient, submission_id: int, exc: PortalError, *, public_answers: bool
+) -> typer.Exit:
+    """The portal's refusal; but for another participant's submission the leaderboard shows, no
+    "there is no submission" (it plainly exists): whose it is and what anyone may see of it (the
+    leaderboard's figures, nothing more). ``public_answers``: that view answers the command."""
+    entry = public_entry(client, submission_id) if exc.status == 404 else None
+    if entry is None:
+        return fail(exc)
+    owner = escape(entry["participant"])
+    place = "a baseline" if entry.get("baseline") else f"the entry ranked {entry['rank']}"
+    console.print(
+        f"Submission {submission_id} belongs to another participant: it is {owner}'s, "
+        f"{place} on the public leaderboard. What anyone may see of it:"
+    )
+    console.print(public_table(entry))
+    console.print(
+        f"Its status, logs and full figures are for {owner} and the organisers only; "
+        "`edc leaderboard` shows every public entry."
+    )
+    return typer.Exit(0 if public_answers else 1)
 
 
 def status_line(submission: dict[str, Any]) -> str:
@@ -112,6 +171,28 @@ def result_table(submission: dict[str, Any]) -> Table:
     return table
 
 
+def public_table(entry: dict[str, Any]) -> Table:
+    """One leaderboard entry, as the public leaderboard shows it."""
+    table = Table(title=f"Submission {entry['submission_id']} (public)", show_header=False)
+    table.add_column("what", style="dim")
+    table.add_column("value")
+    table.add_row("participant", entry["participant"])
+    table.add_row("rank", "baseline" if entry.get("baseline") else str(entry["rank"]))
+    for label, key in (
+        ("score", "score"),
+        ("score 95% interval", "score_ci"),
+        ("TPOT p50 (ms)", "tpot_p50_ms"),
+        ("TTFT p50 (ms)", "ttft_p50_ms"),
+        ("throughput (tokens/s)", "output_tokens_per_s"),
+        ("runs", "runs"),
+    ):
+        if entry.get(key) is not None:
+            table.add_row(label, _shown(entry[key]))
+    # ISO 8601 in UTC, shown to the minute.
+    table.add_row("submitted", f"{str(entry['submitted_at'])[:16].replace('T', ' ')} UTC")
+    return table
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -145,12 +226,22 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def login(
         server: Annotated[str, typer.Option(help="The portal's address, e.g. https://edc.example")],
-        name: Annotated[str, typer.Option(prompt="User name")],
-        password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+        # Asked for when missing, so not required: default None keeps "[required]" off the help.
+        name: Annotated[
+            str | None,
+            typer.Option(prompt="User name", show_default=False, help="Asked for when not given."),
+        ] = None,
+        password: Annotated[
+            str | None,
+            typer.Option(
+                prompt=True, hide_input=True, show_default=False, help="Asked for when not given."
+            ),
+        ] = None,
         label: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
     ) -> None:
         """Log in and store an API token for the other commands."""
         settings = _settings()
+        assert name is not None and password is not None  # prompted for when missing
         with PortalClient(server) as client:
             try:
                 issued = client.issue_token(name=name, password=password, label=label)
@@ -167,10 +258,19 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--follow/--no-follow", help="Follow it to its result.")
         ] = True,
     ) -> None:
-        """Upload a submission, then follow it live; exits non-zero unless it completes."""
-        with connect() as client:
+        """Upload a submission, then follow it live; exits non-zero unless it completes.
+
+        The archive is first checked here as the portal will check it (size, zip safety, entry
+        point), so a refused one is not uploaded.
+        """
+        settings = _settings()
+        with connect(settings) as client:
             try:
                 with archive_for(path) as archive:
+                    try:
+                        check_archive(archive, settings)
+                    except InvalidUpload as exc:
+                        raise refuse_locally(exc, settings) from exc
                     size = archive.stat().st_size
                     with Progress(
                         "[progress.description]{task.description}",
@@ -203,7 +303,7 @@ def register(app: typer.Typer) -> None:
             try:
                 console.print(result_table(client.submission(submission_id)))
             except PortalError as exc:
-                raise fail(exc) from exc
+                raise refuse_read(client, submission_id, exc, public_answers=True) from exc
 
     @app.command()
     def logs(submission_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
@@ -212,7 +312,7 @@ def register(app: typer.Typer) -> None:
             try:
                 body = client.logs(submission_id)
             except PortalError as exc:
-                raise fail(exc) from exc
+                raise refuse_read(client, submission_id, exc, public_answers=False) from exc
         console.rule("logs of the run on public prompts")
         console.print(body.get("public_logs") or "(none)", markup=False, highlight=False)
         if body.get("logs") is not None:

