@@ -118,7 +118,7 @@ def test_page_shows_newest_first_with_key_figures(client: TestClient, settings: 
     older_row = _row(html, older)
     assert "1.23 s" in older_row and "50.0 MB" in older_row and "exit code" in older_row
     newer_row = _row(html, newer)
-    for text in ("score", "12.5", "TPOT p50", "3.21 ms", "1,234/s", "correct"):
+    for text in ("score", "12.5", "TPOT p50", "3.21 ms", "1,234 tok/s", "correct"):
         assert text in newer_row
     assert "TTFT" not in newer_row  # not a number: left out
     failed_row = _row(html, failed)

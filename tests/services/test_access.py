@@ -24,6 +24,7 @@ Rule = Literal["public", "user", "owner", "admin", "worker"]
 ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/", "public"),
     ("GET", "/leaderboard", "public"),
+    ("GET", "/task", "public"),
     ("GET", "/login", "public"),
     ("POST", "/login", "public"),
     ("GET", "/signup", "public"),

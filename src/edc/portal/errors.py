@@ -1,7 +1,8 @@
 """Where the project's errors become HTTP: one status and one stable code per error class.
 
 The JSON API answers ``{"detail", "code"}``. A browser asking for a page gets a page instead:
-the log-in form when it is not logged in, otherwise the sentence on an error page.
+the log-in form when it is not logged in, otherwise the sentence on an error page that keeps the
+caller's navigation bar (their name, log-out, the admin link).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
+from edc.config import Settings
 from edc.errors import (
     CompetitionClosed,
     Conflict,
@@ -30,12 +32,16 @@ from edc.errors import (
     ServiceUnavailable,
     StorageFull,
     UploadTooLarge,
+    UploadTooSlow,
 )
+from edc.portal.auth import Identity, optional_identity
+from edc.portal.render import render_error
 from edc.schemas import ErrorOut
 
-# Most specific first: UploadTooLarge is an InvalidUpload.
+# Most specific first: UploadTooLarge and UploadTooSlow are InvalidUploads.
 _STATUS: list[tuple[type[EdcError], int, str]] = [
     (UploadTooLarge, 413, "too_large"),
+    (UploadTooSlow, 408, "too_slow"),
     (InvalidUpload, 400, "invalid_upload"),
     (InvalidInput, 400, "invalid_input"),
     (NotAuthenticated, 401, "not_authenticated"),
@@ -82,18 +88,35 @@ def wants_page(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
+async def page_viewer(request: Request, exc: Exception) -> Identity | None:
+    """Who sees the error page: the caller the route already knew, else the session cookie's.
+
+    None when that cannot be told without the database that has just failed, or at all: an
+    error page must render whatever else is wrong.
+    """
+    if hasattr(request.state, "identity"):
+        known: Identity | None = request.state.identity
+        return known
+    if isinstance(exc, ServiceUnavailable):
+        return None
+    settings: Settings = request.app.state.settings
+    try:
+        return await optional_identity(request, settings)
+    except EdcError:
+        return None
+
+
 async def edc_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EdcError)
     if wants_page(request):
         if isinstance(exc, NotAuthenticated):
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
-        templates = request.app.state.templates
-        return templates.TemplateResponse(  # type: ignore[no-any-return]
+        return render_error(
             request,
-            "error.html",
-            {"message": exc.message, "status": status_for(exc)},
-            status_code=status_for(exc),
+            exc.message,
+            status_for(exc),
+            identity=await page_viewer(request, exc),
             headers=headers_for(exc),
         )
     body = ErrorOut(detail=exc.message, code=code_for(exc))
@@ -159,12 +182,6 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         code = phrase.lower().replace(" ", "_").replace("-", "_")
         detail = detail or f"{phrase}."
     if wants_page(request):
-        templates = request.app.state.templates
-        return templates.TemplateResponse(  # type: ignore[no-any-return]
-            request,
-            "error.html",
-            {"message": detail, "status": status},
-            status_code=status,
-            headers=headers,
-        )
+        viewer = await page_viewer(request, exc)
+        return render_error(request, detail, status, identity=viewer, headers=headers)
     return JSONResponse(ErrorOut(detail=detail, code=code).model_dump(), status, headers)

@@ -1,5 +1,6 @@
-"""How submissions look on the pages: status badges, the key figures of a result, and the
-notices about it (a review flag, a score from an older rule)."""
+"""How things look on the pages, in one place: status badges, the key figures of a result and
+the notices about it (a review flag, a score from an older rule), metric names in words, times and
+durations, the organisers' actions a submission's state allows, and the task's public facts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from edc.config import Settings
+from edc.harness.protocol import MAX_LINE_BYTES, PROTOCOL_VERSION
+from edc.harness.runner import DEFAULT_STEP_TIMEOUT_S, SHUTDOWN_GRACE_S
+from edc.services.rules import Window
 from edc.status import ReviewState, SubmissionStatus
+from edc.tasks.task import Task
 
 # Bootstrap colour per status.
 STATUS_BADGE: dict[SubmissionStatus, str] = {
@@ -54,8 +60,9 @@ def _ms(value: float) -> str:
     return f"{_number(value)} ms"
 
 
-def _per_s(value: float) -> str:
-    return f"{_number(value)}/s"
+def tokens_per_s(value: float) -> str:
+    """Throughput, in the one unit every page uses."""
+    return f"{_number(value)} tok/s"
 
 
 # (label, path into the metrics, format): shown in this order, each only when present.
@@ -64,7 +71,7 @@ _FIGURES: list[tuple[str, tuple[str, ...], Callable[[float], str]]] = [
     ("E2E per token p50", ("latency", "e2e_per_token_ms", "p50"), _ms),
     ("TPOT p50", ("latency", "tpot_ms", "p50"), _ms),
     ("TTFT p50", ("latency", "ttft_ms", "p50"), _ms),
-    ("throughput", ("throughput", "output_tokens_per_s"), _per_s),
+    ("throughput", ("throughput", "output_tokens_per_s"), tokens_per_s),
     ("wall", ("wall_s",), _seconds),
     ("exit code", ("exit_code",), _number),
     ("peak memory", ("peak_memory_bytes",), _bytes),
@@ -158,10 +165,356 @@ def result_notices(metrics: Mapping[str, Any] | None, review: ReviewState | None
     return notices
 
 
+# --- metric names in words -----------------------------------------------------------------------
+
+# The latency families the harness reports (docs/submission-format.md), in words.
+_LATENCY_NAMES: dict[str, str] = {
+    "e2e_per_token_ms": "End-to-end time per token",
+    "e2e_ms": "End-to-end time per request",
+    "tpot_ms": "Time per output token after the first (TPOT)",
+    "ttft_ms": "Time to first token (TTFT)",
+    "itl_ms": "Inter-token latency (ITL)",
+}
+_STATISTICS: dict[str, str] = {
+    "p50": "the median",
+    "p90": "the 90th percentile",
+    "p99": "the 99th percentile",
+    "mean": "the mean",
+}
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """A metric key such as ``latency.e2e_per_token_ms.p50`` in words."""
+
+    name: str  # "End-to-end time per token"
+    statistic: str | None  # "p50", over the timed requests of one run
+    unit: str  # "ms", "tok/s"; "" when unknown
+
+    @property
+    def label(self) -> str:
+        text = self.name + (f", {self.statistic}" if self.statistic else "")
+        return text + (f" ({self.unit})" if self.unit else "")
+
+
+def metric_name(key: str) -> MetricName:
+    """The words for a metric key; an unknown key is shown as it is, not guessed at."""
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "latency" and parts[1] in _LATENCY_NAMES:
+        return MetricName(_LATENCY_NAMES[parts[1]], parts[2], "ms")
+    if key == "throughput.output_tokens_per_s":
+        return MetricName("Output throughput, all requests at once", None, "tok/s")
+    return MetricName(key, None, "")
+
+
+def metric_label(key: str) -> str:
+    """``latency.e2e_per_token_ms.p50`` → ``End-to-end time per token, p50 (ms)``."""
+    return metric_name(key).label
+
+
+def score_explanation(key: str, direction: str) -> str:
+    """What a score on the leaderboard is, exactly, in two sentences."""
+    metric = metric_name(key)
+    over = ""
+    if metric.statistic in _STATISTICS:
+        over = f": {_STATISTICS[metric.statistic]} over the timed requests of a run"
+    return (
+        f"The score is {metric.label}{over}; {direction} is better. Each evaluation times the "
+        "task's latency scenario several times: its score is the median of those runs, with a "
+        "95% interval [low – high] of where another run would land."
+    )
+
+
+@dataclass(frozen=True)
+class ReportedColumn:
+    """A figure the leaderboard shows beside the score: reported, never ranked."""
+
+    field: str  # the leaderboard entry's attribute
+    metric: str  # the metric key it is a figure of
+    header: str
+    unit: str
+
+    @property
+    def title(self) -> str:
+        return metric_label(self.metric)
+
+    def cell(self, entry: Any) -> str:
+        value = _finite(getattr(entry, self.field, None))
+        if value is None:
+            return ""
+        return tokens_per_s(value) if self.unit == "tok/s" else f"{_number(value)} {self.unit}"
+
+
+_REPORTED = (
+    ReportedColumn("tpot_p50_ms", "latency.tpot_ms.p50", "TPOT p50", "ms"),
+    ReportedColumn("ttft_p50_ms", "latency.ttft_ms.p50", "TTFT p50", "ms"),
+    ReportedColumn("output_tokens_per_s", "throughput.output_tokens_per_s", "Throughput", "tok/s"),
+)
+
+
+def reported_columns(ranked: str) -> list[ReportedColumn]:
+    """The figures shown beside the score, less the ranked one: the score already is that
+    figure (pooled over runs), and a second column of it would differ without saying why."""
+    return [c for c in _REPORTED if c.metric != ranked]
+
+
+# --- times and durations -------------------------------------------------------------------------
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive UTC times, PostgreSQL aware ones.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def when(moment: datetime | None) -> str:
-    """A time in UTC (SQLite hands back naive UTC times, PostgreSQL aware ones)."""
+    """A time in UTC, to the minute (for lists)."""
     if moment is None:
         return ""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return _utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def when_exact(moment: datetime | None) -> str:
+    """A time in UTC, to the second (for one submission's page)."""
+    if moment is None:
+        return ""
+    return _utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(seconds: float) -> str:
+    """``0.4 s``, ``42 s``, ``1 min 32 s``, ``2 h 5 min``, ``3 d 4 h``: two units at most."""
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return _two_units(whole, 60, "min", 1, "s")
+    if whole < 86400:
+        return _two_units(whole, 3600, "h", 60, "min")
+    return _two_units(whole, 86400, "d", 3600, "h")
+
+
+def _two_units(whole: int, big: int, big_name: str, small: int, small_name: str) -> str:
+    major, rest = divmod(whole, big)
+    minor = rest // small
+    return f"{major} {big_name}" + (f" {minor} {small_name}" if minor else "")
+
+
+def duration_between(start: datetime | None, end: datetime | None) -> str:
+    """How long from ``start`` to ``end``; blank unless both are known and in order."""
+    if start is None or end is None:
+        return ""
+    seconds = (_utc(end) - _utc(start)).total_seconds()
+    return duration(seconds) if seconds >= 0 else ""
+
+
+def timing_figures(
+    queued_at: datetime | None, started_at: datetime | None, finished_at: datetime | None
+) -> list[Figure]:
+    """How long the submission waited, then ran: each only once it is over (so a live page's
+    figures change only when its state does)."""
+    figures = []
+    waited = duration_between(queued_at, started_at)
+    if waited:
+        figures.append(Figure("queued for", waited))
+    ran = duration_between(started_at, finished_at)
+    if ran:
+        figures.append(Figure("ran for", ran))
+    return figures
+
+
+def timing_text(
+    queued_at: datetime | None, started_at: datetime | None, finished_at: datetime | None
+) -> str:
+    """The same, in one line for a table cell: ``queued 12 s · ran 1 min 32 s``."""
+    parts = [
+        f"{f.label.removesuffix(' for')} {f.value}"
+        for f in timing_figures(queued_at, started_at, finished_at)
+    ]
+    return " · ".join(parts)
+
+
+# --- what organisers may do to a submission ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdminAction:
+    name: str  # the action of POST /admin/submissions/{id}/{action}
+    label: str
+    style: str  # Bootstrap colour of the button
+
+
+_WAITING = (SubmissionStatus.QUEUED, SubmissionStatus.PROCESSING)
+
+
+def admin_actions(
+    status: SubmissionStatus, *, disqualified: bool, baseline: bool, review: ReviewState | None
+) -> list[AdminAction]:
+    """The buttons a submission's state allows: each pair that undoes the other shows one side,
+    and cancel / rerun follow the states moderation accepts them in (anything else is refused)."""
+    actions = [
+        AdminAction("cancel", "Cancel", "danger")
+        if status in _WAITING
+        else AdminAction("rerun", "Rerun", "primary")
+    ]
+    if review == ReviewState.FLAGGED:
+        actions.append(AdminAction("clear-review", "Clear review flag", "success"))
+    actions.append(
+        AdminAction("restore", "Restore", "secondary")
+        if disqualified
+        else AdminAction("disqualify", "Disqualify", "danger")
+    )
+    actions.append(
+        AdminAction("unbaseline", "Unmark baseline", "secondary")
+        if baseline
+        else AdminAction("baseline", "Mark baseline", "secondary")
+    )
+    return actions
+
+
+# --- the task's public facts ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact:
+    label: str
+    value: str
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """What a participant may know of the task and the rules; built from an explicit list of
+    fields, so nothing hidden (the evaluation's seed, the hidden pool) can slip onto the page."""
+
+    name: str
+    version: str
+    description: str
+    vocab_size: int
+    max_new_tokens: int
+    sampling: dict[str, Any]  # the rule as the `load` message carries it, seed left out
+    protocol_version: int
+    sections: list[tuple[str, list[Fact]]]
+
+
+def _seconds_limit(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _sampling_words(task: Task) -> str:
+    rule = task.sampling
+    if rule.kind == "greedy":
+        return "greedy: the token with the highest logit"
+    return (
+        f"hashed Gumbel-max at temperature {rule.temperature:g}: deterministic noise from each "
+        "request's own key, sent with the request"
+    )
+
+
+def _decoding_facts(task: Task) -> list[Fact]:
+    requests = task.requests
+    tokenizer = {
+        "bytes": "prompts are UTF-8 bytes, one token per byte",
+        "ids": "prompts are token ids",
+    }[task.spec.model.tokenizer]
+    return [
+        Fact("Model", f"Llama layout, vocabulary of {task.vocab_size} tokens; {tokenizer}"),
+        Fact("Tokens per request", f"exactly {task.max_new_tokens}"),
+        Fact("Sampling", _sampling_words(task)),
+        Fact(
+            "Correctness",
+            f"every token within ε = {task.epsilon:g} of the best score at its position, judged "
+            "on your own prefix by a trusted reference",
+        ),
+        Fact(
+            "Requests",
+            f"{requests.warmup} warm-up (not timed); {requests.timed} timed one at a time, "
+            f"repeated in {requests.repeats} run{'s' if requests.repeats != 1 else ''}; "
+            f"{requests.throughput} sent all at once for throughput",
+        ),
+        Fact("Hardware class", task.hardware.kind),
+    ]
+
+
+def _limit_facts(task: Task, settings: Settings) -> list[Fact]:
+    limits = task.limits
+    return [
+        Fact("Load (start → ready)", _seconds_limit(limits.load_timeout_s)),
+        Fact("Run (ready → last token)", _seconds_limit(limits.run_timeout_s)),
+        Fact("Silence while a request waits", _seconds_limit(DEFAULT_STEP_TIMEOUT_S)),
+        Fact("Memory", f"{limits.memory_mb} MB"),
+        Fact("CPUs", f"{limits.cpus:g}"),
+        Fact("Processes", f"{limits.pids}"),
+        Fact("Writable /tmp", f"{settings.scratch_mb} MB"),
+        Fact("Logs kept", f"{settings.log_cap_bytes // 1024} KB per stream (stdout, stderr)"),
+    ]
+
+
+def _ranking_facts(task: Task) -> list[Fact]:
+    ranking = task.ranking
+    return [
+        Fact("Ranked by", f"{metric_label(ranking.metric)}, {ranking.direction} is better"),
+        Fact("Score", score_explanation(ranking.metric, ranking.direction)),
+        Fact(
+            "Entry",
+            "each participant's best correct archive; resubmissions of the same archive "
+            "are pooled into one entry",
+        ),
+    ]
+
+
+def _competition_facts(settings: Settings, now: datetime) -> list[Fact]:
+    window = Window.from_settings(settings)
+    return [
+        Fact("Window", window.describe(now)),
+        Fact("Opens", when(window.start) or "no start set"),
+        Fact("Closes", when(window.end) or "no end set"),
+        Fact(
+            "Submissions",
+            f"{settings.submissions_per_day} per participant per 24 hours (rolling), "
+            f"{settings.max_queued_per_user} waiting or running at once; cancelled ones and "
+            "failures that were the platform's fault do not count",
+        ),
+    ]
+
+
+def _upload_facts(settings: Settings) -> list[Fact]:
+    facts = [
+        Fact("Archive", f"a zip of at most {settings.max_upload_mb} MB"),
+        Fact(
+            "Unpacked",
+            f"at most {settings.max_unpacked_mb} MB in {settings.max_archive_entries} entries, "
+            f"compressed at most {settings.max_compression_ratio:g} to 1",
+        ),
+        Fact("Protocol line", f"at most {MAX_LINE_BYTES // (1024 * 1024)} MiB"),
+        Fact("After shutdown", f"exit within {SHUTDOWN_GRACE_S:g} s"),
+    ]
+    if settings.public_check:
+        facts.append(
+            Fact(
+                "Public check",
+                "a quick run on public prompts comes first; its output is yours to read",
+            )
+        )
+    return facts
+
+
+def task_facts(task: Task, settings: Settings, *, now: datetime) -> TaskFacts:
+    sampling: dict[str, Any] = {"rule": task.sampling.kind}
+    if task.sampling.kind == "gumbel":
+        sampling["temperature"] = task.sampling.temperature
+    return TaskFacts(
+        name=task.name,
+        version=task.version,
+        description=task.description,
+        vocab_size=task.vocab_size,
+        max_new_tokens=task.max_new_tokens,
+        sampling=sampling,
+        protocol_version=PROTOCOL_VERSION,
+        sections=[
+            ("Decoding", _decoding_facts(task)),
+            ("Limits", _limit_facts(task, settings)),
+            ("Ranking", _ranking_facts(task)),
+            ("Competition", _competition_facts(settings, now)),
+            ("Submission", _upload_facts(settings)),
+        ],
+    )

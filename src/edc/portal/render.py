@@ -13,8 +13,20 @@ from starlette.responses import Response
 from edc.config import Settings
 from edc.errors import InvalidInput
 from edc.models import utcnow
+from edc.portal import presentation
 from edc.portal.auth import CSRF_FIELD, Identity, check_csrf, csrf_token_for, set_csrf_cookie
 from edc.services import rules
+
+# What the templates call besides the filters app.py registers: the formatting of
+# edc.portal.presentation, so every page words a figure, a unit or a time the same way.
+HELPERS: dict[str, Any] = {
+    "metric_label": presentation.metric_label,
+    "reported_columns": presentation.reported_columns,
+    "score_explanation": presentation.score_explanation,
+    "when_exact": presentation.when_exact,
+    "duration_between": presentation.duration_between,
+    "admin_actions": presentation.admin_actions,
+}
 
 
 def render(
@@ -29,6 +41,7 @@ def render(
     settings: Settings = request.app.state.settings
     templates: Jinja2Templates = request.app.state.templates
     full = {
+        **HELPERS,
         "viewer": identity,
         "csrf_field": CSRF_FIELD,
         "csrf_token": csrf_token_for(request, settings, identity.session_id if identity else None),
@@ -40,6 +53,21 @@ def render(
     )
     set_csrf_cookie(request, response, settings)
     return response
+
+
+def render_error(
+    request: Request,
+    message: str,
+    status_code: int,
+    *,
+    identity: Identity | None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The error page, with the caller's own navigation bar like every other page."""
+    context = {"message": message, "status": status_code}
+    return render(
+        request, "error.html", context, identity=identity, status_code=status_code, headers=headers
+    )
 
 
 async def checked_form(request: Request, identity: Identity | None) -> FormData:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from edc.schemas import (
     AdminSubmissionOut,
     Figure,
     FinalOut,
+    LeaderboardEntryOut,
     Notice,
     QueueItemOut,
     QueueOut,
@@ -49,11 +50,21 @@ def submissions_out(session: Session, rows: Sequence[Submission]) -> list[Submis
     ]
 
 
+def timings(rows: Sequence[Submission]) -> dict[int, str]:
+    """Each row's ``queued … · ran …`` line, for the lists (the API's rows carry no queued_at)."""
+    return {
+        row.id: presentation.timing_text(row.queued_at, row.started_at, row.finished_at)
+        for row in rows
+    }
+
+
 def submission_event(session: Session, row: Submission) -> SubmissionEvent:
     out = submission_out(session, row)
-    figures = [
-        Figure(label=f.label, value=f.value) for f in presentation.key_figures(row.result_metrics)
+    shown = [
+        *presentation.key_figures(row.result_metrics),
+        *presentation.timing_figures(row.queued_at, row.started_at, row.finished_at),
     ]
+    figures = [Figure(label=f.label, value=f.value) for f in shown]
     notices = [
         Notice(level=n.level, text=n.text)
         for n in presentation.result_notices(row.result_metrics, row.review)
@@ -69,6 +80,14 @@ def visible_submission(session: Session, submission_id: int, viewer: Identity) -
         viewer_id=viewer.user_id,
         viewer_is_admin=viewer.is_admin,
     )
+
+
+def openable(viewer: Identity | None, entries: Iterable[LeaderboardEntryOut]) -> set[int]:
+    """The entries' submissions ``viewer`` may open (the rule of :func:`visible_submission`: their
+    own, or every one for an admin), so the pages link those and no others."""
+    if viewer is None:
+        return set()
+    return {e.submission_id for e in entries if viewer.is_admin or e.participant == viewer.name}
 
 
 QUEUE_SHOWN = 200

@@ -12,10 +12,11 @@ from starlette.concurrency import run_in_threadpool
 from edc import db
 from edc.config import Settings
 from edc.errors import EdcError, InvalidInput
+from edc.models import utcnow
 from edc.portal.auth import PageAdmin
 from edc.portal.deps import MAX_ROW_ID, Offset, SubmissionId
 from edc.portal.render import checked_form, form_text, render
-from edc.portal.views import final_board_for, final_out, queue_out, submissions_out
+from edc.portal.views import final_board_for, final_out, queue_out, submissions_out, timings
 from edc.scheduler import fleet
 from edc.services import finals, leaderboard, moderation, submissions
 from edc.services.finals import MAX_ROUNDS, MAX_TOP_K
@@ -38,6 +39,9 @@ async def admin_page(request: Request, identity: PageAdmin, offset: Offset = 0) 
             context: dict[str, Any] = {
                 "queue": queue_out(session),
                 "submissions": submissions_out(session, rows),
+                "timings": timings(rows),
+                # How long the running ones have run, as of this page.
+                "now": utcnow(),
                 "total": total,
                 "offset": offset,
                 "page_size": PAGE_SIZE,

@@ -1,4 +1,5 @@
-"""The participant's pages: home (upload form, own submissions), a submission, the leaderboard."""
+"""The participant's pages: home (upload form, own submissions), a submission, the leaderboard,
+the task (its description, rules and submission format)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,23 @@ from edc import db
 from edc.config import Settings
 from edc.errors import EdcError
 from edc.models import utcnow
+from edc.portal import presentation
 from edc.portal.auth import CSRF_FIELD, Identity, OptionalIdentity, PageIdentity, check_csrf
 from edc.portal.deps import Offset, SubmissionId
 from edc.portal.errors import headers_for, status_for
 from edc.portal.render import checked_form, render
 from edc.portal.routes.api import final_board_out, leaderboard_out
 from edc.portal.upload import receive_submission
-from edc.portal.views import submission_event, submissions_out, visible_submission
+from edc.portal.views import (
+    openable,
+    submission_event,
+    submissions_out,
+    timings,
+    visible_submission,
+)
 from edc.schemas import RecordOut
 from edc.services import finals, leaderboard, moderation, rules, submissions
+from edc.tasks.task import load_task
 
 router = APIRouter(include_in_schema=False)
 
@@ -72,6 +81,7 @@ def _home_context(settings: Settings, identity: Identity | None, offset: int) ->
         "max_upload_mb": settings.max_upload_mb,
         "error": None,
         "submissions": [],
+        "timings": {},
         "total": 0,
         "offset": offset,
         "page_size": PAGE_SIZE,
@@ -85,6 +95,7 @@ def _home_context(settings: Settings, identity: Identity | None, offset: int) ->
             session, limit=PAGE_SIZE, offset=offset, owner_id=identity.user_id
         )
         context["submissions"] = submissions_out(session, rows)
+        context["timings"] = timings(rows)
         context["total"] = total
         context["usage"] = rules.usage(session, settings, user_id=identity.user_id, now=utcnow())
     return context
@@ -140,9 +151,15 @@ async def leaderboard_page(request: Request, identity: OptionalIdentity) -> Resp
             board = leaderboard.compute(session, ranking)
             records = leaderboard.history(session, ranking)
             final = finals.latest_board(session)
+        shown = leaderboard_out(board)
+        final_shown = final_board_out(final) if final is not None else None
+        entries = [*shown.entries, *shown.baselines, *(final_shown.entries if final_shown else [])]
         return {
-            "board": leaderboard_out(board),
-            "final": final_board_out(final) if final is not None else None,
+            "board": shown,
+            "metric": presentation.metric_name(shown.metric),
+            "final": final_shown,
+            # Rows link to the submission pages this viewer may open, and to no others.
+            "openable": openable(identity, entries),
             "history": [
                 RecordOut.model_validate(r, from_attributes=True).model_dump(mode="json")
                 for r in records
@@ -151,3 +168,16 @@ async def leaderboard_page(request: Request, identity: OptionalIdentity) -> Resp
 
     context = await run_in_threadpool(load)
     return render(request, "leaderboard.html", context, identity=identity)
+
+
+@router.get("/task", name="task_page")
+async def task_page(request: Request, identity: OptionalIdentity) -> Response:
+    """The task, the rules and the submission format, for anyone (nothing hidden is on it)."""
+    settings: Settings = request.app.state.settings
+
+    def load() -> dict[str, Any]:
+        task = load_task(settings)
+        return {"task": presentation.task_facts(task, settings, now=utcnow())}
+
+    context = await run_in_threadpool(load)
+    return render(request, "task.html", context, identity=identity)

@@ -10,7 +10,7 @@
   function setText(id, value) { var el = byId(id); if (el) { el.textContent = value; } }
   function when(iso) {
     if (!iso) { return ""; }
-    return new Date(iso).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+    return new Date(iso).toISOString().slice(0, 19).replace("T", " ") + " UTC";
   }
 
   function renderFigures(figures) {
@@ -40,6 +40,17 @@
       div.textContent = n.text;
       box.append(div);
     });
+  }
+
+  // The public run's logs, or a sentence where there are none (an empty box looks broken).
+  function renderLogs(s) {
+    var box = byId("public-logs");
+    var none = byId("public-logs-empty");
+    if (!box || !none) { return; }
+    box.textContent = s.public_logs || "";
+    box.hidden = !s.public_logs;
+    none.hidden = Boolean(s.public_logs);
+    none.textContent = FINAL[s.status] ? "No output was captured." : "No output yet.";
   }
 
   function drawCharts(metrics) {
@@ -88,13 +99,18 @@
     setText("finished", when(s.finished_at));
     setText("attempt", String(s.attempt));
     setText("failure", (s.failure_reason ? s.failure_reason + ": " : "") + (s.failure_message || ""));
-    setText("public-logs", s.public_logs || "");
+    renderLogs(s);
     renderFigures(s.figures);
     renderNotices(s.notices);
     var cancel = byId("cancel-form");
     if (cancel && FINAL[s.status]) { cancel.hidden = true; }
     setText("live-note", FINAL[s.status] ? "" : "updates live");
     if (FINAL[s.status]) { drawCharts(s.result_metrics); }
+    // The organisers' buttons depend on the state (cancel while waiting, rerun once finished):
+    // reload for them once it ends, rather than repeat that rule here.
+    if (FINAL[s.status] && !FINAL[initial.status] && byId("admin-actions")) {
+      window.location.reload();
+    }
   }
 
   function poll(url) {
