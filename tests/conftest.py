@@ -20,6 +20,7 @@ from sqlalchemy import text
 from edc import db
 from edc.config import Settings, get_settings
 from edc.models import Base
+from edc.services import accounts
 
 PG_ADMIN_DSN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST_URL = os.environ.get("EDC_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -72,6 +73,7 @@ def redis_url(redis_db_url: str) -> Iterator[str]:
 
 
 def _clean_tables(settings: Settings) -> None:
+    accounts.forget_blocked()  # what the process learnt of blocked log-ins came from these rows
     with db.session_scope(settings) as session:
         for table in reversed(Base.metadata.sorted_tables):
             session.execute(text(f"DELETE FROM {table.name}"))

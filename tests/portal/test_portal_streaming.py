@@ -1,21 +1,24 @@
-"""Over-limit uploads against a real uvicorn server, over a raw socket.
+"""Over-limit and too-slow uploads against a real uvicorn server, over a raw socket.
 
 Each client sends only part of a body it announces as larger, then waits: the 413 must arrive
-while the rest was never sent, proving the portal refuses without reading the whole body.
+while the rest was never sent, proving the portal refuses without reading the whole body. A body
+sent a byte at a time, or that stops, is cut off (408) and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from edc.config import Settings
 from edc.portal.app import create_app
-from tests.support.competition import make_user
+from tests.support.competition import bearer, make_user, zip_of
 from tests.support.threaded_server import serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -107,3 +110,59 @@ def test_refused_while_streaming_when_the_length_looks_acceptable(portal: Portal
     sock = send_headers(portal, f"Content-Length: {limit + 60_000}\r\n".encode())
     sock.sendall(PART_HEAD + bytes(limit + 1024))
     assert_too_large(portal, sock)
+
+
+@pytest.fixture
+def paced(settings: Settings) -> Iterator[Portal]:
+    """A portal that wants at least 4 KiB/s after a 1 s grace, and no pause over 2 s."""
+    s = settings.model_copy(
+        update={"upload_min_bytes_per_s": 4096, "upload_grace_s": 1.0, "upload_idle_timeout_s": 2.0}
+    )
+    with serve_in_thread(create_app(s)) as port:
+        yield Portal(port=port, settings=s, token=make_user(s, "trickler")[1])
+
+
+def assert_cut_off(portal: Portal, sock: socket.socket, began: float) -> None:
+    try:
+        status, body = read_response(sock)
+    finally:
+        sock.close()
+    assert status == 408, body
+    assert body["code"] == "too_slow"
+    assert "at least 4 KiB/s" in str(body["detail"])
+    assert time.monotonic() - began < ANSWER_TIMEOUT_S
+    assert [p.name for p in portal.settings.uploads_dir.iterdir()] == []
+
+
+def test_a_body_trickling_in_is_cut_off(paced: Portal) -> None:
+    began = time.monotonic()
+    sock = send_headers(paced, b"Content-Length: 100000\r\n")
+    sock.sendall(PART_HEAD)
+    try:
+        for _ in range(40):  # a byte every 0.1 s: 10 B/s, far under the minimum
+            sock.sendall(b"x")
+            time.sleep(0.1)
+    except OSError:
+        pass  # the portal may close the connection once it has answered
+    assert_cut_off(paced, sock, began)
+
+
+def test_a_body_that_stops_is_cut_off_after_the_idle_timeout(paced: Portal) -> None:
+    began = time.monotonic()
+    sock = send_headers(paced, b"Content-Length: 100000\r\n")
+    sock.sendall(PART_HEAD + bytes(20_000))  # fast enough, then silence
+    assert_cut_off(paced, sock, began)
+    assert time.monotonic() - began >= paced.settings.upload_idle_timeout_s
+
+
+def test_after_a_slow_upload_is_cut_the_participant_can_upload_again(paced: Portal) -> None:
+    sock = send_headers(paced, b"Content-Length: 100000\r\n")
+    sock.sendall(PART_HEAD)
+    assert_cut_off(paced, sock, time.monotonic())
+    response = httpx.post(
+        f"http://127.0.0.1:{paced.port}/api/v1/submissions",
+        files={"file": ("s.zip", zip_of(), "application/zip")},
+        headers=bearer(paced.token),
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text

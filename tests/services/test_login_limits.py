@@ -8,7 +8,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import event
 
+from edc import db
 from edc.config import Settings
 from edc.errors import EdcError, NotAuthenticated, RateLimited
 from edc.services import accounts
@@ -78,3 +80,24 @@ def test_password_checks_beyond_the_bound_are_refused_at_once(
         busy.release()
     # The refused attempt was not a wrong password: once the slot is free, the owner gets in.
     assert attempt(s, "alice", PASSWORD, "10.0.0.7") is None
+
+
+def test_a_blocked_address_is_refused_from_memory_without_the_database(
+    rules: Settings, people: People
+) -> None:
+    for _ in range(rules.login_max_failures):
+        assert attempt(rules, "alice", "wrong", "10.0.0.8") is NotAuthenticated
+    assert attempt(rules, "alice", "wrong", "10.0.0.8") is RateLimited  # learnt from the database
+    statements: list[str] = []
+    engine = db.get_engine(rules)
+    record = lambda *args: statements.append(args[2])  # noqa: E731  (conn, cursor, statement, ...)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with pytest.raises(RateLimited) as info:
+            accounts.log_in(rules, name="alice", password="wrong", client_address="10.0.0.8")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert statements == []  # answered from memory
+    assert info.value.retry_after_s > 0
+    # Other names and addresses are not affected by what this one learnt.
+    accounts.refuse_if_blocked(rules, name="alice", client_address="10.0.0.9")

@@ -24,7 +24,18 @@ from edc.observability.prometheus import PortalMetrics
 from edc.portal import openapi, presentation
 from edc.portal.errors import edc_error_handler, http_error_handler, validation_error_handler
 from edc.portal.events import StreamHub
-from edc.portal.routes import account, admin_api, admin_pages, api, health, internal, metrics, pages
+from edc.portal.routes import (
+    account,
+    admin_api,
+    admin_pages,
+    api,
+    docs,
+    health,
+    internal,
+    metrics,
+    pages,
+)
+from edc.portal.security_headers import SecurityHeaders
 from edc.services import rescore, submissions
 
 log = logging.getLogger(__name__)
@@ -72,11 +83,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Upload a decoder; it is run sandboxed, checked token by token and ranked.",
         lifespan=lifespan,
         dependencies=[Depends(request_log_context)],
+        docs_url=None,  # served from vendored assets by routes.docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.templates = make_templates()
     app.state.streams = StreamHub(settings)
     app.state.metrics = PortalMetrics(settings)
+    app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(EdcError, edc_error_handler)
@@ -88,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router, prefix="/api/v1")
     app.include_router(admin_api.router, prefix="/api/v1")
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(metrics.router)
     app.include_router(internal.router, prefix="/internal/v1")
     openapi.install(app)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -135,6 +136,49 @@ _checks_lock = threading.Lock()
 CHECK_WAIT_S = 0.5  # longer than a check takes; a request waits at most this for a slot
 
 
+# Keys (name|address, *|address) known to be over their limit, with when that ends: a flood from
+# a blocked address is refused from memory, before any database work or thread. Per process, so
+# another portal re-learns it from the database on its first refusal.
+_blocked: dict[str, tuple[float, datetime]] = {}  # key -> (monotonic end, retry time in UTC)
+_blocked_lock = threading.Lock()
+_BLOCKED_MAX = 100_000  # bounded memory under a flood from many addresses
+
+
+def refuse_if_blocked(settings: Settings, *, name: str, client_address: str) -> None:
+    """RateLimited, from memory, when the name or the address is already known to be over its
+    limit; cheap enough to run on the event loop before a log-in takes a thread."""
+    now = time.monotonic()
+    platform = settings.resolved_database_url
+    with _blocked_lock:
+        for key in (_failure_key(name, client_address), _address_key(client_address)):
+            key = f"{platform}|{key}"
+            ends = _blocked.get(key)
+            if ends is not None and ends[0] > now:
+                raise _too_many(ends[1], max(1, int(ends[0] - now) + 1))
+            _blocked.pop(key, None)
+
+
+def _remember_blocked(settings: Settings, key: str, retry_at: datetime, wait_s: int) -> None:
+    with _blocked_lock:
+        if len(_blocked) >= _BLOCKED_MAX:
+            _blocked.clear()
+        _blocked[f"{settings.resolved_database_url}|{key}"] = (time.monotonic() + wait_s, retry_at)
+
+
+def forget_blocked() -> None:
+    """Forget what this process learnt (the database it learnt from was emptied)."""
+    with _blocked_lock:
+        _blocked.clear()
+
+
+def _too_many(retry_at: datetime, wait_s: int) -> RateLimited:
+    return RateLimited(
+        f"Too many failed log-ins from your address; try again in "
+        f"{human_duration(wait_s)} (at {retry_at:%H:%M:%S} UTC).",
+        retry_after_s=wait_s,
+    )
+
+
 def _password_checks(bound: int) -> threading.BoundedSemaphore:
     with _checks_lock:
         return _checks.setdefault(bound, threading.BoundedSemaphore(bound))
@@ -157,6 +201,7 @@ def log_in(
     through, whatever their timing. The same answers, and the same work, whether or not the name
     exists. Runs its own transactions, so a failure stays recorded though the call raises.
     """
+    refuse_if_blocked(settings, name=name, client_address=client_address)
     now = now or utcnow()
     key, address_key = _failure_key(name, client_address), _address_key(client_address)
     since = now - timedelta(seconds=settings.login_window_s)
@@ -214,11 +259,8 @@ def _refuse_over_limit(
     if count > limit and oldest is not None:
         retry_at = aware_utc(oldest) + timedelta(seconds=settings.login_window_s)
         wait_s = max(1, int((retry_at - now).total_seconds()) + 1)
-        raise RateLimited(
-            f"Too many failed log-ins from your address; try again in "
-            f"{human_duration(wait_s)} (at {retry_at:%H:%M:%S} UTC).",
-            retry_after_s=wait_s,
-        )
+        _remember_blocked(settings, key, retry_at, wait_s)
+        raise _too_many(retry_at, wait_s)
 
 
 # --- API tokens ---

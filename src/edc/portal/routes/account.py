@@ -63,6 +63,8 @@ async def login(request: Request, identity: OptionalIdentity) -> Response:
             return accounts.start_web_session(session, settings, user=fresh)
 
     try:
+        # A blocked guesser is answered on the event loop: no thread, no database.
+        accounts.refuse_if_blocked(settings, name=name, client_address=client_address(request))
         session_id = await run_in_threadpool(run)
     except EdcError as exc:
         context = {"next": target, "error": exc.message, "name": name}
@@ -110,6 +112,8 @@ async def signup(request: Request, identity: OptionalIdentity) -> Response:
             return accounts.start_web_session(session, settings, user=user)
 
     try:
+        # A blocked guesser is answered on the event loop: no thread, no database.
+        accounts.refuse_if_blocked(settings, name=name, client_address=client_address(request))
         session_id = await run_in_threadpool(run)
     except EdcError as exc:
         context = {"error": exc.message, "signup": settings.signup, "name": name}

@@ -9,7 +9,8 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from edc import storage
+from edc import db, storage
+from edc.db import database_errors
 from edc.errors import NotFound
 from edc.models import Final, User, utcnow
 from edc.portal.auth import CurrentIdentity, client_address
@@ -55,6 +56,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     **_AUTH,
     400: {"model": ErrorOut, "description": "The archive is refused; `detail` says why."},
     403: {"model": ErrorOut, "description": "Outside the competition window."},
+    408: {"model": ErrorOut, "description": "The body came too slowly and was cut off."},
     413: {"model": ErrorOut, "description": "The upload is over the size limit."},
     429: {
         "model": ErrorOut,
@@ -234,17 +236,23 @@ def me(settings: SettingsDep, session: SessionDep, identity: CurrentIdentity) ->
     },
     tags=["account"],
 )
-def issue_token(
-    body: TokenRequest, request: Request, settings: SettingsDep, session: SessionDep
-) -> TokenIssued:
+async def issue_token(body: TokenRequest, request: Request, settings: SettingsDep) -> TokenIssued:
     """Log in with name and password and get a new API token (shown once) for the CLI."""
-    logged_in = accounts.log_in(
-        settings, name=body.name, password=body.password, client_address=client_address(request)
-    )
-    user = session.get(User, logged_in.id)
-    assert user is not None
-    token = accounts.issue_api_token(session, user=user, label=body.label)
-    return TokenIssued(token=token, user=UserOut.model_validate(user))
+    address = client_address(request)
+    # A blocked guesser is answered here, on the event loop: it takes no thread, no database.
+    accounts.refuse_if_blocked(settings, name=body.name, client_address=address)
+
+    def issue() -> TokenIssued:
+        logged_in = accounts.log_in(
+            settings, name=body.name, password=body.password, client_address=address
+        )
+        with database_errors(), db.session_scope(settings) as session:
+            user = session.get(User, logged_in.id)
+            assert user is not None
+            token = accounts.issue_api_token(session, user=user, label=body.label)
+            return TokenIssued(token=token, user=UserOut.model_validate(user))
+
+    return await run_in_threadpool(issue)
 
 
 @router.get("/leaderboard", response_model=LeaderboardOut, tags=["leaderboard"])

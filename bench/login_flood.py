@@ -1,0 +1,178 @@
+"""Log-in flood benchmark: what 40 clients guessing passwords without an account cost everyone else.
+
+A real `edc portal` process on PostgreSQL; probes read `/api/v1/me` (with a valid token) and
+`/healthz` every 50 ms, first on a quiet portal, then while 40 clients post `/api/v1/tokens` with
+random names and passwords as fast as they are answered. Prints, for each phase, the probes'
+p50/p95/p99 and the portal's resident memory, and how the flood was answered.
+
+Goals (the portal-security issue): under the flood, `/api/v1/me` p99 <= 100 ms, `/healthz` p99
+<= 20 ms, portal RSS growth <= 100 MB.
+
+Usage: python bench/login_flood.py [--clients 40] [--seconds 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+
+from edc import db
+from edc.config import Settings
+from edc.services import accounts
+
+PG_ADMIN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("EDC_BENCH_REDIS", "redis://127.0.0.1:6379/13")
+PROBE_EVERY_S = 0.05
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fresh_database(name: str) -> str:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def probe(url: str, headers: dict[str, str], stop: threading.Event, out: list[float]) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            began = time.perf_counter()
+            client.get(url, headers=headers)
+            out.append((time.perf_counter() - began) * 1e3)
+            time.sleep(PROBE_EVERY_S)
+
+
+def flood(url: str, stop: threading.Event, answers: collections.Counter[int]) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            body = {"name": secrets.token_hex(6), "password": secrets.token_hex(8)}
+            answers[client.post(url, json=body).status_code] += 1
+
+
+def phase(base: str, token: str, pid: int, seconds: float, clients: int) -> dict[str, object]:
+    stop = threading.Event()
+    me: list[float] = []
+    health: list[float] = []
+    answers: collections.Counter[int] = collections.Counter()
+    threads = [
+        threading.Thread(
+            target=probe, args=(f"{base}/api/v1/me", {"Authorization": f"Bearer {token}"}, stop, me)
+        ),
+        threading.Thread(target=probe, args=(f"{base}/healthz", {}, stop, health)),
+    ] + [
+        threading.Thread(target=flood, args=(f"{base}/api/v1/tokens", stop, answers))
+        for _ in range(clients)
+    ]
+    portal = psutil.Process(pid)
+    rss_before = portal.memory_info().rss
+    peak = rss_before
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        peak = max(peak, portal.memory_info().rss)
+        time.sleep(0.2)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return {
+        "me": me,
+        "health": health,
+        "answers": dict(answers),
+        "rss_mb": rss_before / 2**20,
+        "peak_growth_mb": (peak - rss_before) / 2**20,
+    }
+
+
+def report(name: str, result: dict[str, object]) -> None:
+    for probe_name in ("me", "health"):
+        values = result[probe_name]
+        assert isinstance(values, list)
+        print(
+            f"{name:6} {probe_name:7} n={len(values):4} p50 {statistics.median(values):7.1f} ms"
+            f"  p95 {percentile(values, 0.95):7.1f} ms  p99 {percentile(values, 0.99):7.1f} ms"
+        )
+    print(
+        f"{name:6} portal RSS {result['rss_mb']:.0f} MB, peak growth "
+        f"{result['peak_growth_mb']:.0f} MB; flood answers {result['answers']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=25)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        settings = Settings(
+            data_dir=data_dir,
+            database_url=fresh_database("edc_bench_login_flood"),
+            redis_url=REDIS_URL,
+            env="dev",
+        )
+        db.upgrade(settings)
+        with db.session_scope(settings) as session:
+            user = accounts.create_user(session, name="prober")
+            token = accounts.issue_api_token(session, user=user, label="bench")
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
+        env.update(
+            EDC_DATA_DIR=str(data_dir),
+            EDC_DATABASE_URL=str(settings.database_url),
+            EDC_REDIS_URL=REDIS_URL,
+            EDC_ENV="dev",
+        )
+        portal = subprocess.Popen(
+            [sys.executable, "-m", "edc", "portal", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the portal did not start"
+                time.sleep(0.2)
+            quiet = phase(base, token, portal.pid, min(10.0, args.seconds), clients=0)
+            flooded = phase(base, token, portal.pid, args.seconds, clients=args.clients)
+        finally:
+            portal.terminate()
+            portal.wait(timeout=30)
+    report("quiet", quiet)
+    report("flood", flooded)
+
+
+if __name__ == "__main__":
+    main()
