@@ -14,7 +14,9 @@ Usage: python bench/login_flood.py [--clients 40] [--seconds 25]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
+import multiprocessing
 import os
 import secrets
 import socket
@@ -67,43 +69,65 @@ def probe(url: str, headers: dict[str, str], stop: threading.Event, out: list[fl
             time.sleep(PROBE_EVERY_S)
 
 
-def flood(url: str, stop: threading.Event, answers: collections.Counter[int]) -> None:
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
+def flood(
+    url: str, clients: int, seconds: float, out: multiprocessing.Queue[dict[int, int]]
+) -> None:
+    """In its own process (the probes' timings must not share a GIL with 40 clients): ``clients``
+    concurrent guessers, each posting as soon as it is answered."""
+
+    async def guesser(
+        client: httpx.AsyncClient, deadline: float, answers: collections.Counter[int]
+    ) -> None:
+        while time.monotonic() < deadline:
             body = {"name": secrets.token_hex(6), "password": secrets.token_hex(8)}
-            answers[client.post(url, json=body).status_code] += 1
+            answers[(await client.post(url, json=body)).status_code] += 1
+
+    async def run() -> dict[int, int]:
+        answers: collections.Counter[int] = collections.Counter()
+        deadline = time.monotonic() + seconds
+        limits = httpx.Limits(max_connections=clients)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            await asyncio.gather(*(guesser(client, deadline, answers) for _ in range(clients)))
+        return dict(answers)
+
+    out.put(asyncio.run(run()))
 
 
 def phase(base: str, token: str, pid: int, seconds: float, clients: int) -> dict[str, object]:
     stop = threading.Event()
     me: list[float] = []
     health: list[float] = []
-    answers: collections.Counter[int] = collections.Counter()
-    threads = [
+    probes = [
         threading.Thread(
             target=probe, args=(f"{base}/api/v1/me", {"Authorization": f"Bearer {token}"}, stop, me)
         ),
         threading.Thread(target=probe, args=(f"{base}/healthz", {}, stop, health)),
-    ] + [
-        threading.Thread(target=flood, args=(f"{base}/api/v1/tokens", stop, answers))
-        for _ in range(clients)
     ]
+    answers: multiprocessing.Queue[dict[int, int]] = multiprocessing.Queue()
+    flooder = multiprocessing.Process(
+        target=flood, args=(f"{base}/api/v1/tokens", clients, seconds, answers)
+    )
     portal = psutil.Process(pid)
     rss_before = portal.memory_info().rss
     peak = rss_before
-    for thread in threads:
+    for thread in probes:
         thread.start()
+    if clients:
+        flooder.start()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         peak = max(peak, portal.memory_info().rss)
         time.sleep(0.2)
     stop.set()
-    for thread in threads:
+    for thread in probes:
         thread.join()
+    flood_answers = answers.get(timeout=60) if clients else {}
+    if clients:
+        flooder.join()
     return {
         "me": me,
         "health": health,
-        "answers": dict(answers),
+        "answers": flood_answers,
         "rss_mb": rss_before / 2**20,
         "peak_growth_mb": (peak - rss_before) / 2**20,
     }
