@@ -17,12 +17,8 @@ import argparse
 import asyncio
 import collections
 import multiprocessing
-import os
 import secrets
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,43 +26,11 @@ from pathlib import Path
 
 import httpx
 import psutil
-import psycopg
+from portal_process import REDIS_URL, fresh_database, percentile, portal, probe
 
 from edc import db
 from edc.config import Settings
 from edc.services import accounts
-
-PG_ADMIN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("EDC_BENCH_REDIS", "redis://127.0.0.1:6379/13")
-PROBE_EVERY_S = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def fresh_database(name: str) -> str:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    return f"{base}/{name}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def probe(url: str, headers: dict[str, str], stop: threading.Event, out: list[float]) -> None:
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
-            began = time.perf_counter()
-            client.get(url, headers=headers)
-            out.append((time.perf_counter() - began) * 1e3)
-            time.sleep(PROBE_EVERY_S)
 
 
 def flood(
@@ -153,9 +117,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=25)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp)
         settings = Settings(
-            data_dir=data_dir,
+            data_dir=Path(tmp),
             database_url=fresh_database("edc_bench_login_flood"),
             redis_url=REDIS_URL,
             env="dev",
@@ -164,36 +127,9 @@ def main() -> None:
         with db.session_scope(settings) as session:
             user = accounts.create_user(session, name="prober")
             token = accounts.issue_api_token(session, user=user, label="bench")
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
-        env.update(
-            EDC_DATA_DIR=str(data_dir),
-            EDC_DATABASE_URL=str(settings.database_url),
-            EDC_REDIS_URL=REDIS_URL,
-            EDC_ENV="dev",
-        )
-        portal = subprocess.Popen(
-            [sys.executable, "-m", "edc", "portal", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "the portal did not start"
-                time.sleep(0.2)
-            quiet = phase(base, token, portal.pid, min(10.0, args.seconds), clients=0)
-            flooded = phase(base, token, portal.pid, args.seconds, clients=args.clients)
-        finally:
-            portal.terminate()
-            portal.wait(timeout=30)
+        with portal(Path(tmp), str(settings.database_url), env="dev") as (base, pid):
+            quiet = phase(base, token, pid, min(10.0, args.seconds), clients=0)
+            flooded = phase(base, token, pid, args.seconds, clients=args.clients)
     report("quiet", quiet)
     report("flood", flooded)
 

@@ -167,7 +167,7 @@ def test_portal_lines_about_a_submission_carry_its_id(
         client.get("/healthz")
     assert response.status_code == 503
 
-    warnings = [e for e in entries(log_file, "edc.services.submissions") if e["level"] == "WARNING"]
+    warnings = [e for e in entries(log_file, "edc.db") if e["level"] == "WARNING"]
     inside = [e for e in warnings if e.get("submission_id") == 42]
     assert inside, warnings
     access = entries(log_file, "edc.portal.http")

@@ -4,7 +4,6 @@ browser runs the pages under the Content-Security-Policy without one violation."
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from edc.portal.app import create_app
 from edc.portal.security_headers import POLICY
 from edc.status import SubmissionStatus
 from tests.portal.security.routes import endpoints
+from tests.support.browser import watched_page
 from tests.support.competition import PASSWORD, add_submission, make_user, metrics
 from tests.support.threaded_server import serve_in_thread
 
@@ -69,39 +69,22 @@ def test_docs_are_served_from_the_platform_only(client: TestClient) -> None:
         assert client.get(source).status_code == 200, source
 
 
-CHROMIUM = "/usr/bin/chromium"
-POLICY_WORDS = "Content Security Policy"  # how chromium words a violation
-
-
 @pytest.mark.slow
 def test_a_browser_sees_no_policy_violation_on_any_page(settings: Settings) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from tests.system.test_participant_journey import CHROMIUM_ARGS
-
     user_id, _ = make_user(settings, "viewer")
     mine = add_submission(settings, user_id, result_metrics=metrics(3.0), logs="some output\n")
     add_submission(settings, user_id, status=SubmissionStatus.QUEUED)
-    with serve_in_thread(create_app(settings)) as port:
-        base = f"http://127.0.0.1:{port}"
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(base_url=base)
-            violations: list[str] = []
-            page.on(
-                "console",
-                lambda m: (
-                    violations.append(m.text) if "Content Security Policy" in m.text else None
-                ),
-            )
-            page.goto("/login")
-            page.fill("input[name=name]", "viewer")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
-            for path in ("/", "/leaderboard", f"/submissions/{mine}", "/account", "/docs"):
-                page.goto(path)
-                page.wait_for_load_state("networkidle")
-            assert page.locator(".swagger-ui .info").count() == 1  # the explorer rendered
-            browser.close()
-    assert violations == []
+    with (
+        serve_in_thread(create_app(settings)) as port,
+        watched_page(f"http://127.0.0.1:{port}") as watched,  # asserts no violation
+    ):
+        page = watched.page
+        page.goto("/login")
+        page.fill("input[name=name]", "viewer")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        for path in ("/", "/leaderboard", f"/submissions/{mine}", "/account", "/task", "/docs"):
+            page.goto(path)
+            page.wait_for_load_state("networkidle")
+        assert page.locator(".swagger-ui .info").count() == 1  # the explorer rendered
+        assert watched.violations == []

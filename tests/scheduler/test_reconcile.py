@@ -108,3 +108,41 @@ def test_a_pass_that_may_not_judge_heartbeats_leaves_processing_rows(settings: S
     )
     assert reconcile.reconcile_once(settings, recover_stale=False).recovered == []
     assert get_submission(settings, submission_id).status is SubmissionStatus.PROCESSING
+
+
+def test_the_lock_is_free_again_by_the_time_a_heartbeat_goes_stale(settings: Settings) -> None:
+    for interval, timeout in ((15, 30), (15, 45), (15, 10), (2, 4), (1, 3)):
+        s = settings.model_copy(
+            update={"reconcile_interval_s": interval, "heartbeat_timeout_s": timeout}
+        )
+        ttl = reconcile.Reconciler(s).lock_ttl_s()
+        assert ttl > interval  # the holder renews it in time
+        assert ttl <= max(timeout, interval + 1)  # a dead holder's lock expires by then
+
+
+def test_a_dead_reconcilers_lock_delays_no_recovery(settings: Settings) -> None:
+    """The worker killed mid-run may be the one that held the lock: its job must still be back in
+    the queue within heartbeat timeout + reconcile interval (the defaults' 2:1 proportions)."""
+    s = settings.model_copy(update={"heartbeat_timeout_s": 4.0, "reconcile_interval_s": 2.0})
+    submission_id = insert_submission(s, status=SubmissionStatus.PROCESSING, heartbeat_at=utcnow())
+    holder, survivor = reconcile.Reconciler(s), reconcile.Reconciler(s)
+    holder.start()
+    deadline = time.monotonic() + 5
+    while redis.Redis.from_url(str(s.redis_url)).get(reconcile.LOCK_KEY) != holder.token.encode():
+        assert time.monotonic() < deadline, "the first reconciler never took the lock"
+        time.sleep(0.05)
+    survivor.start()
+    # The holder dies as under SIGKILL: its thread stops, its lock stays behind in Redis.
+    died_at = time.monotonic()
+    holder._stopping.set()
+    holder.join(timeout=10)
+    try:
+        bound = s.heartbeat_timeout_s + s.reconcile_interval_s
+        while get_submission(s, submission_id).status is SubmissionStatus.PROCESSING:
+            assert time.monotonic() - died_at < bound + 1.5, "recovery missed its bound"
+            time.sleep(0.1)
+    finally:
+        survivor.stop()
+        survivor.join(timeout=10)
+    row = get_submission(s, submission_id)
+    assert row.status is SubmissionStatus.QUEUED and row.attempt == 2

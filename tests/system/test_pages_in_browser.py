@@ -17,6 +17,7 @@ from edc.config import Settings
 from edc.models import utcnow
 from edc.portal.presentation import metric_label
 from edc.tasks.task import load_task
+from tests.support.browser import SCREENSHOTS, watched_page
 from tests.support.competition import PASSWORD, add_submission, make_user, metrics
 from tests.support.platform import (
     RunningPlatform,
@@ -24,7 +25,6 @@ from tests.support.platform import (
     start_platform,
     stop_platform,
 )
-from tests.system.test_participant_journey import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 
 pytestmark = pytest.mark.slow
 
@@ -77,29 +77,8 @@ def entries(database: Settings) -> dict[str, int]:
 
 @pytest.fixture
 def page(platform: RunningPlatform) -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(
-            base_url=platform.url, viewport={"width": 1280, "height": 900}
-        )
-        page = context.new_page()
-        # Offline pages: nothing may be fetched from another host; and nothing the pages do may
-        # break the platform's Content-Security-Policy (chromium reports it on the console).
-        foreign: list[str] = []
-        violations: list[str] = []
-        page.on(
-            "request",
-            lambda r: foreign.append(r.url) if not r.url.startswith(platform.url) else None,
-        )
-        page.on(
-            "console",
-            lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
-        )
-        yield page
-        assert foreign == [], f"requests left the site: {foreign}"
-        assert violations == [], violations
-        context.close()
-        browser.close()
+    with watched_page(platform.url) as watched:
+        yield watched.page
 
 
 def test_a_leaderboard_row_leads_to_its_submission_page(

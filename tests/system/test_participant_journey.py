@@ -7,27 +7,16 @@ reloading the page, and find it on the leaderboard. Screenshots go to $TMPDIR/ed
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.browser import CHROMIUM, SCREENSHOTS, watched_page
 from tests.support.platform import RunningPlatform, kvcache_zip, start_platform, stop_platform
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SCREENSHOTS = Path(tempfile.gettempdir()) / "edc-browser"
 NAME = "webby"
 PASSWORD = "a long browser password"
 
@@ -46,22 +35,8 @@ def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
 
 @pytest.fixture
 def page(platform: RunningPlatform) -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(
-            base_url=platform.url, viewport={"width": 1280, "height": 900}
-        )
-        page = context.new_page()
-        # Offline pages: nothing may be fetched from another host.
-        foreign: list[str] = []
-        page.on(
-            "request",
-            lambda r: foreign.append(r.url) if not r.url.startswith(platform.url) else None,
-        )
-        yield page
-        assert foreign == [], f"requests left the site: {foreign}"
-        context.close()
-        browser.close()
+    with watched_page(platform.url) as watched:
+        yield watched.page
 
 
 def test_sign_up_log_in_upload_watch_it_complete_and_find_it_ranked(

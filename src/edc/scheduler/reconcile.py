@@ -12,13 +12,16 @@ Any number of workers run a reconciler thread; a Redis lock makes exactly one of
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import redis
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -142,10 +145,20 @@ class Reconciler(threading.Thread):
             self._db_up_since = now
         return now - self._db_up_since >= self.settings.heartbeat_timeout_s
 
+    def lock_ttl_s(self) -> int:
+        """How long the lock outlives its holder's last pass. A holder renews it every interval,
+        so it must outlast one; and a dead holder's lock must be free again by the time a dead
+        worker's heartbeat goes stale, so that the job is back in the queue within
+        ``heartbeat_timeout_s + reconcile_interval_s`` of the death, whoever held the lock."""
+        s = self.settings
+        return math.ceil(
+            max(s.reconcile_interval_s + 1, min(2 * s.reconcile_interval_s, s.heartbeat_timeout_s))
+        )
+
     def _hold_lock(self) -> bool:
         """Take the lock or extend our hold; False while another process holds it."""
         connection = redis_link.redis_connection(self.settings)
-        ttl = max(1, int(self.settings.reconcile_interval_s * 3))
+        ttl = self.lock_ttl_s()
         if connection.set(LOCK_KEY, self.token, nx=True, ex=ttl):
             return True
         if connection.get(LOCK_KEY) == self.token.encode():
@@ -156,10 +169,13 @@ class Reconciler(threading.Thread):
     def run(self) -> None:
         while not self._stopping.is_set():
             try:
+                # Every pass, lock or not: contact with the database is what lets heartbeats be
+                # judged, and a reconciler taking over a dead holder's lock must be ready to.
+                db.ping(self.settings)
+                may_judge = self._may_judge_heartbeats()
                 with redis_link.redis_errors():
                     if self._hold_lock():
-                        db.ping(self.settings)
-                        reconcile_once(self.settings, recover_stale=self._may_judge_heartbeats())
+                        reconcile_once(self.settings, recover_stale=may_judge)
             except (OperationalError, InterfaceError) as exc:
                 self._db_up_since = None
                 log.warning("reconciler: database unreachable: %s", exc)
@@ -171,3 +187,8 @@ class Reconciler(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
+        # Hand the lock on at once rather than make the others wait out its TTL.
+        with contextlib.suppress(redis.exceptions.RedisError, EdcError):
+            connection = redis_link.redis_connection(self.settings)
+            if connection.get(LOCK_KEY) == self.token.encode():
+                connection.delete(LOCK_KEY)
