@@ -3,7 +3,9 @@
 A real `edc portal` process on PostgreSQL; probes read `/api/v1/me` (with a valid token) and
 `/healthz` every 50 ms, first on a quiet portal, then while 40 clients post `/api/v1/tokens` with
 random names and passwords as fast as they are answered. Prints, for each phase, the probes'
-p50/p95/p99 and the portal's resident memory, and how the flood was answered.
+p50/p95/p99 and the portal's resident memory, and how the flood was answered. The portal trusts
+this host as its reverse proxy, and a third phase ("botnet") sends every guess from a new
+forwarded address, so no address limit applies: only the bound on password checks does.
 
 Goals (the portal-security issue): under the flood, `/api/v1/me` p99 <= 100 ms, `/healthz` p99
 <= 20 ms, portal RSS growth <= 100 MB.
@@ -34,7 +36,11 @@ from edc.services import accounts
 
 
 def flood(
-    url: str, clients: int, seconds: float, out: multiprocessing.Queue[dict[int, int]]
+    url: str,
+    clients: int,
+    seconds: float,
+    out: multiprocessing.Queue[dict[int, int]],
+    spread_addresses: bool,
 ) -> None:
     """In its own process (the probes' timings must not share a GIL with 40 clients): ``clients``
     concurrent guessers, each posting as soon as it is answered."""
@@ -44,7 +50,10 @@ def flood(
     ) -> None:
         while time.monotonic() < deadline:
             body = {"name": secrets.token_hex(6), "password": secrets.token_hex(8)}
-            answers[(await client.post(url, json=body)).status_code] += 1
+            # A botnet behind the trusted proxy: each guess from a new address.
+            spread = {"X-Forwarded-For": f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.1"}
+            headers = spread if spread_addresses else {}
+            answers[(await client.post(url, json=body, headers=headers)).status_code] += 1
 
     async def run() -> dict[int, int]:
         answers: collections.Counter[int] = collections.Counter()
@@ -57,7 +66,9 @@ def flood(
     out.put(asyncio.run(run()))
 
 
-def phase(base: str, token: str, pid: int, seconds: float, clients: int) -> dict[str, object]:
+def phase(
+    base: str, token: str, pid: int, seconds: float, clients: int, spread: bool = False
+) -> dict[str, object]:
     stop = threading.Event()
     me: list[float] = []
     health: list[float] = []
@@ -69,7 +80,7 @@ def phase(base: str, token: str, pid: int, seconds: float, clients: int) -> dict
     ]
     answers: multiprocessing.Queue[dict[int, int]] = multiprocessing.Queue()
     flooder = multiprocessing.Process(
-        target=flood, args=(f"{base}/api/v1/tokens", clients, seconds, answers)
+        target=flood, args=(f"{base}/api/v1/tokens", clients, seconds, answers, spread)
     )
     portal = psutil.Process(pid)
     rss_before = portal.memory_info().rss
@@ -127,11 +138,14 @@ def main() -> None:
         with db.session_scope(settings) as session:
             user = accounts.create_user(session, name="prober")
             token = accounts.issue_api_token(session, user=user, label="bench")
-        with portal(Path(tmp), str(settings.database_url), env="dev") as (base, pid):
+        proxy = {"env": "dev", "trusted_proxies": "127.0.0.1"}  # as behind a reverse proxy
+        with portal(Path(tmp), str(settings.database_url), **proxy) as (base, pid):
             quiet = phase(base, token, pid, min(10.0, args.seconds), clients=0)
             flooded = phase(base, token, pid, args.seconds, clients=args.clients)
+            botnet = phase(base, token, pid, args.seconds, clients=args.clients, spread=True)
     report("quiet", quiet)
     report("flood", flooded)
+    report("botnet", botnet)
 
 
 if __name__ == "__main__":

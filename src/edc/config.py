@@ -172,7 +172,7 @@ class Settings(BaseSettings):
     # accounts is refused without locking any one account's owner out.
     login_max_failures_per_address: int = Field(default=30, ge=1)
     # Password checks (argon2id, 64 MiB each) running at once per portal process.
-    login_concurrency: int = Field(default=2, ge=1)
+    login_concurrency: int = Field(default=1, ge=1)
     # Live views (server-sent event streams) open at once, per participant and per portal process,
     # and how long one stream lasts before the browser reconnects.
     sse_per_user: int = Field(default=8, ge=1)

@@ -8,11 +8,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from edc import db
 from edc.config import Settings
 from edc.errors import EdcError, NotAuthenticated, RateLimited
+from edc.portal.app import create_app
 from edc.services import accounts
 from tests.services.conftest import People
 from tests.support.competition import PASSWORD
@@ -101,3 +103,32 @@ def test_a_blocked_address_is_refused_from_memory_without_the_database(
     assert info.value.retry_after_s > 0
     # Other names and addresses are not affected by what this one learnt.
     accounts.refuse_if_blocked(rules, name="alice", client_address="10.0.0.9")
+
+
+def test_log_ins_beyond_the_bound_wait_outside_the_thread_pool_and_get_429(
+    rules: Settings, people: People
+) -> None:
+    s = rules.model_copy(update={"login_concurrency": 1})
+    busy = accounts._password_checks(1)
+    with TestClient(create_app(s)) as client:
+        assert busy.acquire(timeout=5)  # a check in progress holds the only slot
+        try:
+            began = time.monotonic()
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                answers = list(
+                    pool.map(
+                        lambda _: client.post(
+                            "/api/v1/tokens", json={"name": "alice", "password": PASSWORD}
+                        ),
+                        range(4),
+                    )
+                )
+            elapsed = time.monotonic() - began
+        finally:
+            busy.release()
+        assert [a.status_code for a in answers] == [429] * 4
+        assert all("at once" in a.json()["detail"] for a in answers)
+        assert elapsed < 4 * accounts.CHECK_WAIT_S + 2  # refused promptly, not queued for long
+        # And once the slot is free, the owner gets in.
+        ok = client.post("/api/v1/tokens", json={"name": "alice", "password": PASSWORD})
+        assert ok.status_code == 201

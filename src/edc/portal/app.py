@@ -24,6 +24,7 @@ from edc.observability.prometheus import PortalMetrics
 from edc.portal import openapi, presentation
 from edc.portal.errors import edc_error_handler, http_error_handler, validation_error_handler
 from edc.portal.events import StreamHub
+from edc.portal.login_gate import LoginGate
 from edc.portal.routes import (
     account,
     admin_api,
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.templates = make_templates()
     app.state.streams = StreamHub(settings)
+    app.state.login_gate = LoginGate(settings.login_concurrency)
     app.state.metrics = PortalMetrics(settings)
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)

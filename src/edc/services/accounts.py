@@ -179,6 +179,12 @@ def _too_many(retry_at: datetime, wait_s: int) -> RateLimited:
     )
 
 
+def checks_busy() -> RateLimited:
+    return RateLimited(
+        "Too many log-ins are being checked at once; try again in a second.", retry_after_s=1
+    )
+
+
 def _password_checks(bound: int) -> threading.BoundedSemaphore:
     with _checks_lock:
         return _checks.setdefault(bound, threading.BoundedSemaphore(bound))
@@ -223,9 +229,7 @@ def log_in(
         # Not a guess that was checked: it must not count against the name or the address.
         with db.session_scope(settings) as session:
             session.execute(delete(LoginFailure).where(LoginFailure.id.in_(reserved_ids)))
-        raise RateLimited(
-            "Too many log-ins are being checked at once; try again in a second.", retry_after_s=1
-        )
+        raise checks_busy()
     try:
         with db.session_scope(settings) as session:
             user = user_by_name(session, name)

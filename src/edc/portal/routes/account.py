@@ -22,6 +22,7 @@ from edc.portal.auth import (
 )
 from edc.portal.deps import TokenId
 from edc.portal.errors import headers_for, status_for
+from edc.portal.login_gate import LoginGate
 from edc.portal.render import checked_form, form_text, render
 from edc.services import accounts
 
@@ -65,7 +66,9 @@ async def login(request: Request, identity: OptionalIdentity) -> Response:
     try:
         # A blocked guesser is answered on the event loop: no thread, no database.
         accounts.refuse_if_blocked(settings, name=name, client_address=client_address(request))
-        session_id = await run_in_threadpool(run)
+        gate: LoginGate = request.app.state.login_gate
+        async with gate.admitted():
+            session_id = await run_in_threadpool(run)
     except EdcError as exc:
         context = {"next": target, "error": exc.message, "name": name}
         return render(
@@ -114,7 +117,9 @@ async def signup(request: Request, identity: OptionalIdentity) -> Response:
     try:
         # A blocked guesser is answered on the event loop: no thread, no database.
         accounts.refuse_if_blocked(settings, name=name, client_address=client_address(request))
-        session_id = await run_in_threadpool(run)
+        gate: LoginGate = request.app.state.login_gate
+        async with gate.admitted():
+            session_id = await run_in_threadpool(run)
     except EdcError as exc:
         context = {"error": exc.message, "signup": settings.signup, "name": name}
         return render(

@@ -16,6 +16,7 @@ from edc.models import Final, User, utcnow
 from edc.portal.auth import CurrentIdentity, client_address
 from edc.portal.deps import MAX_ROW_ID, Offset, SessionDep, SettingsDep, SubmissionId
 from edc.portal.events import StreamHub, snapshot
+from edc.portal.login_gate import LoginGate
 from edc.portal.upload import UPLOAD_OPENAPI, receive_submission
 from edc.portal.views import submission_out, submissions_out, visible_submission
 from edc.schemas import (
@@ -252,7 +253,9 @@ async def issue_token(body: TokenRequest, request: Request, settings: SettingsDe
             token = accounts.issue_api_token(session, user=user, label=body.label)
             return TokenIssued(token=token, user=UserOut.model_validate(user))
 
-    return await run_in_threadpool(issue)
+    gate: LoginGate = request.app.state.login_gate
+    async with gate.admitted():
+        return await run_in_threadpool(issue)
 
 
 @router.get("/leaderboard", response_model=LeaderboardOut, tags=["leaderboard"])

@@ -16,8 +16,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is alive (checks nothing else)."""
+async def healthz() -> dict[str, str]:
+    """The process is alive (checks nothing else). On the event loop: it must answer while the
+    thread pool is busy, which is when a load balancer most needs the answer."""
     return {"status": "ok"}
 
 
