@@ -20,6 +20,7 @@ from edc.portal.deps import Offset, SubmissionId
 from edc.portal.errors import headers_for, status_for
 from edc.portal.render import checked_form, render
 from edc.portal.routes.api import final_board_out, leaderboard_out
+from edc.portal.task_facts import task_facts
 from edc.portal.upload import receive_submission
 from edc.portal.views import (
     openable,
@@ -177,7 +178,7 @@ async def task_page(request: Request, identity: OptionalIdentity) -> Response:
 
     def load() -> dict[str, Any]:
         task = load_task(settings)
-        return {"task": presentation.task_facts(task, settings, now=utcnow())}
+        return {"task": task_facts(task, settings, now=utcnow())}
 
     context = await run_in_threadpool(load)
     return render(request, "task.html", context, identity=identity)

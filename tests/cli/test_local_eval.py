@@ -9,8 +9,7 @@ import pytest
 from edc.cli.local_eval import EXIT_CANNOT_RUN, EXIT_OK, EXIT_SUBMISSION_FAILED, run_eval
 from edc.config import Settings
 from edc.tasks.task import Task
-
-from .conftest import EXAMPLES, write_native
+from tests.harness.conftest import EXAMPLES, write_native
 
 
 def test_a_directory_as_json(
