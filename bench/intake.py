@@ -1,7 +1,9 @@
 """Intake benchmark: `edc up` on PostgreSQL and Redis, measured from outside over HTTP.
 
 Prints three figures, each measured in this one run (the machine is shared and noisy):
-1. accepted uploads per second, 1 MB zips from 20 concurrent clients (no worker running);
+1. accepted uploads per second, 1 MB zips from 20 concurrent clients (no worker running), and in
+   the same run the same client against a plain FastAPI upload app (bench/bare_upload_app.py):
+   their ratio is the figure (goal: at least 0.70);
 2. p50/p99 of "accepted → claimed by an idle worker" (the sandbox starts right after unpacking);
 3. the portal's peak memory while it receives one 500 MB upload, over its idle baseline
    (goal: under 100 MB).
@@ -129,17 +131,60 @@ def upload(client: httpx.Client, payload: bytes) -> tuple[int, float]:
     return response.status_code, time.time()
 
 
-def bench_accept_rate(url: str, headers: dict[str, str], uploads: int, clients: int) -> None:
+def accept_rate(url: str, path: str, headers: dict[str, str], uploads: int, clients: int) -> float:
+    """Accepted 1 MB uploads per second from ``clients`` concurrent clients."""
     payload = zip_bytes(1024 * 1024)
     with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=clients) as pool:
-            codes = [c for c, _ in pool.map(lambda _: upload(client, payload), range(uploads))]
+            codes = list(
+                pool.map(
+                    lambda _: client.post(path, files={"file": ("s.zip", payload)}).status_code,
+                    range(uploads),
+                )
+            )
         elapsed = time.perf_counter() - started
-    accepted = codes.count(201)
+    assert codes.count(201) == uploads, f"refused: {sorted(set(codes))}"
+    return uploads / elapsed
+
+
+def bare_app_rate(scratch: Path, uploads: int, clients: int) -> float:
+    """The same client against bench/bare_upload_app.py under one uvicorn process."""
+    port = free_port()
+    store = scratch / "bare"
+    store.mkdir()
+    env = {**os.environ, "BARE_UPLOAD_DIR": str(store)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bare_upload_app:app", "--port", str(port)],
+        cwd=Path(__file__).parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/docs", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the bare app did not start"
+                time.sleep(0.1)
+        return accept_rate(url, "/upload", {}, uploads, clients)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def bench_accept_rate(
+    url: str, headers: dict[str, str], uploads: int, clients: int, scratch: Path
+) -> None:
+    bare = bare_app_rate(scratch, uploads, clients)
+    ours = accept_rate(url, "/api/v1/submissions", headers, uploads, clients)
     print(
-        f"1. {accepted}/{uploads} uploads of 1 MB accepted from {clients} clients "
-        f"in {elapsed:.2f} s: {accepted / elapsed:.1f} accepted/s"
+        f"1. {uploads} uploads of 1 MB from {clients} clients: portal {ours:.1f}/s, plain FastAPI "
+        f"app {bare:.1f}/s, ratio {ours / bare:.2f} (goal >= 0.70)"
     )
 
 
@@ -235,7 +280,7 @@ def main() -> None:
         scratch = Path(tmp)
         platform = Platform(scratch / "a", fresh_database("edc_bench_intake"), 0, args.big_mb + 10)
         try:
-            bench_accept_rate(platform.url, platform.headers, args.uploads, args.clients)
+            bench_accept_rate(platform.url, platform.headers, args.uploads, args.clients, scratch)
             bench_big_upload_memory(platform, args.big_mb, scratch)
         finally:
             platform.stop()

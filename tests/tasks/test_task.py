@@ -1,13 +1,15 @@
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from edc.config import Settings
 from edc.errors import InvalidTask
 from edc.tasks.init import init_task
 from edc.tasks.sampling import SamplingRule
-from edc.tasks.task import Task, bundled_task_dir
+from edc.tasks.task import Task, bundled_task_dir, task_hardware_class
 
 BUNDLED = bundled_task_dir()
 
@@ -188,3 +190,14 @@ def test_init_task_refuses_too_few_prompts(tmp_path: Path) -> None:
     with pytest.raises(InvalidTask, match="are needed"):
         init_task(BUNDLED / "model", prompts, tmp_path / "new", hidden_fraction=0.5)
     assert not (tmp_path / "new").exists()
+
+
+def test_the_task_hardware_class_is_read_again_when_task_toml_changes(tmp_path: Path) -> None:
+    root = tmp_path / "task"
+    shutil.copytree(bundled_task_dir(), root)
+    settings = Settings(data_dir=tmp_path / "data", task_dir=root)
+    assert task_hardware_class(settings) == "cpu"
+    toml = root / "task.toml"
+    toml.write_text(toml.read_text().replace('class = "cpu"', 'class = "h100"', 1))
+    os.utime(toml, ns=(toml.stat().st_atime_ns, toml.stat().st_mtime_ns + 1_000_000))
+    assert task_hardware_class(settings) == "h100"

@@ -71,9 +71,15 @@ def _route(settings: Settings, submission_id: int) -> tuple[str, int]:
     return row[0], row[1] if row[1] is not None else NO_OWNER
 
 
-def submission_queue(settings: Settings, submission_id: int) -> Queue:
-    """The queue the submission's jobs go to."""
-    hardware_class, owner = _route(settings, submission_id)
+def submission_queue(
+    settings: Settings, submission_id: int, route: tuple[str, int | None] | None = None
+) -> Queue:
+    """The queue the submission's jobs go to; ``route`` (class, owner), when the caller has the
+    row at hand, saves reading it again."""
+    if route is None:
+        hardware_class, owner = _route(settings, submission_id)
+    else:
+        hardware_class, owner = route[0], route[1] if route[1] is not None else NO_OWNER
     return Queue(
         queue_name_for(settings, hardware_class, owner), connection=redis_connection(settings)
     )
@@ -110,16 +116,22 @@ def job_is_live(settings: Settings, submission_id: int, attempt: int) -> bool:
 
 
 def enqueue_submission(
-    settings: Settings, submission_id: int, attempt: int = 1, *, replace_dead: bool = False
+    settings: Settings,
+    submission_id: int,
+    attempt: int = 1,
+    *,
+    replace_dead: bool = False,
+    route: tuple[str, int | None] | None = None,
 ) -> str:
     """Put the id on the queue; returns the job id. A second call for a live attempt is a no-op.
 
     ``replace_dead`` first deletes a finished, failed or stopped job of the same id, so the
-    reconciler can give a stranded ``queued`` row a job again.
+    reconciler can give a stranded ``queued`` row a job again. ``route``: the row's (hardware
+    class, owner), when the caller has just written it.
     """
     job_id = job_id_for(submission_id, attempt)
     with redis_errors():
-        queue = submission_queue(settings, submission_id)
+        queue = submission_queue(settings, submission_id, route)
         if replace_dead and job_id not in live_job_ids(settings):
             old = fetch_job(queue.connection, job_id)
             if old is not None:

@@ -9,6 +9,7 @@ reconciler re-enqueues queued rows that no queue holds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import unicodedata
 from collections.abc import AsyncIterable, Iterable
@@ -60,8 +61,11 @@ async def create_submission(
         storage.delete_upload(settings, stored.relative_path)
         raise
     try:
+        route = (submission.hardware_class, submission.user_id)
         await anyio.to_thread.run_sync(
-            enqueue_submission, settings, submission.id, submission.attempt
+            functools.partial(
+                enqueue_submission, settings, submission.id, submission.attempt, route=route
+            )
         )
     except ServiceUnavailable as exc:
         log.warning(

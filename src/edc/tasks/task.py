@@ -69,6 +69,7 @@ with a sentence naming the file and the problem.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import random
@@ -522,8 +523,19 @@ def load_task(settings: Settings, override: Path | None = None) -> Task:
 
 def task_hardware_class(settings: Settings) -> str:
     """The hardware class of the competition's task: the class new submissions get and workers
-    serve unless told otherwise. The one place it is computed."""
-    return load_task(settings).spec.hardware.kind
+    serve unless told otherwise. The one place it is computed; read again only when task.toml
+    changes (every upload asks)."""
+    root = task_dir(settings)
+    try:
+        stamp = (root / "task.toml").stat().st_mtime_ns
+    except OSError:
+        stamp = None  # let loading say what is wrong
+    return _hardware_class(root, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _hardware_class(root: Path, _stamp: int | None) -> str:
+    return Task.load(root).spec.hardware.kind
 
 
 def _describe(exc: ValidationError) -> str:
