@@ -18,7 +18,6 @@ import io
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,17 +32,8 @@ from pathlib import Path
 
 import httpx
 import psutil
-import psycopg
 import redis
-
-PG_ADMIN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("EDC_BENCH_REDIS", "redis://127.0.0.1:6379/13")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from portal_process import REDIS_URL, free_port, fresh_database, wait_answering
 
 
 def zip_bytes(payload_bytes: int) -> bytes:
@@ -52,14 +42,6 @@ def zip_bytes(payload_bytes: int) -> bytes:
         archive.writestr("submission.py", "print('ok')\n")
         archive.writestr("weights.bin", random.randbytes(payload_bytes))
     return buffer.getvalue()
-
-
-def fresh_database(name: str) -> str:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    return f"{base}/{name}"
 
 
 class Platform:
@@ -163,14 +145,7 @@ def bare_app_rate(scratch: Path, uploads: int, clients: int) -> float:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/docs", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "the bare app did not start"
-                time.sleep(0.1)
+        wait_answering(f"{url}/docs", process, timeout_s=30)
         return accept_rate(url, "/upload", {}, uploads, clients)
     finally:
         process.terminate()

@@ -23,7 +23,6 @@ import io
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,33 +40,19 @@ from typing import Any
 import httpx
 import psycopg
 import redis
+from portal_process import PG_ADMIN, free_port, fresh_database
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.platform import kvcache_zip, quick_task  # noqa: E402
 
-PG_ADMIN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("EDC_BENCH_LOAD_REDIS", "redis://127.0.0.1:6379/12")
 # The key a test run sets on the Redis database index it claims (tests/conftest.py).
 TEST_RUN_CLAIM = "edc:test-run-owner"
 DATABASE = "edc_bench_load"
 MAX_UPLOAD_MB = 1
 FINAL = ("completed", "failed", "cancelled")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def fresh_database(name: str) -> str:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    return f"{base}/{name}"
 
 
 def drop_database(name: str) -> None:

@@ -50,19 +50,25 @@ def portal(data_dir: Path, database_url: str, **settings: str) -> Iterator[tuple
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "no portal"
-            time.sleep(0.2)
+        wait_answering(f"{base}/healthz", process)
         yield base, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def wait_answering(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Until ``url`` answers 200; fails if ``process`` (its server) exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, f"the server of {url} exited"
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout_s:g} s"
+        time.sleep(0.1)
 
 
 def percentile(values: list[float], q: float) -> float:
