@@ -55,10 +55,15 @@ def load_corpus(root: Path | None = None) -> tuple[bytes, bytes, list[Path]]:
     return b"\n\n".join(train), b"\n\n".join(held), held_files
 
 
+def ascii_text(path: Path) -> str:
+    """A file's text with every non-ASCII character dropped: what snippets are cut from."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return "".join(ch for ch in text if ch.isascii())
+
+
 def snippets_from(path: Path, *, count: int, rng: random.Random, seen: set[str]) -> list[str]:
     """Up to ``count`` new prompt snippets (64–160 ASCII bytes, from a line start) of one file."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    text = "".join(ch for ch in text if ch.isascii())
+    text = ascii_text(path)
     line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
     out: list[str] = []
     attempts = 0
@@ -89,12 +94,19 @@ def prompt_file_groups(
     return files[:half], files[half:]
 
 
-def hidden_snippets(count: int, rng: random.Random) -> list[str]:
+def hidden_snippets(
+    count: int, rng: random.Random, *, public: Sequence[str] = (), root: Path | None = None
+) -> list[str]:
     """``count`` distinct snippets of the hidden half of the held-out files, drawn with ``rng``
-    (pass ``random.SystemRandom()``: the hidden pool must not be regenerable from a seed)."""
-    _, _, held_files = load_corpus()
-    _, files = prompt_file_groups(held_files)
-    seen: set[str] = set()
+    (pass ``random.SystemRandom()``: the hidden pool must not be regenerable from a seed).
+
+    ``public`` are the shipped public prompts: a file that holds any of them is skipped. The
+    halves come from a shuffle of the files present, so another Python patch release (a file
+    added, one grown past the size cut) can move a public prompt's file into the hidden half."""
+    _, _, held_files = load_corpus(root)
+    _, candidates = prompt_file_groups(held_files)
+    files = [path for path in candidates if not _holds_any(path, public)]
+    seen: set[str] = set(public)
     out: list[str] = []
     per_file = max(1, -(-count // max(len(files), 1)))
     for path in files:
@@ -103,6 +115,11 @@ def hidden_snippets(count: int, rng: random.Random) -> list[str]:
         raise RuntimeError(f"only {len(out)} hidden prompts could be drawn, {count} wanted")
     rng.shuffle(out)
     return out[:count]
+
+
+def _holds_any(path: Path, texts: Sequence[str]) -> bool:
+    content = ascii_text(path)
+    return any(text in content for text in texts)
 
 
 def write_prompts(out_dir: Path, held_files: Sequence[Path], *, seed: int = 1) -> None:

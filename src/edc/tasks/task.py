@@ -407,7 +407,8 @@ class Task:
             return self.hidden_prompts()
         limit = self.max_positions - self.max_new_tokens
         # The operating system's randomness: no seed anywhere regenerates this pool.
-        texts = hidden_snippets(source.hidden_pool_size, random.SystemRandom())
+        public = [prompt.text for prompt in self.public_prompts()]
+        texts = hidden_snippets(source.hidden_pool_size, random.SystemRandom(), public=public)
         return [
             Prompt(f"h{i:06d}", text, tuple(encode(text))[:limit]) for i, text in enumerate(texts)
         ]

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import traceback
 import uuid
@@ -113,7 +114,40 @@ def _stopper() -> Callable[[], None] | None:
     if threading.current_thread() is not threading.main_thread():
         return None
     signal.signal(LOST_SIGNAL, _lost)
+    resignal_when_swallowed()
     return lambda: os.kill(os.getpid(), LOST_SIGNAL)
+
+
+# The signal that raises each stop, to send again when Python swallowed the raise.
+_STOP_SIGNALS: dict[type[BaseException], signal.Signals] = {
+    WorkerStopping: signal.SIGTERM,
+    SubmissionLost: LOST_SIGNAL,
+}
+
+
+RESIGNAL_AFTER_S = 0.05
+
+
+def resignal_when_swallowed() -> None:
+    """A handler that raises can run inside a weakref callback, a ``__del__`` or a garbage
+    collection, where Python prints "Exception ignored" and goes on: the stop would be lost and
+    the run finished regardless. Python hands such an exception to ``sys.unraisablehook``; this
+    hook sends its signal again a moment later (sent now, the handler would run inside the hook
+    and be ignored again), so the raise happens anew outside."""
+    previous = sys.unraisablehook
+    if getattr(previous, "resignals_stops", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        for kind, signum in _STOP_SIGNALS.items():
+            if isinstance(unraisable.exc_value, kind):
+                log.info("%s raised where Python ignores it; signalling again", kind.__name__)
+                threading.Timer(RESIGNAL_AFTER_S, os.kill, (os.getpid(), signum)).start()
+                return
+        previous(unraisable)
+
+    hook.resignals_stops = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def process_submission(submission_id: int, attempt: int | None = None) -> None:
@@ -135,6 +169,7 @@ def work_horse_context() -> tuple[Settings, str]:
         die_with_parent(signal.SIGKILL)
         # The worker forwards its SIGTERM here (see fair_worker.HandBackWorker).
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        resignal_when_swallowed()
     settings = get_settings()
     worker_id = settings.worker_id or (job.worker_name if job else None) or default_worker_id()
     return settings, worker_id
