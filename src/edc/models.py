@@ -277,6 +277,21 @@ class HiddenPrompt(Base):
     __table_args__ = (UniqueConstraint("task", "prompt_id", name="uq_hidden_prompts_task_id"),)
 
 
+class ChangeCounter(Base):
+    """A number that moves whenever what it counts changes, so readers can cache what they
+    derive from it (the leaderboard, the metrics' histograms) and recompute only when it moved.
+
+    Database triggers move it (migration 0006), so no write path can forget to. A missing row is
+    created at a random value, never at one a reader may have cached before the table was
+    emptied.
+    """
+
+    __tablename__ = "change_counters"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
 # The most entries and rounds one final may take (a final runs on one worker).
 FINAL_MAX_TOP_K = 100
 FINAL_MAX_ROUNDS = 20

@@ -167,6 +167,45 @@ def test_values_follow_the_database(settings: Settings, client: TestClient) -> N
     assert value(again, "edc_submissions", status="processing", reason="") == 2
 
 
+def test_histograms_follow_every_finished_result(settings: Settings, client: TestClient) -> None:
+    # Kept between scrapes, they must still move with each finished result, whoever writes it.
+    def count(samples: Any) -> float:
+        return value(
+            samples,
+            "edc_evaluation_duration_seconds_count",
+            hardware_class="cpu",
+            status="completed",
+        )
+
+    def load_sum(samples: Any) -> float:
+        return value(samples, "edc_submission_load_seconds_sum", hardware_class="cpu")
+
+    first = add(settings, SubmissionStatus.COMPLETED, ran_s=3, metrics={"load_s": 0.5})
+    assert count(scrape(client)) == 1
+    running = add(settings, SubmissionStatus.PROCESSING, ran_s=1)
+    assert count(scrape(client)) == 1
+
+    with db.session_scope(settings) as session:  # the worker's result
+        session.execute(
+            update(Submission)
+            .where(Submission.id == running)
+            .values(status=SubmissionStatus.COMPLETED, result_metrics={"load_s": 2.0})
+        )
+    samples = scrape(client)
+    assert count(samples) == 2
+    assert load_sum(samples) == pytest.approx(2.5)
+
+    with db.session_scope(settings) as session:  # an organiser's rerun takes one out
+        session.execute(
+            update(Submission)
+            .where(Submission.id == first)
+            .values(status=SubmissionStatus.QUEUED, started_at=None, finished_at=None)
+        )
+    samples = scrape(client)
+    assert count(samples) == 1
+    assert load_sum(samples) == pytest.approx(2.0)
+
+
 def test_an_empty_platform_reports_zeros(settings: Settings, client: TestClient) -> None:
     samples = scrape(client)
     assert value(samples, "edc_queue_depth", hardware_class="cpu") == 0

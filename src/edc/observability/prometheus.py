@@ -14,7 +14,8 @@ The fleet's histograms count every row ever finished, not a recent window: so th
 ``_count`` and ``_sum`` only grow (a rerun takes a row out until it finishes again, which
 Prometheus reads as a counter reset), and ``rate()`` and ``histogram_quantile()`` work as on any
 histogram. Each is one aggregate query (a bucket is ``SUM(CASE WHEN value <= le ...)``), so no
-row leaves the database.
+row leaves the database; the three are kept between scrapes until a finished result changes
+(``edc.changes``), while the queue, the counts by status and the uploads are read at each scrape.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from edc import db
+from edc import changes, db
 from edc.config import Settings
 from edc.db import database_errors
 from edc.errors import EdcError, ServiceUnavailable
@@ -182,6 +183,10 @@ class FleetCollector:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # (change counter, default class, histograms): see _histograms.
+        self._cached_histograms: (
+            tuple[int, str, tuple[_Histogram, _Histogram, _Histogram]] | None
+        ) = None
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing is read at registration
@@ -219,44 +224,55 @@ class FleetCollector:
             with database_errors(), db.session_scope(self.settings) as session:
                 depth, oldest = _queue(session, default_class)
                 uploads, uploaded_bytes = _uploads(session)
-                finished = Submission.status.in_(FINISHED)
-                completed = Submission.status == SubmissionStatus.COMPLETED
                 return _DatabaseFigures(
-                    depth=depth,
-                    oldest=oldest,
-                    by_status=_by_status(session),
-                    uploads=uploads,
-                    uploaded_bytes=uploaded_bytes,
-                    duration=_histogram(
-                        session,
-                        _SecondsBetween(
-                            Submission.started_at.expression, Submission.finished_at.expression
-                        ),
-                        EVALUATION_BUCKETS_S,
-                        where=(finished, Submission.started_at.is_not(None)),
-                        by_status=True,
-                        default_class=default_class,
-                    ),
-                    sandbox_start=_histogram(
-                        session,
-                        MetricNumber(SANDBOX_START_KEY),
-                        SANDBOX_START_BUCKETS_S,
-                        where=(completed,),
-                        by_status=False,
-                        default_class=default_class,
-                    ),
-                    load=_histogram(
-                        session,
-                        MetricNumber(LOAD_KEY),
-                        LOAD_BUCKETS_S,
-                        where=(completed,),
-                        by_status=False,
-                        default_class=default_class,
-                    ),
+                    depth,
+                    oldest,
+                    _by_status(session),
+                    uploads,
+                    uploaded_bytes,
+                    *self._histograms(session, default_class),
                 )
         except ServiceUnavailable as exc:
             log.warning("metrics: %s", exc.message)
             return None
+
+    def _histograms(
+        self, session: Session, default_class: str
+    ) -> tuple[_Histogram, _Histogram, _Histogram]:
+        """Evaluation time, sandbox start and load, over every finished submission: the scrape's
+        costly part (a pass over every result), so kept until a finished result changes."""
+        version = changes.counter(session)
+        cached = self._cached_histograms
+        if version is not None and cached is not None and cached[:2] == (version, default_class):
+            return cached[2]
+        finished = Submission.status.in_(FINISHED)
+        completed = Submission.status == SubmissionStatus.COMPLETED
+        duration = _histogram(
+            session,
+            _SecondsBetween(Submission.started_at.expression, Submission.finished_at.expression),
+            EVALUATION_BUCKETS_S,
+            where=(finished, Submission.started_at.is_not(None)),
+            by_status=True,
+            default_class=default_class,
+        )
+        sandbox_start, load = (
+            _histogram(
+                session,
+                MetricNumber(key),
+                buckets,
+                where=(completed,),
+                by_status=False,
+                default_class=default_class,
+            )
+            for key, buckets in (
+                (SANDBOX_START_KEY, SANDBOX_START_BUCKETS_S),
+                (LOAD_KEY, LOAD_BUCKETS_S),
+            )
+        )
+        histograms = (duration, sandbox_start, load)
+        if version is not None:
+            self._cached_histograms = (version, default_class, histograms)
+        return histograms
 
     # -- the worker registry --
 

@@ -110,24 +110,30 @@ def usage(session: Session, settings: Settings, *, user_id: int, now: datetime) 
         .select_from(Submission)
         .where(Submission.user_id == user_id, Submission.status.in_(WAITING))
     )
-    recent = [
-        aware_utc(moment)
-        for moment in session.scalars(
-            select(Submission.created_at)
-            .where(
-                Submission.user_id == user_id,
-                Submission.created_at > now - DAY,
-                counts_against_limit(),
-            )
-            .order_by(Submission.created_at)
-        )
-    ]
+    # Counted in the database: a participant with thousands of uploads today costs one
+    # aggregate, not thousands of rows read back, on each of the two checks of every upload.
+    today = (
+        Submission.user_id == user_id,
+        Submission.created_at > now - DAY,
+        counts_against_limit(),
+    )
+    used_today = int(
+        session.scalar(select(func.count()).select_from(Submission).where(*today)) or 0
+    )
     next_allowed_at = None
-    if len(recent) >= settings.submissions_per_day:
+    if used_today >= settings.submissions_per_day:
         # Room comes back when enough of the oldest leave the 24-hour window.
-        next_allowed_at = recent[len(recent) - settings.submissions_per_day] + DAY
+        oldest_to_leave = session.scalar(
+            select(Submission.created_at)
+            .where(*today)
+            .order_by(Submission.created_at)
+            .offset(used_today - settings.submissions_per_day)
+            .limit(1)
+        )
+        if oldest_to_leave is not None:
+            next_allowed_at = aware_utc(oldest_to_leave) + DAY
     return Usage(
-        used_today=len(recent),
+        used_today=used_today,
         per_day=settings.submissions_per_day,
         waiting=int(waiting or 0),
         max_waiting=settings.max_queued_per_user,

@@ -25,7 +25,7 @@ from edc.schemas import (
     QueueOut,
     WorkerOut,
 )
-from edc.services import finals, leaderboard, moderation
+from edc.services import board_cache, finals, leaderboard, moderation
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -149,7 +149,7 @@ def leaderboard_csv(
     settings: SettingsDep, session: SessionDep, _admin: AdminIdentity
 ) -> PlainTextResponse:
     """The leaderboard as CSV (the same ranking as the page and the API)."""
-    board = leaderboard.compute(session, leaderboard.task_ranking(settings))
+    board = board_cache.current(session, leaderboard.task_ranking(settings))
     return PlainTextResponse(
         leaderboard.csv_text(board),
         media_type="text/csv; charset=utf-8",

@@ -18,7 +18,7 @@ from edc.portal.deps import MAX_ROW_ID, Offset, SubmissionId
 from edc.portal.render import checked_form, form_text, render
 from edc.portal.views import final_board_for, final_out, queue_out, submissions_out, timings
 from edc.scheduler import fleet
-from edc.services import finals, leaderboard, moderation, submissions
+from edc.services import board_cache, finals, leaderboard, moderation, submissions
 from edc.services.finals import MAX_ROUNDS, MAX_TOP_K
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -145,7 +145,7 @@ async def leaderboard_csv(request: Request, _identity: PageAdmin) -> Response:
     def load() -> str:
         with db.database_errors(), db.session_scope(settings) as session:
             return leaderboard.csv_text(
-                leaderboard.compute(session, leaderboard.task_ranking(settings))
+                board_cache.current(session, leaderboard.task_ranking(settings))
             )
 
     return PlainTextResponse(

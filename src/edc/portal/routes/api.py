@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -39,7 +39,15 @@ from edc.schemas import (
     UsageOut,
     UserOut,
 )
-from edc.services import accounts, finals, leaderboard, moderation, rules, submissions
+from edc.services import (
+    accounts,
+    board_cache,
+    finals,
+    leaderboard,
+    moderation,
+    rules,
+    submissions,
+)
 from edc.status import FinalStatus
 
 router = APIRouter()
@@ -259,9 +267,14 @@ async def issue_token(body: TokenRequest, request: Request, settings: SettingsDe
 
 
 @router.get("/leaderboard", response_model=LeaderboardOut, tags=["leaderboard"])
-def read_leaderboard(settings: SettingsDep, session: SessionDep) -> LeaderboardOut:
+def read_leaderboard(settings: SettingsDep, session: SessionDep) -> Response:
     """Each participant's best correct submission, ranked by the task's score (public)."""
-    return leaderboard_out(leaderboard.compute(session, leaderboard.task_ranking(settings)))
+    body = board_cache.rendered(
+        session,
+        leaderboard.task_ranking(settings),
+        lambda board: leaderboard_out(board).model_dump_json().encode(),
+    )
+    return Response(body, media_type="application/json")
 
 
 @router.get(

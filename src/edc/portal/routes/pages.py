@@ -30,7 +30,7 @@ from edc.portal.views import (
     visible_submission,
 )
 from edc.schemas import RecordOut
-from edc.services import finals, leaderboard, moderation, rules, submissions
+from edc.services import board_cache, finals, leaderboard, moderation, rules, submissions
 from edc.tasks.task import load_task
 
 router = APIRouter(include_in_schema=False)
@@ -149,7 +149,7 @@ async def leaderboard_page(request: Request, identity: OptionalIdentity) -> Resp
     def load() -> dict[str, Any]:
         ranking = leaderboard.task_ranking(settings)
         with db.database_errors(), db.session_scope(settings) as session:
-            board = leaderboard.compute(session, ranking)
+            board = board_cache.current(session, ranking)
             records = leaderboard.history(session, ranking)
             final = finals.latest_board(session)
         shown = leaderboard_out(board)
