@@ -158,7 +158,7 @@ def overhead_plan(requests: int, tokens: int, throughput: int = 8) -> SessionPla
     return SessionPlan(
         warmup=(RequestSpec("w0", (1,) * 16),),
         latency=(tuple(RequestSpec(f"l{i}", (1,) * 64) for i in range(requests)),),
-        throughput=tuple(RequestSpec(f"t{i}", (1,) * 64) for i in range(throughput)),
+        throughput=(tuple(RequestSpec(f"t{i}", (1,) * 64) for i in range(throughput)),),
         max_new_tokens=tokens,
         vocab_size=256,
         sampling={"rule": "greedy", "seed": 1},

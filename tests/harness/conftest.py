@@ -156,6 +156,24 @@ def write_native(directory: Path, body: str, *, extra_files: dict[str, str] | No
     return directory
 
 
+def serial_sleeper(first_delay_s: float, step_s: float) -> str:
+    """A native body serving one request at a time: ``first_delay_s`` before its first token,
+    ``step_s`` before each further one, every token in its own chunk."""
+    return f"""\
+send({{"op": "ready"}})
+while True:
+    message = receive()
+    if message is None or message["op"] == "shutdown":
+        break
+    time.sleep({first_delay_s})
+    for i in range(message["max_new_tokens"]):
+        if i:
+            time.sleep({step_s})
+        send({{"id": message["id"], "tokens": [65]}})
+    send({{"id": message["id"], "done": True}})
+"""
+
+
 def write_python(directory: Path, source: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "submission.py").write_text(textwrap.dedent(source))

@@ -61,8 +61,11 @@ def test_a_short_pool_is_reused_under_fresh_opaque_ids(make_task: TaskFactory) -
     prompts = [Prompt(f"p{i}", "x", (120 + i,)) for i in range(5)]
     draw = draw_session(task, prompts, EvaluationSecret.fresh())
     plan = draw.plan
-    specs = [*plan.warmup, *(s for repeat in plan.latency for s in repeat), *plan.throughput]
-    assert len(specs) == 2 + 3 * 2 + 4
+    specs = [
+        *plan.warmup,
+        *(s for repeat in (*plan.latency, *plan.throughput) for s in repeat),
+    ]
+    assert len(specs) == 2 + (3 + 4) * 2
     ids = [s.request_id for s in specs]
     assert len(set(ids)) == len(ids)
     # Opaque: nothing of the prompt's id, its position or the plan's order.
@@ -83,7 +86,7 @@ def test_the_seed_travels_only_with_each_request_and_is_secret(small_task: Task)
     assert EvaluationSecret.fresh().sampling_seed() != secret.sampling_seed()
     assert draw.judged.sampling.seed == secret.sampling_seed()
     assert plan.max_new_tokens == small_task.max_new_tokens
-    assert plan.total_requests == 1 + 2 * 2 + 3
+    assert plan.total_requests == 1 + (2 + 3) * 2
 
 
 def test_the_same_secret_replays_the_same_evaluation(small_task: Task) -> None:

@@ -9,9 +9,11 @@ from edc.errors import RunFailed
 from edc.harness.evaluate import evaluate_submission
 from edc.sandbox.base import Sandbox
 from edc.status import FailureReason
-from edc.tasks.task import Task, load_task
+from edc.tasks.task import Task, bundled_task_dir, load_task
 
 from .conftest import EXAMPLES, example_source, write_python
+
+SERVING_TASK = bundled_task_dir().parent / "tiny_serving"
 
 
 @pytest.mark.parametrize("example", ["baseline", "kvcache", "batched"])
@@ -30,7 +32,7 @@ def test_example_passes_verification(
         run_dir=tmp_path / "run",
     )
     metrics = evaluation.metrics
-    requests = 1 + 2 * 2 + 3
+    requests = 1 + (2 + 3) * 2
     assert metrics["correct"] is True
     assert metrics["tokens_checked"] == requests * small_task.max_new_tokens
     assert metrics["max_gap"] <= small_task.epsilon
@@ -80,7 +82,7 @@ class Decoder(_Correct):
     # The first request (ids are opaque) at position 3; the public sentence gives the same facts.
     assert "position 3" in failure.message
     assert failure.public_message is not None
-    assert "request 1 of 8, position 3" in failure.public_message
+    assert f"request 1 of {small_task.requests.total}, position 3" in failure.public_message
 
 
 @pytest.mark.slow
@@ -95,11 +97,17 @@ def test_kvcache_passes_the_bundled_task_in_full(
         task=task,
         run_dir=tmp_path / "run",
     )
-    counts = task.requests
-    total = counts.warmup + counts.timed * counts.repeats + counts.throughput
-    assert evaluation.metrics["correct"] is True
-    assert evaluation.metrics["tokens_checked"] == total * task.max_new_tokens
-    assert evaluation.metrics["roofline"] > 0
+    metrics = evaluation.metrics
+    assert metrics["correct"] is True
+    assert metrics["roofline"] > 0
+    # Every token of every scenario was verified, the serving sweep's (8 to 32 each) too.
+    assert task.serving is not None
+    rounds = metrics["serving"]["rates"]
+    served = len(rounds) * task.serving.requests_per_rate
+    low, high = task.serving_lengths
+    fixed = task.requests.total * task.max_new_tokens
+    assert fixed + served * low <= metrics["tokens_checked"] <= fixed + served * high
+    assert metrics["serving"]["max_rate_under_slo"] > 0
 
 
 def test_the_kvcache_example_is_the_task_baseline() -> None:
@@ -107,3 +115,29 @@ def test_the_kvcache_example_is_the_task_baseline() -> None:
     example = repo / "examples" / "kvcache" / "submission.py"
     baseline = repo / "src" / "edc" / "tasks" / "tiny" / "baseline" / "submission.py"
     assert example.read_bytes() == baseline.read_bytes()
+
+
+@pytest.mark.slow
+def test_the_serving_task_ranks_by_the_highest_rate_held(
+    bwrap_sandbox: Sandbox, harness_settings: Settings, tmp_path: Path
+) -> None:
+    task = Task.load(SERVING_TASK)
+    evaluation = evaluate_submission(
+        settings=harness_settings,
+        sandbox=bwrap_sandbox,
+        submission_dir=EXAMPLES / "batched",
+        task=task,
+        run_dir=tmp_path / "run",
+        prompt_set="public",
+    )
+    metrics = evaluation.metrics
+    serving = metrics["serving"]
+    assert metrics["score_metric"] == "serving.max_rate_under_slo"
+    assert metrics["score"] == serving["max_rate_under_slo"] > 0
+    assert metrics["score_ci"] == serving["max_rate_under_slo_bracket"]
+    held = [r["offered_rate"] for r in serving["rates"] if r["attained"]]
+    assert metrics["score"] in held
+    # Every request of every round was answered in full and verified.
+    assert task.serving is not None
+    assert all(r["requests"] == task.serving.requests_per_rate for r in serving["rates"])
+    assert serving["send_lag_ms_p99"] < 20

@@ -144,4 +144,4 @@ def test_an_executable_speaking_the_protocol_itself_passes(
         run_dir=tmp_path / "run",
     )
     assert evaluation.metrics["correct"] is True
-    assert evaluation.metrics["tokens_checked"] == 8 * task.max_new_tokens
+    assert evaluation.metrics["tokens_checked"] == task.requests.total * task.max_new_tokens

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edc.harness import metrics as m
+from edc.harness.serving import Slo
 from edc.tasks.task import RANKABLE_METRICS
 
 MS = m.NS_PER_MS
@@ -51,7 +52,12 @@ def figures(timings: list[m.RequestTiming]) -> dict[str, float]:
         "latency": m.latency_metrics(timings),
         "throughput": {"output_tokens_per_s": m.output_tokens_per_s(tokens, start, end)},
     }
-    return {name: m.lookup(tree, name) for name in RANKABLE_METRICS}
+    return {name: m.lookup(tree, name) for name in RANKABLE_METRICS if name not in SERVING}
+
+
+# The serving figure is a sweep's outcome, decided by each rate's share of requests meeting the
+# SLO: it cannot improve if no request's verdict can.
+SERVING = {"serving.max_rate_under_slo"}
 
 
 @settings(max_examples=400, deadline=None)
@@ -62,10 +68,28 @@ def test_no_reshaping_or_delay_improves_a_rankable_figure(
     honest, reshaped = traces
     fair, gamed = figures(honest), figures(reshaped)
     for name, better in RANKABLE_METRICS.items():
+        if name in SERVING:
+            continue
         if better == "lower":
             assert gamed[name] >= fair[name] * (1 - 1e-12), name
         else:
             assert gamed[name] <= fair[name] * (1 + 1e-12), name
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    trace_and_emission(),
+    st.floats(0.5, 40.0),
+    st.floats(0.1, 10.0),
+)
+def test_no_reshaping_or_delay_meets_an_slo_the_honest_decode_misses(
+    traces: tuple[list[m.RequestTiming], list[m.RequestTiming]], ttft_ms: float, tpot_ms: float
+) -> None:
+    slo = Slo(ttft_ms=ttft_ms, tpot_ms=tpot_ms)
+    honest, reshaped = traces
+    for fair, gamed in zip(honest, reshaped, strict=True):
+        assert slo.met(fair) or not slo.met(gamed)
+    assert set(SERVING) <= set(RANKABLE_METRICS)
 
 
 def test_the_figures_left_out_are_the_ones_a_burst_improves() -> None:

@@ -11,32 +11,20 @@ from edc.sandbox.base import Sandbox
 from edc.status import FailureReason
 from edc.tasks.task import bundled_task_dir
 
-from .conftest import write_native
+from .conftest import serial_sleeper, write_native
 
 TOKENS = 12
 FIRST_DELAY_S = 0.05
 STEP_S = 0.010
 
-SLEEPER = f"""\
-send({{"op": "ready"}})
-while True:
-    message = receive()
-    if message is None or message["op"] == "shutdown":
-        break
-    time.sleep({FIRST_DELAY_S})
-    for i in range(message["max_new_tokens"]):
-        if i:
-            time.sleep({STEP_S})
-        send({{"id": message["id"], "tokens": [65]}})
-    send({{"id": message["id"], "done": True}})
-"""
+SLEEPER = serial_sleeper(FIRST_DELAY_S, STEP_S)
 
 
 def plan(requests: int, throughput: int = 2) -> SessionPlan:
     return SessionPlan(
         warmup=(RequestSpec("w0", (1, 2, 3)),),
         latency=(tuple(RequestSpec(f"l{i}", (4, 5, 6)) for i in range(requests)),),
-        throughput=tuple(RequestSpec(f"t{i}", (7, 8)) for i in range(throughput)),
+        throughput=(tuple(RequestSpec(f"t{i}", (7, 8)) for i in range(throughput)),),
         max_new_tokens=TOKENS,
         vocab_size=256,
         sampling={"rule": "greedy", "seed": 5},
@@ -84,7 +72,7 @@ def test_throughput_counts_every_token_over_the_wall_time(
         plan=plan(1, throughput=3),
         limits=SessionLimits(load_timeout_s=20, run_timeout_s=60),
     )
-    run = result.throughput
+    (run,) = result.throughput
     assert run.tokens == 3 * TOKENS
     wall_s = (run.end_ns - run.start_ns) / 1e9
     one_request_s = FIRST_DELAY_S + (TOKENS - 1) * STEP_S

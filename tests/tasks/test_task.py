@@ -62,14 +62,19 @@ def test_request_plan_gives_disjoint_sets() -> None:
     counts = task.requests
     assert len(plan.warmup) == counts.warmup
     assert [len(t) for t in plan.timed] == [counts.timed] * counts.repeats
-    assert len(plan.throughput) == counts.throughput
-    ids = [p.id for p in plan.warmup + plan.throughput] + [p.id for t in plan.timed for p in t]
-    assert len(ids) == len(set(ids))
+    assert [len(t) for t in plan.throughput] == [counts.throughput] * counts.repeats
+    assert task.serving is not None
+    assert len(plan.serving) == task.serving.max_requests
+    ids = [p.id for p in plan.warmup + plan.serving] + [
+        p.id for t in (*plan.timed, *plan.throughput) for p in t
+    ]
+    assert len(ids) == len(set(ids)) == task.prompts_needed
 
 
 def test_request_plan_refuses_too_few_prompts() -> None:
     task = Task.load(BUNDLED)
-    with pytest.raises(InvalidTask, match="needs 56 prompts"):
+    # 4 warm-up + (12 timed + 8 throughput) × 3 repeats + 6 serving rounds × 16 requests
+    with pytest.raises(InvalidTask, match="needs 160 prompts"):
         task.request_plan(task.public_prompts()[:10])
 
 
@@ -110,6 +115,21 @@ def test_broken_toml_is_refused(task_copy: Path) -> None:
         (lambda s: s.replace("e2e_per_token_ms.p50", "load_s"), "may not rank by"),
         (lambda s: s.replace('direction = "lower"', 'direction = "higher"'), "better when lower"),
         (lambda s: s.replace("margin = 0.5", "margin = 2"), "plausibility.margin"),
+        # The serving sweep: rising rates, lengths the decode allows, a section to rank by.
+        (lambda s: s.replace("rates = [4.0, 8.0", "rates = [8.0, 4.0"), "strictly rising"),
+        (lambda s: s.replace("output_tokens = [8, 32]", "output_tokens = [8, 65]"), "above"),
+        (lambda s: s.replace("output_tokens = [8, 32]", "output_tokens = [9, 8]"), "low <= high"),
+        (lambda s: s.replace("target_share = 0.9", "target_share = 0"), "target_share"),
+        (
+            lambda s: (
+                s[: s.index("[serving]")]
+                + s[s.index("[ranking]") :].replace(
+                    '"latency.e2e_per_token_ms.p50"\ndirection = "lower"',
+                    '"serving.max_rate_under_slo"\ndirection = "higher"',
+                )
+            ),
+            "needs a \\[serving\\] section",
+        ),
     ],
 )
 def test_invalid_settings_are_named(task_copy: Path, edit: object, message: str) -> None:
@@ -117,6 +137,15 @@ def test_invalid_settings_are_named(task_copy: Path, edit: object, message: str)
     toml.write_text(edit(toml.read_text()))  # type: ignore[operator]
     with pytest.raises(InvalidTask, match=message):
         Task.load(task_copy)
+
+
+def test_the_serving_task_shares_the_bundled_model_and_public_prompts() -> None:
+    serving = Task.load(BUNDLED.parent / "tiny_serving")
+    bundled = Task.load(BUNDLED)
+    assert serving.ranking.metric == "serving.max_rate_under_slo"
+    assert serving.model_dir == bundled.model_dir
+    assert serving.public_prompts() == bundled.public_prompts()
+    assert serving.model_hash() == bundled.model_hash()
 
 
 def test_vocab_size_must_match_the_model(task_copy: Path) -> None:

@@ -39,6 +39,8 @@ _PHASE_LABELS = {
     "warmup": "warm-up",
     "latency": "latency (one at a time)",
     "throughput": "throughput (all at once)",
+    # done/total count rounds here, one offered rate each; the sweep often ends before total.
+    "serving": "serving sweep (rounds)",
     "verify": "verifying every token",
     "done": "done",
 }
@@ -137,7 +139,7 @@ class _ProgressDisplay:
 
 
 def result_table(evaluation: Evaluation, *, task_name: str, prompt_set: str) -> Group:
-    """Latency percentiles, then the summary figures."""
+    """Latency percentiles, the serving sweep where the task has one, then the summary figures."""
     m = evaluation.metrics
     latency = Table(title=f"{task_name}: correct, {m['tokens_checked']} tokens checked")
     latency.add_column("latency (ms)")
@@ -153,13 +155,50 @@ def result_table(evaluation: Evaluation, *, task_name: str, prompt_set: str) -> 
     summary.add_row("score", f"{m['score']:.4g} ({m['score_metric']})")
     summary.add_row("score 95% interval", f"{low:.4g} – {high:.4g}")
     summary.add_row("output tokens/s", f"{m['throughput']['output_tokens_per_s']:.1f}")
+    serving = m.get("serving")
+    if serving:
+        summary.add_row("max rate under SLO", _max_rate(serving))
+        summary.add_row("serving SLO", _slo(serving["slo"]))
     summary.add_row("load", f"{m['load_s']:.3f} s")
     summary.add_row("roofline", _roofline(m))
     summary.add_row("plausibility", _plausibility(m))
     summary.add_row("exact match rate", f"{m['exact_match_rate']:.3f}")
     summary.add_row("max gap", f"{m['max_gap']:.4g}")
     summary.add_row("prompts", prompt_set)
+    if serving:
+        return Group(latency, serving_table(serving), summary)
     return Group(latency, summary)
+
+
+def serving_table(serving: dict[str, Any]) -> Table:
+    """The serving sweep's rounds in the order measured: one offered rate each."""
+    # Short headings, the units in the title: the table fits an 80-column terminal.
+    table = Table(title="serving sweep, in the order measured (rates in req/s, times in ms)")
+    for column in ("offered", "held", "attainment", "goodput", "TTFT p99", "E2E p99", "lag p99"):
+        table.add_column(column, justify="left" if column == "held" else "right")
+    for r in serving["rates"]:
+        table.add_row(
+            f"{r['offered_rate']:g}",
+            "✓" if r["attained"] else "✗",
+            f"{r['slo_attainment']:.0%}",
+            f"{r['goodput']:.2f}",
+            f"{r['ttft_ms']['p99']:.1f}",
+            f"{r['e2e_ms']['p99']:.1f}",
+            f"{r['send_lag_ms']['p99']:.3f}",
+        )
+    return table
+
+
+def _slo(slo: dict[str, Any]) -> str:
+    return (
+        f"TTFT ≤ {slo['ttft_ms']:g} ms, then {slo['tpot_ms']:g} ms per further token, "
+        f"for {slo['target_share']:.0%} of the requests at a rate"
+    )
+
+
+def _max_rate(serving: dict[str, Any]) -> str:
+    low, high = serving["max_rate_under_slo_bracket"]
+    return f"{serving['max_rate_under_slo']:g} req/s (bracket {low:g} – {high:g})"
 
 
 def _plausibility(m: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ Nothing a submission can know before a request arrives lets it precompute that r
 - the sampling seed derived from it is sent only inside each ``generate`` (never with ``load``),
   so answers cannot be computed during the untimed load;
 - request ids are derived from it too: opaque, unrelated to the prompt or the plan's order;
+- so is the serving scenario's schedule (arrival times, output lengths);
 - the prompts are drawn with it from the pool (the hidden pool lives in the database).
 
 The secret is stored with the result for organisers (``submissions.audit``): with the same pool it
@@ -60,6 +61,11 @@ class EvaluationSecret:
     def sampling_seed(self) -> int:
         """The sampling rule's 64-bit seed for this evaluation."""
         return int.from_bytes(self._derive(b"edc-seed"), "little")
+
+    def schedule_seed(self) -> int:
+        """The seed of the serving scenario's arrival times and output lengths: a submission
+        cannot know when the next request comes, nor how long it will be."""
+        return int.from_bytes(self._derive(b"edc-schedule"), "little") >> 1  # numpy: < 2**63
 
     def request_id(self, index: int) -> str:
         """The opaque id of the plan's ``index``-th request."""

@@ -24,17 +24,20 @@ from typing import Any, Literal
 from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness import metrics as m
+from edc.harness.arrivals import output_lengths
 from edc.harness.bandwidth import machine_bandwidth_gb_per_s
 from edc.harness.disclosure import GENERIC_SENTENCES
 from edc.harness.draw import EvaluationSecret, draw_prompts
 from edc.harness.runner import (
     RequestRecord,
     RequestSpec,
+    ServingPlan,
     SessionLimits,
     SessionPlan,
     SessionResult,
     run_session,
 )
+from edc.harness.serving import Slo
 from edc.harness.verify import FaultKind, RequestOutput, VerificationReport, Verifier
 from edc.sandbox.base import Sandbox
 from edc.sandbox.cpus import harness_cpus, owned_cpus
@@ -43,7 +46,7 @@ from edc.tasks.task import Prompt, Task
 from edc.tasks.weights import weights_per_token
 
 PromptSet = Literal["hidden", "public"]
-PHASES = ("start", "load", "warmup", "latency", "throughput", "verify", "done")
+PHASES = ("start", "load", "warmup", "latency", "throughput", "serving", "verify", "done")
 
 
 @dataclass(frozen=True)
@@ -93,29 +96,59 @@ def draw_session(task: Task, pool: Sequence[Prompt], secret: EvaluationSecret) -
     The seed goes out only with each ``generate``; ``load`` carries the rule and temperature.
     """
     counts = task.requests
+    serving = task.serving
     drawn = draw_prompts(
         pool,
-        needed=counts.total,
+        needed=task.prompts_needed,
         secret=secret,
-        groups=[counts.warmup, *[counts.timed] * counts.repeats, counts.throughput],
+        groups=[
+            counts.warmup,
+            *[counts.timed] * counts.repeats,
+            *[counts.throughput] * counts.repeats,
+            *([serving.max_requests] if serving else []),
+        ],
     )
     split = task.request_plan(drawn)
     counter = iter(range(len(drawn)))
 
-    def specs(prompts: Sequence[Prompt]) -> tuple[RequestSpec, ...]:
-        return tuple(RequestSpec(secret.request_id(next(counter)), p.tokens) for p in prompts)
+    def specs(
+        prompts: Sequence[Prompt], lengths: Sequence[int | None] | None = None
+    ) -> tuple[RequestSpec, ...]:
+        return tuple(
+            RequestSpec(secret.request_id(next(counter)), p.tokens, n)
+            for p, n in zip(prompts, lengths or [None] * len(prompts), strict=True)
+        )
 
     seed = secret.sampling_seed()
     rule = task.sampling
     public_rule = {"rule": rule.kind, "temperature": rule.temperature}
+    serving_plan = None
+    if serving is not None:
+        low, high = task.serving_lengths
+        schedule_seed = secret.schedule_seed()
+        serving_plan = ServingPlan(
+            specs=specs(
+                split.serving,
+                output_lengths(count=len(split.serving), low=low, high=high, seed=schedule_seed),
+            ),
+            rates=tuple(serving.rates),
+            requests_per_rate=serving.requests_per_rate,
+            burstiness=serving.burstiness,
+            schedule_seed=schedule_seed,
+            slo=Slo(ttft_ms=serving.ttft_slo_ms, tpot_ms=serving.tpot_slo_ms),
+            target_share=serving.target_share,
+            refine_steps=serving.refine_steps,
+            confirm=serving.confirm,
+        )
     plan = SessionPlan(
         warmup=specs(split.warmup),
         latency=tuple(specs(repeat) for repeat in split.timed),
-        throughput=specs(split.throughput),
+        throughput=tuple(specs(repeat) for repeat in split.throughput),
         max_new_tokens=task.max_new_tokens,
         vocab_size=task.vocab_size,
         sampling={**public_rule, "seed": seed},
         load_sampling=public_rule,
+        serving=serving_plan,
     )
     audit = {
         "secret": secret.hex(),
@@ -168,7 +201,7 @@ def evaluate_submission(
     # Judged under the evaluation's own seed; the exact-match figures come from the same
     # teacher-forced pass (a fresh seed would never hit a cache of reference decodes).
     verification = Verifier.for_task(draw.judged).verify(
-        [RequestOutput(r.request_id, r.prompt, r.tokens) for r in records]
+        [RequestOutput(r.request_id, r.prompt, r.tokens, r.max_new_tokens) for r in records]
     )
     report("verify", len(records), len(records))
     if not verification.correct:
@@ -199,16 +232,14 @@ def compute_metrics(
         if physics is not None
         else None
     )
-    throughput = session.throughput
-    # The throughput scenario runs once; every timed repeat shares its figure.
     repeats = [
         m.RepeatTiming(
-            latency=tuple(r.timing() for r in repeat),
-            throughput_tokens=throughput.tokens,
-            throughput_start_ns=throughput.start_ns,
-            throughput_end_ns=throughput.end_ns,
+            latency=tuple(r.timing() for r in timed),
+            throughput_tokens=run.tokens,
+            throughput_start_ns=run.start_ns,
+            throughput_end_ns=run.end_ns,
         )
-        for repeat in session.latency
+        for timed, run in zip(session.latency, session.throughput, strict=True)
     ]
     return m.build_metrics(
         repeats=repeats,
@@ -226,7 +257,29 @@ def compute_metrics(
         bandwidth_gb_per_s=bandwidth,
         plausibility_floor_ms=plausibility_floor,
         plausibility_margin=physics.margin if physics is not None else 1.0,
+        serving=serving_metrics(task, session),
     )
+
+
+def serving_metrics(task: Task, session: SessionResult) -> dict[str, Any] | None:
+    """``metrics.serving``: each offered rate's figures in the order measured, the SLO, and the
+    highest rate held with its bracket (edc.harness.serving.RateSweep)."""
+    serving, sweep = task.serving, session.serving
+    if serving is None or sweep is None:
+        return None
+    low, high = sweep.bracket
+    return {
+        "slo": {
+            "ttft_ms": serving.ttft_slo_ms,
+            "tpot_ms": serving.tpot_slo_ms,
+            "target_share": serving.target_share,
+        },
+        "burstiness": serving.burstiness,
+        "rates": [{**served.metrics, "attained": served.attained} for served in sweep.rounds],
+        "max_rate_under_slo": sweep.max_rate_under_slo,
+        "max_rate_under_slo_bracket": [low, high],
+        "send_lag_ms_p99": max(s.metrics["send_lag_ms"]["p99"] for s in sweep.rounds),
+    }
 
 
 def _wrong_output_facts(verification: VerificationReport, records: Sequence[RequestRecord]) -> str:

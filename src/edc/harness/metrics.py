@@ -15,7 +15,9 @@ Definitions (as vLLM's and MLPerf's serving benchmarks use them):
   a token counts when it arrives, so holding tokens back or sending them in other chunks can only
   make it worse (``docs/ranking.md``). TPOT, ITL and TTFT depend on how tokens are grouped into
   chunks (a decoder that sends all of them at once has a TPOT of 0) and are reported, never ranked.
-- Throughput: output tokens of every request ÷ (last arrival − first send), all requests at once.
+- Throughput: output tokens of every request ÷ (last arrival − first send), all requests at once;
+  measured once per timed repeat, the median reported.
+- Serving (``metrics.serving``): see :mod:`edc.harness.serving`.
 """
 
 from __future__ import annotations
@@ -259,16 +261,27 @@ def build_metrics(
     bandwidth_gb_per_s: float | None,
     plausibility_floor_ms: float | None = None,
     plausibility_margin: float = 1.0,
+    serving: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``metrics`` object exactly as design.md names it, plus a few additive extras."""
+    """The ``metrics`` object exactly as design.md names it, plus a few additive extras.
+
+    A figure of the serving sweep is ranked with the sweep's bracket as its interval (the rate
+    held and the one missed); the others with the bootstrap interval of their repeats.
+    """
     if not repeats:
         raise ValueError("at least one timed repeat is needed")
     pooled = [t for r in repeats for t in r.latency]
     per_repeat = [r.timing_metrics() for r in repeats]
-    scores = [lookup(m, ranking_metric) for m in per_repeat]
     throughputs = [r.tokens_per_s() for r in repeats]
     latency = latency_metrics(pooled)
-    low, high = bootstrap_ci(scores)
+    if ranking_metric.startswith("serving."):
+        if serving is None:
+            raise ValueError(f"{ranking_metric!r} is ranked but no serving sweep ran")
+        scores = [lookup({"serving": serving}, ranking_metric)]
+        low, high = serving["max_rate_under_slo_bracket"]
+    else:
+        scores = [lookup(m, ranking_metric) for m in per_repeat]
+        low, high = bootstrap_ci(scores)
     tpot_p50 = latency["tpot_ms"]["p50"]
     return {
         "correct": True,
@@ -293,4 +306,5 @@ def build_metrics(
             floor_ms=plausibility_floor_ms,
             margin=plausibility_margin,
         ),
+        **({"serving": dict(serving)} if serving is not None else {}),
     }

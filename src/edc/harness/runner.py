@@ -1,9 +1,11 @@
 """Drive one sandboxed submission through the decode protocol and stamp everything it sends.
 
 A session: start the sandbox, wait for the submission to connect, ``load`` → ``ready`` within the
-load timeout, then the warm-up requests (one at a time, not timed), ``repeats`` × the latency
-scenario (one request at a time), the throughput scenario (every request at once), ``shutdown``.
-Every chunk is stamped with ``time.monotonic_ns()`` as it is read off the socket.
+load timeout, then the warm-up requests (one at a time, not timed), ``repeats`` × (the latency
+scenario, one request at a time, and the throughput scenario, every request at once), the serving
+sweep when the task has one (requests sent on a Poisson schedule at rising offered rates, see
+:func:`run_sweep`), ``shutdown``. Every chunk is stamped with ``time.monotonic_ns()`` as it is
+read off the socket.
 
 The submission's end is judged strictly as it goes: a malformed line, an unknown id, too many or
 too few tokens, an id outside the vocabulary or silence ends the run at once with a
@@ -26,9 +28,11 @@ from typing import Any
 
 from edc.errors import RunFailed
 from edc.harness import participant, protocol, shim
+from edc.harness.arrivals import arrival_offsets_ns
 from edc.harness.channel import Channel, ChannelClosed, Listener
 from edc.harness.disclosure import disclose_progress
 from edc.harness.metrics import RequestTiming
+from edc.harness.serving import RateSweep, ServedRequest, Slo, attained, rate_metrics
 from edc.sandbox.base import (
     CHANNEL_DIR,
     MODEL_DIR,
@@ -56,6 +60,8 @@ DEFAULT_STEP_TIMEOUT_S = 30.0
 SHUTDOWN_GRACE_S = 5.0
 # After the channel closes, how long the process may take to finish exiting before it is killed.
 EXIT_GRACE_S = 3.0
+# The serving scenario's sends: the goal is 1 ms at p99; far above it the schedule was not kept.
+DEFAULT_SEND_LAG_LIMIT_MS = 20.0
 # The sandbox's own wall clock only backs up the harness's deadlines.
 WALL_MARGIN_S = 15.0
 
@@ -73,27 +79,49 @@ class SessionLimits:
     gpus: tuple[str, ...] = ()  # the worker's devices, handed to the sandbox
     cpuset: tuple[int, ...] = ()  # the worker's cores, the sandbox pinned there; empty: unpinned
     harness_cpuset: tuple[int, ...] = ()  # where the harness runs while timing; empty: anywhere
+    # Above this p99 lateness of its own sends, the harness failed to drive the serving schedule.
+    send_lag_limit_ms: float = DEFAULT_SEND_LAG_LIMIT_MS
 
 
 @dataclass(frozen=True)
 class RequestSpec:
     request_id: str
     prompt: tuple[int, ...]
+    max_new_tokens: int | None = None  # None: the plan's
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """The serving sweep: ``specs`` are taken ``requests_per_rate`` at a time, one offered rate
+    after another, each set sent on a schedule drawn with ``schedule_seed`` (secret)."""
+
+    specs: tuple[RequestSpec, ...]
+    rates: tuple[float, ...]
+    requests_per_rate: int
+    burstiness: float
+    schedule_seed: int
+    slo: Slo
+    target_share: float
+    refine_steps: int
+    confirm: int
 
 
 @dataclass(frozen=True)
 class SessionPlan:
     warmup: tuple[RequestSpec, ...]
     latency: tuple[tuple[RequestSpec, ...], ...]  # one set per timed repeat
-    throughput: tuple[RequestSpec, ...]
+    throughput: tuple[tuple[RequestSpec, ...], ...]  # one set per timed repeat
     max_new_tokens: int
     vocab_size: int
     sampling: Mapping[str, Any]  # sent with every generate: the rule with the secret seed
     load_sampling: Mapping[str, Any]  # sent with load: the rule without the seed
+    serving: ServingPlan | None = None
 
     @property
     def total_requests(self) -> int:
-        return len(self.warmup) + sum(len(s) for s in self.latency) + len(self.throughput)
+        """Requests the plan may send (the serving sweep's most included)."""
+        fixed = len(self.warmup) + sum(len(s) for s in (*self.latency, *self.throughput))
+        return fixed + (len(self.serving.specs) if self.serving else 0)
 
 
 @dataclass
@@ -130,18 +158,44 @@ class ThroughputRun:
 
 
 @dataclass(frozen=True)
+class ServingRound:
+    """One offered rate of the sweep: its requests and when the schedule said to send each."""
+
+    rate: float
+    records: tuple[RequestRecord, ...]
+    scheduled_ns: tuple[int, ...]
+    metrics: dict[str, Any]  # edc.harness.serving.rate_metrics
+    attained: bool
+
+
+@dataclass(frozen=True)
+class ServingSweep:
+    """The rounds of the sweep in the order run, and what the sweep concluded from them."""
+
+    rounds: tuple[ServingRound, ...]
+    max_rate_under_slo: float
+    bracket: tuple[float, float]  # the true maximum lies between a rate held and one missed
+
+
+@dataclass(frozen=True)
 class SessionResult:
     load_s: float
     warmup: tuple[RequestRecord, ...]
     latency: tuple[tuple[RequestRecord, ...], ...]
-    throughput: ThroughputRun
+    throughput: tuple[ThroughputRun, ...]  # one per timed repeat
     logs: str
+    serving: ServingSweep | None = None
 
     def all_records(self) -> list[RequestRecord]:
         return [
             *self.warmup,
             *(r for repeat in self.latency for r in repeat),
-            *self.throughput.records,
+            *(r for run in self.throughput for r in run.records),
+            *(
+                r
+                for served in (self.serving.rounds if self.serving else ())
+                for r in served.records
+            ),
         ]
 
 
@@ -285,17 +339,53 @@ class DecodeSession:
         start_ns = records[0].sent_ns if records else time.monotonic_ns()
         return ThroughputRun(records=records, start_ns=start_ns, end_ns=self._last_stamp_ns)
 
+    def on_schedule(
+        self, specs: Sequence[RequestSpec], offsets_ns: Sequence[int]
+    ) -> tuple[tuple[RequestRecord, ...], tuple[int, ...]]:
+        """Send each request at its offset from now, whatever the submission is doing, taking
+        its chunks in between; return the records and the scheduled send times once every
+        request is done. A silence of the step timeout while requests wait ends the run."""
+        start_ns = time.monotonic_ns()
+        scheduled = tuple(start_ns + offset for offset in offsets_ns)
+        records: list[RequestRecord] = []
+        heard_ns = start_ns
+        while len(records) < len(specs) or self._inflight:
+            now = time.monotonic_ns()
+            if len(records) < len(specs) and now >= scheduled[len(records)]:
+                records.append(self._start(specs[len(records)]))
+                continue
+            assert self._run_deadline_ns is not None
+            if now >= self._run_deadline_ns:
+                raise self._silence("tokens")
+            wake_ns = self._run_deadline_ns
+            if len(records) < len(specs):
+                wake_ns = min(wake_ns, scheduled[len(records)])
+            if self._inflight:
+                silent_until = heard_ns + int(self._limits.step_timeout_s * 1e9)
+                if now >= silent_until:
+                    raise self._silence("tokens")
+                wake_ns = min(wake_ns, silent_until)
+            stamp, data = self._channel.receive((wake_ns - now) / 1e9)
+            if not data:
+                continue
+            heard_ns = stamp
+            for line in self._splitter.feed(data):
+                message = protocol.decode_message(line, vocab_size=self._plan.vocab_size)
+                self._handle(stamp, message)
+        return tuple(records), scheduled
+
     def shutdown(self) -> None:
         self._channel.send(protocol.SHUTDOWN_LINE)
 
     # -- the machinery --
 
     def _start(self, spec: RequestSpec) -> RequestRecord:
-        record = RequestRecord(spec.request_id, spec.prompt, self._plan.max_new_tokens)
+        tokens = spec.max_new_tokens or self._plan.max_new_tokens
+        record = RequestRecord(spec.request_id, spec.prompt, tokens)
         line = protocol.Generate(
             request_id=spec.request_id,
             prompt=spec.prompt,
-            max_new_tokens=self._plan.max_new_tokens,
+            max_new_tokens=tokens,
             sampling=self._plan.sampling,
         ).encode()
         self._inflight[spec.request_id] = record
@@ -497,12 +587,21 @@ def run_session(
                     plan.warmup, lambda n: report("warmup", n, len(plan.warmup))
                 )
                 latency: list[tuple[RequestRecord, ...]] = []
+                throughput: list[ThroughputRun] = []
                 latency_total = sum(len(s) for s in plan.latency)
-                for repeat in plan.latency:
+                throughput_total = sum(len(s) for s in plan.throughput)
+                # Each repeat runs both scenarios, so slow moments of the machine fall on both.
+                for timed, at_once in zip(plan.latency, plan.throughput, strict=True):
                     advance = _offset(report, "latency", latency, latency_total)
-                    latency.append(session.one_at_a_time(repeat, advance))
-                throughput = session.all_at_once(
-                    plan.throughput, lambda n: report("throughput", n, len(plan.throughput))
+                    latency.append(session.one_at_a_time(timed, advance))
+                    advance = _offset(
+                        report, "throughput", [r.records for r in throughput], throughput_total
+                    )
+                    throughput.append(session.all_at_once(at_once, advance))
+                serving = (
+                    run_sweep(session, plan.serving, report, limits.send_lag_limit_ms)
+                    if plan.serving
+                    else None
                 )
             session.shutdown()
             shut_down = True
@@ -527,9 +626,60 @@ def run_session(
             load_s=load_s,
             warmup=warmup,
             latency=tuple(latency),
-            throughput=throughput,
+            throughput=tuple(throughput),
             logs=combined_logs(result),
+            serving=serving,
         )
+
+
+def run_sweep(
+    session: DecodeSession,
+    plan: ServingPlan,
+    report: Progress,
+    send_lag_limit_ms: float,
+) -> ServingSweep:
+    """The serving sweep: one offered rate after another, as :class:`RateSweep` decides from
+    the SLO attainment of the rounds so far (timing only; every token is verified afterwards).
+
+    A round the harness could not send on schedule (send lag p99 above ``send_lag_limit_ms``) is
+    the platform's failure, never the submission's result: the run fails as infrastructure and
+    is retried.
+    """
+    sweep = RateSweep(plan.rates, refine_steps=plan.refine_steps, confirm=plan.confirm)
+    rounds: list[ServingRound] = []
+    specs = iter(plan.specs)
+    most = len(plan.specs) // plan.requests_per_rate
+    report("serving", 0, most)
+    while (rate := sweep.next_rate()) is not None:
+        if len(rounds) == most:
+            raise AssertionError("the serving sweep outran the prompts drawn for it")
+        batch = [next(specs) for _ in range(plan.requests_per_rate)]
+        offsets = arrival_offsets_ns(
+            rate=rate,
+            count=len(batch),
+            burstiness=plan.burstiness,
+            seed=plan.schedule_seed + len(rounds),
+        )
+        records, scheduled = session.on_schedule(batch, offsets)
+        served = [
+            ServedRequest(scheduled_ns=at, timing=r.timing())
+            for at, r in zip(scheduled, records, strict=True)
+        ]
+        figures = rate_metrics(rate, served, plan.slo)
+        lag_p99 = figures["send_lag_ms"]["p99"]
+        if lag_p99 > send_lag_limit_ms:
+            raise RunFailed(
+                FailureReason.INFRASTRUCTURE,
+                f"The harness could not send the serving requests on schedule at {rate:g} "
+                f"requests/s (send lag p99 {lag_p99:.2f} ms, the limit is "
+                f"{send_lag_limit_ms:g} ms); the run is retried.",
+            )
+        held = attained(figures, plan.target_share)
+        sweep.record(rate, held)
+        rounds.append(ServingRound(rate, records, scheduled, figures, held))
+        report("serving", len(rounds), most)
+    best, bracket = sweep.result()
+    return ServingSweep(tuple(rounds), best, bracket)
 
 
 def _done(session: DecodeSession | None) -> int:

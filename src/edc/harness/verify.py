@@ -42,6 +42,7 @@ class RequestOutput:
     request_id: str
     prompt: Sequence[int]
     tokens: Sequence[int]
+    max_new_tokens: int | None = None  # what it asked for; None: the task's
 
 
 class FaultKind(StrEnum):
@@ -179,6 +180,7 @@ class Verifier:
         """Judge one request; ``expected`` is the reference decode, for the reported figures."""
         vocab = self.reference.vocab_size
         tokens = list(output.tokens)
+        asked = self.asked(output)
         faults: list[TokenFault] = []
 
         def fault(kind: FaultKind, position: int, token: int | None, gap: float | None) -> None:
@@ -190,14 +192,14 @@ class Verifier:
                     token=token,
                     gap=gap,
                     epsilon=self.epsilon,
-                    expected_count=self.max_new_tokens,
+                    expected_count=asked,
                     actual_count=len(tokens),
                 )
             )
 
-        if len(tokens) != self.max_new_tokens:
-            fault(FaultKind.WRONG_COUNT, min(len(tokens), self.max_new_tokens), None, None)
-        checkable = tokens[: self.max_new_tokens]
+        if len(tokens) != asked:
+            fault(FaultKind.WRONG_COUNT, min(len(tokens), asked), None, None)
+        checkable = tokens[:asked]
         for i, tok in enumerate(checkable):
             if not _is_token_id(tok, vocab):
                 as_int = tok if isinstance(tok, int) and not isinstance(tok, bool) else None
@@ -218,7 +220,7 @@ class Verifier:
             # not the best, so that position is the first divergence, with no decode needed.
             differs = np.flatnonzero(np.asarray(ids, dtype=np.int64) != best)
             exact = int(differs[0]) if differs.size else len(ids)
-            if exact < self.max_new_tokens:
+            if exact < asked:
                 first_divergence = exact
         else:
             same = 0
@@ -254,6 +256,9 @@ class Verifier:
         gaps: np.ndarray[Any, Any] = scores.max(axis=1) - scores[steps, tokens]
         return gaps, scores.argmax(axis=1)
 
+    def asked(self, output: RequestOutput) -> int:
+        return output.max_new_tokens or self.max_new_tokens
+
     def verify(
         self,
         outputs: Sequence[RequestOutput],
@@ -264,7 +269,7 @@ class Verifier:
             for o in outputs
         )
         first_fault = next((v.fault for v in verdicts if v.fault is not None), None)
-        total = self.max_new_tokens * len(verdicts)
+        total = sum(self.asked(o) for o in outputs)
         rate = sum(v.exact_match_tokens for v in verdicts) / total if total else 1.0
         return VerificationReport(
             correct=first_fault is None,

@@ -59,7 +59,7 @@ def _decoding_facts(task: Task) -> list[Fact]:
     }[task.spec.model.tokenizer]
     return [
         Fact("Model", f"Llama layout, vocabulary of {task.vocab_size} tokens; {tokenizer}"),
-        Fact("Tokens per request", f"exactly {task.max_new_tokens}"),
+        Fact("Tokens per request", _tokens_words(task)),
         Fact("Sampling", _sampling_words(task)),
         Fact(
             "Correctness",
@@ -68,11 +68,45 @@ def _decoding_facts(task: Task) -> list[Fact]:
         ),
         Fact(
             "Requests",
-            f"{requests.warmup} warm-up (not timed); {requests.timed} timed one at a time, "
-            f"repeated in {requests.repeats} run{'s' if requests.repeats != 1 else ''}; "
-            f"{requests.throughput} sent all at once for throughput",
+            f"{requests.warmup} warm-up (not timed); then in each of {requests.repeats} "
+            f"run{'s' if requests.repeats != 1 else ''}, {requests.timed} timed one at a time "
+            f"and {requests.throughput} sent all at once for throughput",
         ),
+        *_serving_facts(task),
         Fact("Hardware class", task.hardware.kind),
+    ]
+
+
+def _tokens_words(task: Task) -> str:
+    if task.serving is None or task.serving_lengths[0] == task.max_new_tokens:
+        return f"exactly {task.max_new_tokens}"
+    low, high = task.serving_lengths
+    return (
+        f"exactly {task.max_new_tokens}, except in the serving scenario: exactly what each "
+        f"request asks for, {low} to {high}"
+    )
+
+
+def _serving_facts(task: Task) -> list[Fact]:
+    serving = task.serving
+    if serving is None:
+        return []
+    rates = ", ".join(f"{r:g}" for r in serving.rates)
+    return [
+        Fact(
+            "Serving scenario",
+            f"{serving.requests_per_rate} requests per offered rate, arriving at random "
+            f"(gamma gaps, burstiness {serving.burstiness:g}), at {rates} requests/s until one "
+            f"is not held, then {serving.refine_steps} bisection"
+            f"{'s' if serving.refine_steps != 1 else ''} and {serving.confirm} confirmation"
+            f"{'s' if serving.confirm != 1 else ''}",
+        ),
+        Fact(
+            "Serving SLO",
+            f"first token within {serving.ttft_slo_ms:g} ms, last within "
+            f"{serving.ttft_slo_ms:g} ms + {serving.tpot_slo_ms:g} ms per further token, for "
+            f"{serving.target_share:.0%} of requests",
+        ),
     ]
 
 

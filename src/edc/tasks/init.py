@@ -98,7 +98,7 @@ def init_task(
     epsilon: float = 0.1,
     warmup: int = 4,
     timed: int = 12,
-    throughput: int = 16,
+    throughput: int = 8,
     repeats: int = 3,
     reference: Literal["numpy", "torch"] = "numpy",
     split_seed: int = 0,
@@ -127,12 +127,12 @@ def init_task(
     random.Random(split_seed).shuffle(rows)
     n_hidden = round(len(rows) * hidden_fraction)
     hidden, public = rows[:n_hidden], rows[n_hidden:]
-    needed = warmup + timed * repeats + throughput
+    needed = warmup + (timed + throughput) * repeats
     for label, group in (("public", public), ("hidden", hidden)):
         if len(group) < needed:
             raise InvalidTask(
                 f"The {label} set would hold {len(group)} prompts but {needed} are needed "
-                f"({warmup} warm-up + {timed} timed × {repeats} + {throughput} throughput); "
+                f"({warmup} warm-up + ({timed} timed + {throughput} throughput) × {repeats}); "
                 "give more prompts or change the hidden fraction."
             )
 

@@ -5,7 +5,7 @@ Usage::
     task = Task.load(Path("src/edc/tasks/tiny"))      # or Task.load(bundled_task_dir())
     task.max_new_tokens, task.epsilon, task.sampling  # SamplingRule(kind, temperature, seed)
     prompts = task.hidden_prompts()                   # list[Prompt(id, text, tokens)]
-    plan = task.request_plan(prompts)                 # warm-up, timed per repeat, throughput
+    plan = task.request_plan(prompts)                 # warm-up; timed, throughput per repeat
     reference = task.load_reference()                 # numpy (or torch) reference model
     task.model_hash()                                 # sha256 over config.json + weights
 
@@ -34,7 +34,7 @@ Layout of ``task.toml`` (every key shown; ``description``, ``[hardware]`` bandwi
     [requests]
     warmup = 4               # per scenario, never scored
     timed = 12               # latency scenario, one request at a time, per repeat
-    throughput = 16          # throughput scenario, all at once
+    throughput = 16          # throughput scenario, all at once (once per repeat)
     repeats = 3              # timed runs; the score is their median, with a 95% interval
 
     [limits]
@@ -55,11 +55,23 @@ Layout of ``task.toml`` (every key shown; ``description``, ``[hardware]`` bandwi
     [prompts]                        # optional: where the hidden pool comes from
     hidden_source = "file"           # "file": prompts/hidden.jsonl; "stdlib": generated
     hidden_pool_size = 4096          # prompts generated for a "stdlib" pool
+    public_file = "prompts/public.jsonl"  # the public prompts (another task's may be named)
 
     [plausibility]                   # optional: flags results faster than physics for review
     bytes_per_weight = 1.0           # the most compact weight format the tolerance admits
     memory_gbps = 200                # the fastest memory the weights fit in
     margin = 0.5
+
+    [serving]                        # optional: the serving scenario (see ServingSection)
+    rates = [2.0, 4.0, 8.0]          # offered requests/s, tried in order
+    requests_per_rate = 16
+    burstiness = 1.0                 # gamma shape of the gaps: 1 is Poisson
+    ttft_slo_ms = 200
+    tpot_slo_ms = 20
+    target_share = 0.99
+    refine_steps = 2                 # bisections between the last rate held and the first missed
+    confirm = 1                      # re-runs of the best rate held
+    output_tokens = [16, 64]         # each request's length, drawn in this range
 
 Prompt files are JSON lines ``{"id": "...", "text": "..."}`` (or ``"tokens": [...]`` for
 ``tokenizer = "ids"``); ids are unique. Anything wrong raises :class:`edc.errors.InvalidTask`
@@ -132,7 +144,8 @@ class RequestCounts(_Strict):
 
     @property
     def total(self) -> int:
-        return self.warmup + self.timed * self.repeats + self.throughput
+        """Every scenario but serving: the throughput set is repeated like the timed one."""
+        return self.warmup + (self.timed + self.throughput) * self.repeats
 
 
 class Limits(_Strict):
@@ -153,6 +166,8 @@ RANKABLE_METRICS: dict[str, Literal["lower", "higher"]] = {
         for stat in ("p50", "p90", "p99", "mean")
     },
     "throughput.output_tokens_per_s": "higher",
+    # The highest rate served within the SLO, whose E2E bound counts every token when it arrives.
+    "serving.max_rate_under_slo": "higher",
 }
 
 
@@ -172,6 +187,52 @@ class Ranking(_Strict):
         if better != self.direction:
             raise ValueError(f"{self.metric!r} is better when {better}, not {self.direction}")
         return self
+
+
+class ServingSection(_Strict):
+    """The serving scenario: requests sent on a schedule drawn from a Poisson process, at rising
+    offered rates, each request judged against an SLO (docs/submission-format.md).
+
+    ``rates`` are tried in order until one misses the SLO for more than ``1 - target_share`` of
+    its requests; ``refine_steps`` bisections then narrow the bracket, and ``confirm`` more runs
+    at the best rate held check it. ``burstiness`` is the shape of the gamma gaps (1: Poisson;
+    lower: burstier). Each request decodes between ``output_tokens`` tokens (inclusive; at most
+    ``decode.max_new_tokens``). A request meets the SLO when its first token arrives within
+    ``ttft_slo_ms`` and its last within ``ttft_slo_ms + (N - 1) * tpot_slo_ms``.
+    """
+
+    rates: list[float] = Field(min_length=1, max_length=32)
+    requests_per_rate: int = Field(gt=0, le=10_000)
+    burstiness: float = Field(default=1.0, gt=0, le=100)
+    ttft_slo_ms: float = Field(gt=0)
+    tpot_slo_ms: float = Field(gt=0)
+    target_share: float = Field(default=0.99, gt=0, le=1)
+    refine_steps: int = Field(default=2, ge=0, le=10)
+    confirm: int = Field(default=1, ge=0, le=5)
+    output_tokens: tuple[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _rising_positive_rates(self) -> ServingSection:
+        if any(r <= 0 for r in self.rates) or any(
+            b <= a for a, b in zip(self.rates, self.rates[1:], strict=False)
+        ):
+            raise ValueError("serving.rates must be positive and strictly rising")
+        if (
+            self.output_tokens is not None
+            and not 1 <= self.output_tokens[0] <= self.output_tokens[1]
+        ):
+            raise ValueError("serving.output_tokens must be [low, high] with 1 <= low <= high")
+        return self
+
+    @property
+    def max_rounds(self) -> int:
+        """The most offered rates one sweep can measure: each listed or bisected rate, and each
+        confirmation of a candidate (see edc.harness.serving.RateSweep)."""
+        return (len(self.rates) + self.refine_steps) * (1 + self.confirm)
+
+    @property
+    def max_requests(self) -> int:
+        return self.max_rounds * self.requests_per_rate
 
 
 class Plausibility(_Strict):
@@ -216,6 +277,8 @@ class PromptsSection(_Strict):
 
     hidden_source: Literal["file", "stdlib"] = "file"
     hidden_pool_size: int = Field(default=4096, gt=0, le=1_000_000)
+    # Relative to the task directory: tasks sharing a model may share its public prompts.
+    public_file: str = PUBLIC_PROMPTS
 
 
 class TaskFile(_Strict):
@@ -231,11 +294,24 @@ class TaskFile(_Strict):
     hardware: Hardware = Hardware()
     plausibility: Plausibility | None = None
     prompts: PromptsSection = PromptsSection()
+    serving: ServingSection | None = None
 
     @model_validator(mode="after")
     def _bytes_tokenizer_needs_byte_vocab(self) -> TaskFile:
         if self.model.tokenizer == "bytes" and self.model.vocab_size < 256:
             raise ValueError("the bytes tokenizer needs vocab_size >= 256")
+        return self
+
+    @model_validator(mode="after")
+    def _serving_fits_the_decode(self) -> TaskFile:
+        if self.ranking.metric.startswith("serving.") and self.serving is None:
+            raise ValueError(f"ranking by {self.ranking.metric!r} needs a [serving] section")
+        lengths = self.serving.output_tokens if self.serving else None
+        if lengths is not None and lengths[1] > self.decode.max_new_tokens:
+            raise ValueError(
+                f"serving.output_tokens goes up to {lengths[1]}, above decode.max_new_tokens "
+                f"({self.decode.max_new_tokens})"
+            )
         return self
 
 
@@ -255,7 +331,8 @@ class RequestPlan:
 
     warmup: tuple[Prompt, ...]
     timed: tuple[tuple[Prompt, ...], ...]  # one tuple per repeat
-    throughput: tuple[Prompt, ...]
+    throughput: tuple[tuple[Prompt, ...], ...]  # one tuple per repeat
+    serving: tuple[Prompt, ...] = ()  # taken in order, requests_per_rate per offered rate
 
 
 @dataclass(frozen=True)
@@ -279,7 +356,7 @@ class Task:
 
     @property
     def model_dir(self) -> Path:
-        return self.root / self.spec.model.dir
+        return (self.root / self.spec.model.dir).resolve()
 
     @property
     def baseline_dir(self) -> Path | None:
@@ -328,18 +405,36 @@ class Task:
     def prompt_sources(self) -> PromptsSection:
         return self.spec.prompts
 
+    @property
+    def serving(self) -> ServingSection | None:
+        return self.spec.serving
+
+    @property
+    def serving_lengths(self) -> tuple[int, int]:
+        """The range of output tokens a serving request asks for."""
+        assert self.serving is not None
+        return self.serving.output_tokens or (self.max_new_tokens, self.max_new_tokens)
+
+    @property
+    def prompts_needed(self) -> int:
+        """Prompts one evaluation draws: every scenario's, the serving sweep's most included."""
+        return self.requests.total + (self.serving.max_requests if self.serving else 0)
+
     def with_seed(self, seed: int) -> Task:
         """The task judged with another sampling seed (an evaluation's secret one)."""
         sampling = self.spec.sampling.model_copy(update={"seed": seed})
         return dataclasses.replace(self, spec=self.spec.model_copy(update={"sampling": sampling}))
 
     def with_requests(self, requests: RequestCounts) -> Task:
-        """The task with other request counts (the public check, the drift watch)."""
-        return dataclasses.replace(self, spec=self.spec.model_copy(update={"requests": requests}))
+        """The task with other request counts (the public check, the drift watch): short runs,
+        so without the serving sweep unless the task ranks by it."""
+        keep = self.spec.serving if self.ranking.metric.startswith("serving.") else None
+        update = {"requests": requests, "serving": keep}
+        return dataclasses.replace(self, spec=self.spec.model_copy(update=update))
 
     @property
     def public_prompts_path(self) -> Path:
-        return self.root / PUBLIC_PROMPTS
+        return (self.root / self.spec.prompts.public_file).resolve()
 
     @property
     def hidden_prompts_path(self) -> Path:
@@ -469,22 +564,26 @@ class Task:
         return Prompt(id=row["id"], text=text, tokens=tuple(encode(text)))
 
     def request_plan(self, prompts: list[Prompt]) -> RequestPlan:
-        """Split prompts in file order: warm-up, then one timed set per repeat, then throughput."""
+        """Split prompts in order: warm-up, then per repeat a timed set and a throughput set,
+        then the serving sweep's."""
         counts = self.requests
-        if len(prompts) < counts.total:
+        if len(prompts) < self.prompts_needed:
+            extra = f" + {self.serving.max_requests} serving" if self.serving else ""
             raise InvalidTask(
-                f"The task needs {counts.total} prompts ({counts.warmup} warm-up + "
-                f"{counts.timed} timed × {counts.repeats} repeats + {counts.throughput} "
-                f"throughput) but the file has {len(prompts)}."
+                f"The task needs {self.prompts_needed} prompts ({counts.warmup} warm-up + "
+                f"({counts.timed} timed + {counts.throughput} throughput) × {counts.repeats} "
+                f"repeats{extra}) but the file has {len(prompts)}."
             )
-        warmup = tuple(prompts[: counts.warmup])
-        at = counts.warmup
-        timed: list[tuple[Prompt, ...]] = []
-        for _ in range(counts.repeats):
-            timed.append(tuple(prompts[at : at + counts.timed]))
-            at += counts.timed
-        throughput = tuple(prompts[at : at + counts.throughput])
-        return RequestPlan(warmup=warmup, timed=tuple(timed), throughput=throughput)
+        rest = iter(prompts)
+
+        def take(n: int) -> tuple[Prompt, ...]:
+            return tuple(next(rest) for _ in range(n))
+
+        warmup = take(counts.warmup)
+        timed = tuple(take(counts.timed) for _ in range(counts.repeats))
+        throughput = tuple(take(counts.throughput) for _ in range(counts.repeats))
+        serving = take(self.serving.max_requests) if self.serving else ()
+        return RequestPlan(warmup=warmup, timed=timed, throughput=throughput, serving=serving)
 
     # -- the model --
 

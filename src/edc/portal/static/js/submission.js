@@ -54,9 +54,15 @@
   }
 
   function drawCharts(metrics) {
-    if (!metrics || !metrics.latency || typeof Chart === "undefined") { return; }
-    byId("charts").hidden = false;
+    if (!metrics || typeof Chart === "undefined") { return; }
     Object.keys(charts).forEach(function (k) { charts[k].destroy(); });
+    charts = {};
+    if (metrics.latency) { drawLatency(metrics); }
+    if (servingRates(metrics).length && byId("serving")) { drawServing(metrics.serving); }
+  }
+
+  function drawLatency(metrics) {
+    byId("charts").hidden = false;
     var itl = metrics.itl_ms_by_position || [];
     charts.itl = new Chart(byId("itl-chart"), {
       type: "line",
@@ -86,6 +92,73 @@
     });
   }
 
+  // The serving sweep's rounds (metrics.serving.rates, in the order measured), sorted by offered
+  // rate for the charts; a rate measured twice (a confirmation) is two points.
+  function servingRates(metrics) {
+    var rates = metrics && metrics.serving && metrics.serving.rates;
+    if (!Array.isArray(rates)) { return []; }
+    return rates
+      .filter(function (r) { return r && typeof r.offered_rate === "number"; })
+      .sort(function (a, b) { return a.offered_rate - b.offered_rate; });
+  }
+
+  // A p99 for a log scale: none where it is missing or not above zero.
+  function p99(summary) { return summary && typeof summary.p99 === "number" && summary.p99 > 0 ? summary.p99 : null; }
+
+  // A dashed horizontal or sloped reference line through two points.
+  function reference(label, colour, from, to) {
+    return { label: label, data: [from, to], borderColor: colour, borderDash: [6, 4], borderWidth: 1.5, pointRadius: 0, pointHitRadius: 0, fill: false };
+  }
+
+  function drawServing(serving) {
+    var rates = servingRates({ serving: serving });
+    var low = rates[0].offered_rate;
+    var high = rates[rates.length - 1].offered_rate;
+    var slo = serving.slo || {};
+    var marks = rates.map(function (r) { return r.attained ? "circle" : "crossRot"; });
+    var xAxis = { type: "linear", title: { display: true, text: "offered rate (requests/s)" } };
+    function series(label, colour, value) {
+      return {
+        label: label, borderColor: colour, backgroundColor: colour, borderWidth: 1.5,
+        pointStyle: marks, pointRadius: 4, pointHoverRadius: 6,
+        data: rates.map(function (r) { return { x: r.offered_rate, y: value(r) }; })
+      };
+    }
+    var latency = [
+      series("TTFT p99 (ms)", "#0d6efd", function (r) { return p99(r.ttft_ms); }),
+      series("TPOT p99 (ms)", "#fd7e14", function (r) { return p99(r.tpot_ms); })
+    ];
+    if (typeof slo.ttft_ms === "number") {
+      latency.push(reference("TTFT SLO (" + slo.ttft_ms + " ms)", "#0d6efd", { x: low, y: slo.ttft_ms }, { x: high, y: slo.ttft_ms }));
+    }
+    if (typeof slo.tpot_ms === "number") {
+      latency.push(reference("TPOT SLO (" + slo.tpot_ms + " ms)", "#fd7e14", { x: low, y: slo.tpot_ms }, { x: high, y: slo.tpot_ms }));
+    }
+    charts.servingLatency = new Chart(byId("serving-latency-chart"), {
+      type: "line",
+      data: { datasets: latency },
+      options: {
+        animation: false,
+        scales: { x: xAxis, y: { type: "logarithmic", title: { display: true, text: "ms (log scale)" } } }
+      }
+    });
+    charts.servingGoodput = new Chart(byId("serving-goodput-chart"), {
+      type: "line",
+      data: {
+        datasets: [
+          series("goodput (requests/s meeting the SLO)", "#198754", function (r) {
+            return typeof r.goodput === "number" ? r.goodput : null;
+          }),
+          reference("offered rate (y = x)", "#6c757d", { x: 0, y: 0 }, { x: high, y: high })
+        ]
+      },
+      options: {
+        animation: false,
+        scales: { x: Object.assign({ min: 0 }, xAxis), y: { min: 0, title: { display: true, text: "requests/s" } } }
+      }
+    });
+  }
+
   function render(s) {
     var badge = byId("status");
     badge.className = "badge fs-6 text-bg-" + (BADGE[s.status] || "secondary");
@@ -106,9 +179,11 @@
     if (cancel && FINAL[s.status]) { cancel.hidden = true; }
     setText("live-note", FINAL[s.status] ? "" : "updates live");
     if (FINAL[s.status]) { drawCharts(s.result_metrics); }
-    // The organisers' buttons depend on the state (cancel while waiting, rerun once finished):
-    // reload for them once it ends, rather than repeat that rule here.
-    if (FINAL[s.status] && !FINAL[initial.status] && byId("admin-actions")) {
+    // The organisers' buttons depend on the state (cancel while waiting, rerun once finished),
+    // and the serving section's headline and table are the server's: reload for them once it
+    // ends, rather than repeat those rules here.
+    var serverDrawn = byId("admin-actions") || (servingRates(s.result_metrics).length && !byId("serving"));
+    if (FINAL[s.status] && !FINAL[initial.status] && serverDrawn) {
       window.location.reload();
     }
   }
