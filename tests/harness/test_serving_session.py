@@ -3,6 +3,7 @@ and a rate it cannot serve within the SLO is not held."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,23 @@ def test_a_schedule_the_harness_could_not_keep_is_the_platforms_failure(
         )
     assert failed.value.reason is FailureReason.INFRASTRUCTURE
     assert "could not send the serving requests on schedule" in failed.value.message
+
+
+def test_quiet_gaps_between_requests_are_not_silence(
+    bwrap_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # At 1 request/s the gaps (~1 s) outlast the step timeout; only a waiting request's silence
+    # counts against the submission.
+    result = run_session(
+        sandbox=bwrap_sandbox,
+        submission_dir=write_native(tmp_path / "sub", SERIAL),
+        model_dir=bundled_task_dir() / "model",
+        run_dir=tmp_path / "run",
+        plan=plan((1.0,), per_rate=3),
+        limits=SessionLimits(load_timeout_s=20, run_timeout_s=60, step_timeout_s=0.4),
+    )
+    assert result.serving is not None
+    (only,) = result.serving.rounds
+    assert [len(r.tokens) for r in only.records] == [4, 6, 4]
+    gaps_s = [(b - a) / 1e9 for a, b in itertools.pairwise(only.scheduled_ns)]
+    assert max(gaps_s) > 0.4  # the case this test is about did occur (fixed seed)

@@ -30,9 +30,11 @@ BUNDLED_TASK = REPO / "src" / "edc" / "tasks" / "tiny"
 
 
 def quick_task(directory: Path, *, max_new_tokens: int = 16) -> Path:
-    """The bundled task with few, short requests, so end-to-end runs take seconds."""
+    """The bundled task with few, short requests and no serving sweep, so end-to-end runs take
+    seconds."""
     text = (BUNDLED_TASK / "task.toml").read_text()
     text = text.replace("max_new_tokens = 64", f"max_new_tokens = {max_new_tokens}")
+    text = text[: text.index("[serving]")] + text[text.index("[ranking]") :]
     start = text.index("[requests]")
     end = text.index("[limits]")
     text = (

@@ -73,8 +73,8 @@ def test_request_plan_gives_disjoint_sets() -> None:
 
 def test_request_plan_refuses_too_few_prompts() -> None:
     task = Task.load(BUNDLED)
-    # 4 warm-up + (12 timed + 8 throughput) × 3 repeats + 6 serving rounds × 16 requests
-    with pytest.raises(InvalidTask, match="needs 160 prompts"):
+    # 4 warm-up + (12 timed + 8 throughput) × 3 repeats + 5 serving rounds × 8 requests
+    with pytest.raises(InvalidTask, match="needs 104 prompts"):
         task.request_plan(task.public_prompts()[:10])
 
 

@@ -352,6 +352,8 @@ class DecodeSession:
         while len(records) < len(specs) or self._inflight:
             now = time.monotonic_ns()
             if len(records) < len(specs) and now >= scheduled[len(records)]:
+                if not self._inflight:
+                    heard_ns = now  # silence counts only while a request waits
                 records.append(self._start(specs[len(records)]))
                 continue
             assert self._run_deadline_ns is not None
