@@ -10,10 +10,13 @@ import pytest
 
 from edc.errors import RunFailed
 from edc.harness.runner import (
+    DEFAULT_SEND_LAG_LIMIT_MS,
+    DEFAULT_STEP_TIMEOUT_S,
     RequestSpec,
     ServingPlan,
     SessionLimits,
     SessionPlan,
+    SessionResult,
     run_session,
 )
 from edc.harness.serving import Slo
@@ -56,17 +59,34 @@ def plan(rates: tuple[float, ...], per_rate: int = 8) -> SessionPlan:
     )
 
 
-def test_sends_keep_the_schedule_while_the_submission_falls_behind(
-    bwrap_sandbox: Sandbox, tmp_path: Path
-) -> None:
-    result = run_session(
-        sandbox=bwrap_sandbox,
+def serve(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    plan: SessionPlan,
+    *,
+    step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
+    send_lag_limit_ms: float = DEFAULT_SEND_LAG_LIMIT_MS,
+) -> SessionResult:
+    """The serial submission through ``plan``."""
+    return run_session(
+        sandbox=sandbox,
         submission_dir=write_native(tmp_path / "sub", SERIAL),
         model_dir=bundled_task_dir() / "model",
         run_dir=tmp_path / "run",
-        plan=plan((2.0, 400.0)),
-        limits=SessionLimits(load_timeout_s=20, run_timeout_s=60),
+        plan=plan,
+        limits=SessionLimits(
+            load_timeout_s=20,
+            run_timeout_s=60,
+            step_timeout_s=step_timeout_s,
+            send_lag_limit_ms=send_lag_limit_ms,
+        ),
     )
+
+
+def test_sends_keep_the_schedule_while_the_submission_falls_behind(
+    bwrap_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    result = serve(bwrap_sandbox, tmp_path, plan((2.0, 400.0)))
     assert result.serving is not None
     slow, fast = result.serving.rounds
     # At 2 requests/s each request (~40 ms) is done before the next: every one meets the SLO.
@@ -94,15 +114,8 @@ def test_a_schedule_the_harness_could_not_keep_is_the_platforms_failure(
     bwrap_sandbox: Sandbox, tmp_path: Path
 ) -> None:
     with pytest.raises(RunFailed) as failed:
-        run_session(
-            sandbox=bwrap_sandbox,
-            submission_dir=write_native(tmp_path / "sub", SERIAL),
-            model_dir=bundled_task_dir() / "model",
-            run_dir=tmp_path / "run",
-            plan=plan((2.0,)),
-            # No harness keeps a negative lag: as if every send had been late.
-            limits=SessionLimits(load_timeout_s=20, run_timeout_s=60, send_lag_limit_ms=-1.0),
-        )
+        # No harness keeps a negative lag: as if every send had been late.
+        serve(bwrap_sandbox, tmp_path, plan((2.0,)), send_lag_limit_ms=-1.0)
     assert failed.value.reason is FailureReason.INFRASTRUCTURE
     assert "could not send the serving requests on schedule" in failed.value.message
 
@@ -112,14 +125,7 @@ def test_quiet_gaps_between_requests_are_not_silence(
 ) -> None:
     # At 1 request/s the gaps (~1 s) outlast the step timeout; only a waiting request's silence
     # counts against the submission.
-    result = run_session(
-        sandbox=bwrap_sandbox,
-        submission_dir=write_native(tmp_path / "sub", SERIAL),
-        model_dir=bundled_task_dir() / "model",
-        run_dir=tmp_path / "run",
-        plan=plan((1.0,), per_rate=3),
-        limits=SessionLimits(load_timeout_s=20, run_timeout_s=60, step_timeout_s=0.4),
-    )
+    result = serve(bwrap_sandbox, tmp_path, plan((1.0,), per_rate=3), step_timeout_s=0.4)
     assert result.serving is not None
     (only,) = result.serving.rounds
     assert [len(r.tokens) for r in only.records] == [4, 6, 4]
