@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 from edc import db
 from edc.cli import admin as cli_admin
 from edc.cli import participant as cli_participant
+from edc.cli.client import PortalClient, load_credentials
 from edc.config import Settings, get_settings
 from edc.models import Submission, User, utcnow
+from edc.portal.events import POLL_S
 from edc.status import SubmissionStatus
 from tests.services.conftest import LiveServer, People
 from tests.support.competition import PASSWORD, add_submission, metrics
@@ -78,7 +80,10 @@ def test_login_submit_follow_status_logs_leaderboard(
             time.sleep(0.1)
         time.sleep(1.0)
         _set(settings, row, status=SubmissionStatus.PROCESSING, started_at=utcnow(), worker_id="w9")
-        time.sleep(1.0)
+        # Every stream of a submission reads one shared watch: once this stream has been sent
+        # "processing", the CLI's stream is sent it on its next wake, well within three polls.
+        watch_until_processing(row)
+        time.sleep(3 * POLL_S)
         _set(
             settings,
             row,
@@ -87,6 +92,15 @@ def test_login_submit_follow_status_logs_leaderboard(
             result_metrics=metrics(3.5, (3.4, 3.6)),
             public_logs="loaded the model\n",
         )
+
+    def watch_until_processing(row: int) -> None:
+        token = load_credentials(Path(env["EDC_CLI_CONFIG_DIR"]))
+        assert token is not None
+        with PortalClient(live_server.url, token.token) as client:
+            for event, data in client.events(row):
+                if event == "submission" and data["status"] == "processing":
+                    return
+        raise AssertionError("the stream ended before the submission was processing")
 
     worker = threading.Thread(target=finish_like_a_worker)
     worker.start()
