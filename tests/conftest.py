@@ -140,3 +140,11 @@ def worker_environment(
     get_settings.cache_clear()
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
+
+
+@pytest.fixture(scope="session")
+def torch_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A decoder runtime environment holding torch (and numpy), built once per session."""
+    from tests.support.runtime import build_torch_environment
+
+    return build_torch_environment(tmp_path_factory.mktemp("runtime") / "torch")

@@ -17,21 +17,13 @@ from rich.table import Table
 
 from edc import db
 from edc.cli.client import PortalError
+from edc.cli.configured import settings_or_exit
 from edc.cli.participant import connect, fail, result_table
-from edc.config import Settings, get_settings
 from edc.errors import EdcError
 from edc.services import accounts, rescore
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:
-        err_console.print(f"[red]Configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def register(app: typer.Typer) -> None:
@@ -56,7 +48,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Create an account and print an API token for it (shown once)."""
-        settings = _settings()
+        settings = settings_or_exit()
         secret = None
         if password:
             secret = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -91,7 +83,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Set an account's password (for the web log-in); its browser sessions end."""
-        settings = _settings()
+        settings = settings_or_exit()
         secret = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
         try:
             with db.session_scope(settings) as session:
@@ -162,7 +154,7 @@ def register(app: typer.Typer) -> None:
         Results ranked under another metric are converted from their stored figures where that
         is exact, else marked stale (off the leaderboard until rerun). Safe to run again.
         """
-        settings = _settings()
+        settings = settings_or_exit()
         try:
             with db.database_errors():
                 counts = rescore.rescore_configured(settings)

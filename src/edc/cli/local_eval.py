@@ -52,7 +52,7 @@ def run_eval(path: Path, task_dir: Path | None, as_json: bool, settings: Setting
     err = Console(stderr=True)
     try:
         task = load_task(settings, task_dir)
-        sandbox = choose_sandbox(settings)
+        sandbox = choose_sandbox(settings, task.runtime)
     except (InvalidTask, SandboxUnavailable) as exc:
         return _cannot_run(out, err, exc.message, as_json)
     prompt_set: PromptSet = "hidden" if task.has_hidden_prompts() else "public"

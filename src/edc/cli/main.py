@@ -14,7 +14,8 @@ from rich.markup import escape
 from edc import __version__, db
 from edc.cli import admin as cli_admin
 from edc.cli import participant as cli_participant
-from edc.config import Settings, get_settings
+from edc.cli import runtime as cli_runtime
+from edc.cli.configured import settings_or_exit
 from edc.errors import EdcError
 from edc.lifetime import die_with_parent
 
@@ -28,14 +29,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        err_console.print(f"[red]Configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
 def _supervised() -> None:
     """Under `edc up`: stop when it dies, even by SIGKILL, instead of running on orphaned."""
     from edc.cli.supervisor import SUPERVISED_ENV
@@ -47,7 +40,7 @@ def _supervised() -> None:
 def _setup_logging() -> None:
     from edc.observability.logging import configure_logging
 
-    configure_logging(json=_settings().log_format == "json")
+    configure_logging(json=settings_or_exit().log_format == "json")
 
 
 @app.command()
@@ -72,7 +65,7 @@ def up(
     from edc.cli.supervisor import run_up
 
     _setup_logging()
-    settings = _settings()
+    settings = settings_or_exit()
 
     def announce(url: str) -> None:
         console.print(f"[bold green]Efficient-Decode Competition is up:[/bold green] {url}")
@@ -101,7 +94,7 @@ def portal(
 
     _supervised()
     _setup_logging()
-    settings = _settings()
+    settings = settings_or_exit()
     # uvicorn's own lines go through our logging (JSON when asked); the portal writes access lines.
     uvicorn.run(
         "edc.portal.app:create_app",
@@ -130,7 +123,7 @@ def worker(
 
     _supervised()
     _setup_logging()
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         ready = process.prepare(settings, name_suffix=name_suffix)
     except EdcError as exc:
@@ -148,7 +141,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply database migrations (safe to run repeatedly)."""
-    settings = _settings()
+    settings = settings_or_exit()
     db.upgrade(settings, revision)
     console.print(f"Database at {revision}: {settings.resolved_database_url.split('@')[-1]}")
 
@@ -164,7 +157,7 @@ def eval_command(
     """Evaluate a submission exactly as the worker does (same code, same sandbox)."""
     from edc.cli.local_eval import run_eval
 
-    raise typer.Exit(run_eval(path, task, as_json, _settings()))
+    raise typer.Exit(run_eval(path, task, as_json, settings_or_exit()))
 
 
 @task_app.command("init")
@@ -196,7 +189,7 @@ def task_import_pool(
     from edc.tasks.pool import import_pool
     from edc.tasks.task import load_task
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         count = import_pool(settings, load_task(settings), file)
     except EdcError as exc:
@@ -213,7 +206,7 @@ def task_export_pool(
     from edc.tasks.pool import export_pool, hidden_pool
     from edc.tasks.task import load_task
 
-    settings = _settings()
+    settings = settings_or_exit()
     task = load_task(settings)
     try:
         hidden_pool(settings, task)
@@ -226,6 +219,7 @@ def task_export_pool(
 
 cli_participant.register(app)
 cli_admin.register(app)
+cli_runtime.register(app, task_app)
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from edc.cli.client import (
     load_credentials,
     save_credentials,
 )
-from edc.config import Settings, get_settings
+from edc.cli.configured import settings_or_exit
+from edc.config import Settings
 from edc.errors import InvalidUpload
 
 console = Console()
@@ -40,21 +41,13 @@ STATUS_STYLE = {
 }
 
 
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:
-        err_console.print(f"[red]Configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
 def config_dir(settings: Settings) -> Path:
     return settings.cli_config_dir or Path(typer.get_app_dir("edc"))
 
 
 def connect(settings: Settings | None = None) -> PortalClient:
     """A client for the configured portal with the configured token; exits when there is none."""
-    settings = settings or _settings()
+    settings = settings or settings_or_exit()
     stored = load_credentials(config_dir(settings))
     server = settings.server or (stored.server if stored else None)
     token = settings.token or (stored.token if stored else None)
@@ -240,7 +233,7 @@ def register(app: typer.Typer) -> None:
         label: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
     ) -> None:
         """Log in and store an API token for the other commands."""
-        settings = _settings()
+        settings = settings_or_exit()
         assert name is not None and password is not None  # prompted for when missing
         with PortalClient(server) as client:
             try:
@@ -263,7 +256,7 @@ def register(app: typer.Typer) -> None:
         The archive is first checked here as the portal will check it (size, zip safety, entry
         point), so a refused one is not uploaded.
         """
-        settings = _settings()
+        settings = settings_or_exit()
         with connect(settings) as client:
             try:
                 with archive_for(path) as archive:
@@ -322,7 +315,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def leaderboard() -> None:
         """Print the leaderboard."""
-        settings = _settings()
+        settings = settings_or_exit()
         stored = load_credentials(config_dir(settings))
         server = settings.server or (stored.server if stored else None)
         if not server:

@@ -4,8 +4,8 @@
 
     task = load_task(settings)
     evaluation = evaluate_submission(
-        settings=settings, sandbox=choose_sandbox(settings), submission_dir=path, task=task,
-        run_dir=scratch_dir,
+        settings=settings, sandbox=choose_sandbox(settings, task.runtime), task=task,
+        submission_dir=path, run_dir=scratch_dir,
     )
     evaluation.metrics["score"], evaluation.logs
 

@@ -7,6 +7,7 @@ import importlib
 from edc.config import Settings
 from edc.errors import SandboxUnavailable
 from edc.sandbox.base import Sandbox
+from edc.sandbox.runtime import DecoderRuntime
 
 # Imported lazily: the docker SDK is only needed where the docker backend is used.
 BACKENDS: dict[str, str] = {
@@ -23,16 +24,17 @@ def backend_class(name: str) -> type[Sandbox]:
     return cls
 
 
-def choose_sandbox(settings: Settings) -> Sandbox:
-    """The backend ``EDC_SANDBOX`` names, or for ``auto`` the first that can run here."""
+def choose_sandbox(settings: Settings, runtime: DecoderRuntime | None = None) -> Sandbox:
+    """The backend ``EDC_SANDBOX`` names, or for ``auto`` the first that can run here, set up to
+    offer the decoder ``runtime`` (default: the standard library and numpy)."""
     kind = settings.sandbox
     names = AUTO_ORDER if kind == "auto" else (kind,)
     reasons = []
     for name in names:
         cls = backend_class(name)
-        reason = cls.unavailable_reason(settings)
+        reason = cls.unavailable_reason(settings, runtime)
         if reason is None:
-            return cls.from_settings(settings)
+            return cls.from_settings(settings, runtime)
         reasons.append(f"{name}: {reason}")
     raise SandboxUnavailable(
         "No sandbox can run submissions on this machine, so none will be run. " + " ".join(reasons)

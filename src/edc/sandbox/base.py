@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from edc.config import Settings
+    from edc.sandbox.runtime import DecoderRuntime
 
 # Where things appear inside every sandbox, whatever the backend.
 SUBMISSION_DIR = "/submission"  # the unpacked submission, read-only, the working directory
@@ -111,9 +112,10 @@ class Sandbox(abc.ABC):
     name: ClassVar[str]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Sandbox:
-        """Build the backend from the platform's settings (image, devices, ...)."""
-        return cls()
+    @abc.abstractmethod
+    def from_settings(cls, settings: Settings, runtime: DecoderRuntime | None = None) -> Sandbox:
+        """Build the backend from the platform's settings (image, devices, ...) to offer the
+        decoder ``runtime`` (default: the standard library and numpy)."""
 
     @property
     @abc.abstractmethod
@@ -122,10 +124,13 @@ class Sandbox(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def unavailable_reason(cls, settings: Settings | None = None) -> str | None:
+    def unavailable_reason(
+        cls, settings: Settings | None = None, runtime: DecoderRuntime | None = None
+    ) -> str | None:
         """None when this backend can run here, else a sentence saying why not and how to fix it.
 
-        ``settings`` (default: the process's) names what the backend needs, e.g. the image.
+        ``settings`` (default: the process's) names what the backend needs, e.g. the image;
+        ``runtime`` what the task's decoders need (an image, an environment).
         """
 
     def identity(self) -> str:

@@ -13,8 +13,10 @@ What a run gets::
                  - the interpreter at the worker's own path (``python``): its base
                    installation's folders read-only where /usr does not hold them; for a venv
                    a link to the base interpreter, never the venv's folders;
-                 - the decoder libraries (``DECODER_LIBRARIES``: numpy, with the ``numpy.libs``
-                   its wheel vendors) read-only under /opt/edc-libs, which is on PYTHONPATH;
+                 - the decoder's runtime read-only at /opt/edc-libs, which is on PYTHONPATH:
+                   the packages of the task's runtime environment (``runtime.py``), or
+                   without one the worker's numpy (``DECODER_LIBRARIES``, with the
+                   ``numpy.libs`` its wheel vendors) and nothing else;
                  - the submission read-only at /submission (the working directory) and the
                    spec's mounts (the model at /model, the channel at /run/edc).
                  Masked by an empty read-only tmpfs wherever a bound folder (/usr, the base
@@ -89,6 +91,7 @@ from edc.sandbox.base import (
 from edc.sandbox.capture import StreamCapture
 from edc.sandbox.cgroups import LIMIT_CONTROLLERS, CgroupLimits, RunCgroup, labels_of, run_name
 from edc.sandbox.reaper import Reaper
+from edc.sandbox.runtime import DEFAULT_RUNTIME, DecoderRuntime, site_packages
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,8 @@ INSTALL_HINT = "install it with `apt-get install -y bubblewrap`"
 SANDBOX_UID = 65534
 DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH_DIR, "LANG": "C.UTF-8"}
 SHM_MAX_MB = 64
-# What a decoder may import besides the standard library: nothing else of the worker's Python
-# environment enters the sandbox. (One day the task chooses its runtime; until then, this.)
+# What a decoder may import besides the standard library when the task names no runtime
+# environment: nothing else of the worker's Python environment enters the sandbox.
 DECODER_LIBRARIES = ("numpy",)
 # Where those libraries appear inside, a neutral folder the backend puts on PYTHONPATH.
 LIBRARIES_DIR = "/opt/edc-libs"
@@ -138,20 +141,25 @@ class BwrapSandbox(Sandbox):
         use_cgroups: bool = True,
         private_dirs: Iterable[Path] = (),
         libraries: Sequence[str] = DECODER_LIBRARIES,
+        runtime: DecoderRuntime | None = None,
     ) -> None:
         # use_cgroups=False forces the rlimit fallbacks (for machines without writable cgroups).
         self.use_cgroups = use_cgroups
         # Hidden wherever a bound folder holds them (besides the platform's package, always).
         self.private_dirs = tuple(Path(path).absolute() for path in private_dirs)
-        self.libraries = tuple(libraries)
+        self.runtime = runtime or DEFAULT_RUNTIME
+        # A runtime environment replaces the worker's libraries: its packages, nothing else.
+        self.libraries = () if self.runtime.env_dir else tuple(libraries)
         self._fallback_reported = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BwrapSandbox:
+    def from_settings(
+        cls, settings: Settings, runtime: DecoderRuntime | None = None
+    ) -> BwrapSandbox:
         """Hides the data directories and the task directory (the bundled task is inside the
         package, hidden anyway)."""
         private = (settings.data_dir, settings.shared_data_dir, settings.task_dir)
-        return cls(private_dirs=[path for path in private if path is not None])
+        return cls(private_dirs=[path for path in private if path is not None], runtime=runtime)
 
     @property
     def python(self) -> str:
@@ -164,15 +172,23 @@ class BwrapSandbox(Sandbox):
         python_dirs, links = _interpreter()
         bound = [*_system_dirs(), *python_dirs]
         hidden = _hidden_dirs(bound, [*_site_dirs(), *_platform_dirs(), *self.private_dirs])
+        if self.runtime.env_dir:
+            libraries: tuple[tuple[Path, str], ...] = (
+                (_runtime_packages(self.runtime.env_dir), LIBRARIES_DIR),
+            )
+        else:
+            libraries = _library_binds(self.libraries)
         return Layout(
             python_dirs=tuple(python_dirs),
             links=tuple(links),
-            libraries=_library_binds(self.libraries),
+            libraries=libraries,
             hidden_dirs=tuple(hidden),
         )
 
     @classmethod
-    def unavailable_reason(cls, settings: Settings | None = None) -> str | None:
+    def unavailable_reason(
+        cls, settings: Settings | None = None, runtime: DecoderRuntime | None = None
+    ) -> str | None:
         exe = shutil.which(cls.executable)
         if exe is None:
             return f"bubblewrap ({cls.executable}) is not installed; {INSTALL_HINT}."
@@ -187,6 +203,11 @@ class BwrapSandbox(Sandbox):
                 f"bubblewrap is installed but cannot create a sandbox here ({why}); it needs "
                 "root or unprivileged user namespaces (sysctl user.max_user_namespaces > 0)."
             )
+        if runtime and runtime.env_dir:
+            try:
+                _runtime_packages(runtime.env_dir)
+            except SandboxUnavailable as exc:
+                return exc.message
         return None
 
     def start(self, spec: SandboxSpec) -> BwrapProcess:
@@ -255,7 +276,8 @@ class BwrapSandbox(Sandbox):
         except OSError:
             version = "bubblewrap (version unknown)"
         python = ".".join(str(part) for part in sys.version_info[:3])
-        return f"{version}; python {python} at {self.python}"
+        runtime = f"; runtime {self.runtime.env_dir}" if self.runtime.env_dir else ""
+        return f"{version}; python {python} at {self.python}{runtime}"
 
     def describe_isolation(self) -> str:
         """One line saying how runs are confined on this machine (probes the cgroups)."""
@@ -275,7 +297,11 @@ class BwrapSandbox(Sandbox):
         return (
             "user/pid/net/ipc/uts/cgroup/mount namespaces, all capabilities dropped, "
             "no_new_privs, read-only system, standard library and "
-            + (", ".join(self.libraries) or "no libraries")
+            + (
+                f"the runtime {self.runtime.env_dir}"
+                if self.runtime.env_dir
+                else ", ".join(self.libraries) or "no libraries"
+            )
             + " only (site-packages and the platform's folders masked), tmpfs scratch; "
             + "; ".join(f"{limit}: {how}" for limit, how in methods.items())
             + f"; kill: {kill}pid namespace teardown"
@@ -704,6 +730,18 @@ def _outermost(paths: Sequence[Path]) -> list[Path]:
         if not any(path.is_relative_to(k) for k in kept):
             kept.append(path)
     return kept
+
+
+def _runtime_packages(env_dir: Path) -> Path:
+    """The runtime environment's package folder, refused when it is one of the worker's own:
+    those hold the platform's dependencies (and maybe the platform)."""
+    folder = site_packages(env_dir)
+    if any(folder.resolve() == own.resolve() for own in _site_dirs()):
+        raise SandboxUnavailable(
+            f"The task's runtime environment {env_dir} is the worker's own Python environment, "
+            "which never enters the sandbox; build a separate one with `edc env build`."
+        )
+    return folder
 
 
 @functools.cache

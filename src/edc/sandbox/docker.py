@@ -51,6 +51,7 @@ from edc.sandbox.base import (
     SandboxSpec,
 )
 from edc.sandbox.capture import CappedBuffer, CapturedOutput
+from edc.sandbox.runtime import DecoderRuntime
 
 if TYPE_CHECKING:
     from edc.config import Settings
@@ -139,21 +140,27 @@ class DockerSandbox(Sandbox):
         self._host_cgroups: bool | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DockerSandbox:
-        return cls(image=settings.sandbox_image)
+    def from_settings(
+        cls, settings: Settings, runtime: DecoderRuntime | None = None
+    ) -> DockerSandbox:
+        """Runs start from the task's runtime image, else from ``EDC_SANDBOX_IMAGE``."""
+        return cls(image=_image(settings, runtime))
 
     @property
     def python(self) -> str:
         return IMAGE_PYTHON
 
     @classmethod
-    def unavailable_reason(cls, settings: Settings | None = None) -> str | None:
-        """None when the engine answers and the configured sandbox image exists."""
+    def unavailable_reason(
+        cls, settings: Settings | None = None, runtime: DecoderRuntime | None = None
+    ) -> str | None:
+        """None when the engine answers and the sandbox image (the runtime's, else the
+        configured one) exists."""
         if settings is None:
             from edc.config import get_settings
 
             settings = get_settings()
-        image = settings.sandbox_image
+        image = _image(settings, runtime)
         try:
             client = _connect(timeout_s=10)
         except SandboxUnavailable as exc:
@@ -162,6 +169,11 @@ class DockerSandbox(Sandbox):
             client.ping()
             client.images.get(image)
         except docker.errors.ImageNotFound:
+            if runtime and runtime.image:
+                return (
+                    f"The task's runtime image {image} is missing on this engine: build or load "
+                    "it here (`docker load`, `docker build`) before the worker starts."
+                )
             return (
                 f"The sandbox image {image} is missing: build it with {BUILD_SCRIPT} "
                 "(or set EDC_SANDBOX_IMAGE to an image the engine has)."
@@ -675,6 +687,10 @@ def _is_read_timeout(exc: BaseException) -> bool:
     return isinstance(exc, requests.exceptions.ConnectionError) and any(
         isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
     )
+
+
+def _image(settings: Settings, runtime: DecoderRuntime | None) -> str:
+    return runtime.image if runtime and runtime.image else settings.sandbox_image
 
 
 def _engine_down_sentence(exc: BaseException) -> str:

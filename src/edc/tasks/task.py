@@ -91,10 +91,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edc.config import Settings
 from edc.errors import InvalidTask
+from edc.sandbox.runtime import MODULE_NAME, REQUIRED_IMPORTS, DecoderRuntime
 from edc.tasks.corpus import hidden_snippets
 from edc.tasks.reference import LlamaConfig, ReferenceBackend, ReferenceModel
 from edc.tasks.sampling import MASK64, SamplingRule
@@ -265,6 +266,31 @@ class Hardware(_Strict):
     run_to_run_spread: float = Field(default=0.05, ge=0, lt=1)
 
 
+class RuntimeSection(_Strict):
+    """What a decoder may import besides the standard library (the task's promise), and where
+    each sandbox backend finds it: ``env`` for bubblewrap (a venv, prefix or ``pip --target``
+    folder built for the worker's Python; relative to the task directory or absolute), ``image``
+    for Docker. With neither, a decoder gets the standard library and numpy."""
+
+    imports: tuple[str, ...] = ("numpy",)
+    env: str | None = Field(default=None, min_length=1)
+    image: str | None = Field(default=None, min_length=1)
+
+    @field_validator("imports")
+    @classmethod
+    def _names_modules_numpy_included(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not MODULE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a module name")
+        missing = [name for name in REQUIRED_IMPORTS if name not in value]
+        if missing:
+            raise ValueError(
+                f"imports must include {', '.join(missing)}: the participant helper every "
+                "sandbox offers needs it"
+            )
+        return tuple(dict.fromkeys(value))
+
+
 class PromptsSection(_Strict):
     """Where an evaluation's hidden prompts come from: always the database's pool, seeded once.
 
@@ -295,6 +321,7 @@ class TaskFile(_Strict):
     plausibility: Plausibility | None = None
     prompts: PromptsSection = PromptsSection()
     serving: ServingSection | None = None
+    runtime: RuntimeSection = RuntimeSection()
 
     @model_validator(mode="after")
     def _bytes_tokenizer_needs_byte_vocab(self) -> TaskFile:
@@ -414,6 +441,13 @@ class Task:
         """The range of output tokens a serving request asks for."""
         assert self.serving is not None
         return self.serving.output_tokens or (self.max_new_tokens, self.max_new_tokens)
+
+    @property
+    def runtime(self) -> DecoderRuntime:
+        """What the task's decoders may import, with the environment's path resolved."""
+        r = self.spec.runtime
+        env_dir = (self.root / r.env).resolve() if r.env else None
+        return DecoderRuntime(imports=r.imports, env_dir=env_dir, image=r.image)
 
     @property
     def prompts_needed(self) -> int:

@@ -5,8 +5,9 @@ The worker writes a canary (a file named and filled at random) into its data dir
 where it may write there, into the task directory; where it may not, an existing task file
 (``task.toml``) stands in. Then one sandbox of the worker's own backend runs a probe that tries
 to read each of them, to list their folders, to read the platform package's ``__init__.py`` and to
-``import edc``, and checks that the decoder libraries do import. Whatever of the platform the
-probe reaches is a leak: the worker names it and refuses to start. The canaries are removed
+``import edc``, and checks that every module the task's runtime promises does import. Whatever of
+the platform the probe reaches is a leak: the worker names it and refuses to start (as it does
+when a promised module is missing). The canaries are removed
 afterwards, whatever happened.
 
 Like the drift check, the probe runs from a child process (``python -m edc.worker.canary``): the
@@ -29,8 +30,8 @@ from edc.config import Settings, get_settings
 from edc.errors import EdcError, SandboxUnavailable
 from edc.sandbox.backends import choose_sandbox
 from edc.sandbox.base import Sandbox, SandboxSpec
-from edc.sandbox.bwrap import DECODER_LIBRARIES
-from edc.tasks.task import TASK_FILE, bundled_task_dir
+from edc.sandbox.runtime import REQUIRED_IMPORTS
+from edc.tasks.task import TASK_FILE, bundled_task_dir, load_task
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,13 @@ class Probe:
         return f"{self.op}:{self.subject}"
 
 
-def check(settings: Settings, sandbox: Sandbox) -> list[str]:
+def check(
+    settings: Settings, sandbox: Sandbox, promised: tuple[str, ...] = REQUIRED_IMPORTS
+) -> list[str]:
     """What of the platform a run in ``sandbox`` reaches (empty: nothing); one sandbox start.
 
-    Raises SandboxUnavailable when the probe cannot run or the decoder libraries do not import.
+    Raises SandboxUnavailable when the probe cannot run or a ``promised`` module (what the task's
+    runtime offers decoders) does not import.
     """
     token = secrets.token_hex(8)
     canaries: list[Path] = []
@@ -82,13 +86,13 @@ def check(settings: Settings, sandbox: Sandbox) -> list[str]:
         probes = _plant(settings, token, canaries)
         probe_dir.mkdir(parents=True)
         probe_dir.chmod(0o755)
-        imports = [f"import:{name}" for name in DECODER_LIBRARIES]
+        imports = [f"import:{name}" for name in promised]
         spec = SandboxSpec(
             argv=(sandbox.python, "-c", PROBE, *[p.arg for p in probes], *imports),
             submission_dir=probe_dir,
             env={"PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1"},
             wall_timeout_s=PROBE_TIMEOUT_S,
-            memory_mb=512,
+            memory_mb=4096,  # a promised torch alone takes a few hundred MB to import
             labels={"stage": "canary"},
         )
         result = sandbox.run(spec)
@@ -103,10 +107,12 @@ def check(settings: Settings, sandbox: Sandbox) -> list[str]:
             f"The sandbox self-test could not run ({result.exit_kind}, exit {result.exit_code}): "
             f"{(result.stderr or result.stdout).strip()[-500:]}"
         ) from exc
-    missing = [name for name in DECODER_LIBRARIES if not answers.get(f"import:{name}")]
+    missing = [name for name in promised if not answers.get(f"import:{name}")]
     if missing:
         raise SandboxUnavailable(
-            f"The decoder libraries ({', '.join(missing)}) cannot be imported inside the sandbox."
+            f"The task promises decoders {', '.join(missing)}, which cannot be imported inside "
+            f"the sandbox ({sandbox.identity()}); build the task's runtime (`edc env build`, "
+            "`edc task check` tells what it lacks)."
         )
     return [p.leaked for p in probes if answers.get(p.arg)]
 
@@ -166,7 +172,8 @@ def main() -> None:
     """The child process: exit 0 when nothing leaks, else 1 with the leaks on stderr."""
     settings = get_settings()
     try:
-        leaks = check(settings, choose_sandbox(settings))
+        runtime = load_task(settings).runtime
+        leaks = check(settings, choose_sandbox(settings, runtime), runtime.imports)
     except EdcError as exc:
         print(exc.message, file=sys.stderr)  # noqa: T201 - the parent reads it
         sys.exit(1)

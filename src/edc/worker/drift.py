@@ -58,7 +58,7 @@ def measure(settings: Settings) -> float:
     with tempfile.TemporaryDirectory(prefix="edc-drift-") as run_dir:
         result = evaluate_submission(
             settings=settings,
-            sandbox=choose_sandbox(settings),
+            sandbox=choose_sandbox(settings, task.runtime),
             submission_dir=task.baseline_dir,
             task=task.with_requests(calibration_requests(task)),
             run_dir=Path(run_dir),

@@ -82,7 +82,7 @@ def evaluate(
     worker_id: str,
 ) -> Evaluation:
     task = load_task(settings)
-    sandbox = choose_sandbox(settings)
+    sandbox = choose_sandbox(settings, task.runtime)
     # Read first, while the row was just claimed: a database outage during the run then costs
     # nothing (the result is stored with retries at the end), as before the pool existed.
     pool = db.retry_while_unreachable(

@@ -1,0 +1,34 @@
+"""A decoder runtime environment with torch, built once per test session (~20 s from the local
+wheel), and a copy of the bundled task that names it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from edc.sandbox.runtime import build_environment
+from edc.tasks.task import bundled_task_dir
+
+TORCH_REQUIREMENT = "torch==2.13.0"
+
+
+def build_torch_environment(folder: Path) -> Path:
+    build_environment(folder, (TORCH_REQUIREMENT,), echo=lambda _line: None)
+    return folder
+
+
+def task_with_runtime(folder: Path, runtime: dict[str, Any], source: Path | None = None) -> Path:
+    """A copy of ``source`` (default: the bundled task) whose task.toml has ``runtime`` as its
+    [runtime] section (its own, if any, replaced)."""
+    shutil.copytree(source or bundled_task_dir(), folder)
+    toml = folder / "task.toml"
+    text = toml.read_text()
+    if "runtime" in tomllib.loads(text):
+        raise ValueError("the source task names a runtime already; write this one by hand")
+    # JSON strings and lists of strings are valid TOML values.
+    lines = ["", "[runtime]", *(f"{key} = {json.dumps(value)}" for key, value in runtime.items())]
+    toml.write_text(text + "\n".join(lines) + "\n")
+    return folder
