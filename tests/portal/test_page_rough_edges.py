@@ -328,6 +328,7 @@ def test_the_task_page_tells_the_task_rules_and_format_and_nothing_hidden(
         "EDC_SOCKET",
         '"vocab_size": 256',
         "wrong_output",
+        "the Python standard library and numpy, nothing else",  # the task's runtime
     ):
         assert text in html, text
     # Nothing hidden: not the task file's seed, nor the platform's secret.

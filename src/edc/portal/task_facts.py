@@ -74,6 +74,10 @@ def _decoding_facts(task: Task) -> list[Fact]:
         ),
         *_serving_facts(task),
         Fact("Hardware class", task.hardware.kind),
+        Fact(
+            "What a decoder may import",
+            f"the Python standard library and {', '.join(task.runtime.imports)}, nothing else",
+        ),
     ]
 
 
