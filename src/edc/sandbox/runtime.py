@@ -143,7 +143,17 @@ def build_environment(
     steps = [
         [sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
         # The worker's pip installs into the new environment: no pip of its own inside it.
-        [sys.executable, "-m", "pip", "install", "--quiet", "--ignore-installed", "--prefix", str(env_dir), *wanted],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--ignore-installed",
+            "--prefix",
+            str(env_dir),
+            *wanted,
+        ],
     ]
     for argv in steps:
         echo(" ".join(argv))
