@@ -21,10 +21,18 @@ from typing import Any
 import pytest
 
 from edc.errors import SandboxUnavailable
+from edc.sandbox import bwrap as bwrap_module
 from edc.sandbox.base import CHANNEL_DIR, ExitKind, Mount, SandboxResult, SandboxSpec
-from edc.sandbox.bwrap import BwrapProcess, BwrapSandbox, _hidden_dirs, _python_dirs
+from edc.sandbox.bwrap import (
+    BwrapProcess,
+    BwrapSandbox,
+    _hidden_dirs,
+    _python_dirs,
+    _sandbox_args,
+)
 from edc.sandbox.capture import CappedBuffer, StreamCapture
 from edc.sandbox.cgroups import CgroupLimits, RunCgroup, labels_of, run_name
+from edc.sandbox.gpus import GpuBinds
 from edc.sandbox.reaper import Reaper
 
 HOSTILE = Path(__file__).parent / "hostile"
@@ -163,12 +171,36 @@ def test_an_installed_platform_package_is_hidden_inside_the_interpreter_folder(
     assert "hidden prompts" not in result.stdout + result.stderr
 
 
-def test_gpus_are_named_in_cuda_visible_devices(bwrap: BwrapSandbox, tmp_path: Path) -> None:
-    report = report_of(bwrap.run(spec_for(tmp_path, "introspect.py", gpus=("1", "3"))))
+def test_only_the_runs_gpus_are_bound_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The device tree of a two-GPU host, as gpus.py finds it (tests/sandbox/test_gpus.py).
+    dev = tmp_path / "dev"
+    asked: list[tuple[str, ...]] = []
 
-    assert report["cuda_visible_devices"] == "1,3"
-    host_devices = {p.name for p in Path("/dev").glob("nvidia*")}
-    assert host_devices <= set(report["dev"])
+    def binds(gpus: tuple[str, ...], bound: list[Path]) -> GpuBinds:
+        asked.append(tuple(gpus))
+        nodes = [dev / f"nvidia{g}" for g in gpus] + [dev / "nvidiactl"]
+        return GpuBinds(tuple(nodes), (tmp_path / "lib" / "libcuda.so.1",))
+
+    monkeypatch.setattr(bwrap_module, "gpu_binds", binds)
+    spec = SandboxSpec(argv=("true",), submission_dir=tmp_path, gpus=("1",))
+    argv = _sandbox_args(spec, python_dirs=[], hidden_dirs=[])
+
+    assert asked == [("1",)]
+    dev_binds = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--dev-bind"]
+    assert dev_binds == [str(dev / "nvidia1"), str(dev / "nvidiactl")]  # never nvidia0
+    assert str(tmp_path / "lib" / "libcuda.so.1") in argv
+    env = {argv[i + 1]: argv[i + 2] for i, arg in enumerate(argv) if arg == "--setenv"}
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+@pytest.mark.skipif(Path("/dev/nvidiactl").exists(), reason="this machine has an NVIDIA driver")
+def test_gpus_this_machine_lacks_are_refused_with_the_gpu_named(
+    bwrap: BwrapSandbox, tmp_path: Path
+) -> None:
+    with pytest.raises(SandboxUnavailable, match=r"GPU 3.*does not exist"):
+        bwrap.run(spec_for(tmp_path, "introspect.py", gpus=("3",)))
 
 
 def test_cgroups_carry_the_limits_and_are_removed_after_the_run(

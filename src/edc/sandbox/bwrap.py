@@ -29,7 +29,8 @@ What a run gets::
                  model's, the channel's, numpy's, the masked folders'), never their contents.
     environment  exactly ``spec.env`` on top of PATH=/usr/local/bin:/usr/bin:/bin, HOME=/tmp,
                  LANG=C.UTF-8 and PYTHONPATH=/opt/edc-libs (after the spec's own, if any;
-                 bubblewrap adds PWD); CUDA_VISIBLE_DEVICES from ``spec.gpus``
+                 bubblewrap adds PWD); CUDA_VISIBLE_DEVICES from ``spec.gpus``, whose device
+                 nodes alone are bound (with the driver's control devices: ``gpus.py``)
     limits       memory, pids and CPU through per-run cgroups (see ``cgroups.py``) where they can
                  be written; otherwise RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU (a warning says so
                  once; ``describe_isolation`` tells which). Core dumps off. The scratch and
@@ -90,6 +91,7 @@ from edc.sandbox.base import (
 )
 from edc.sandbox.capture import StreamCapture
 from edc.sandbox.cgroups import LIMIT_CONTROLLERS, CgroupLimits, RunCgroup, labels_of, run_name
+from edc.sandbox.gpus import gpu_binds
 from edc.sandbox.reaper import Reaper
 from edc.sandbox.runtime import DEFAULT_RUNTIME, DecoderRuntime, site_packages
 
@@ -625,9 +627,10 @@ def _sandbox_args(
         env["CUDA_VISIBLE_DEVICES"] = ",".join(spec.gpus)
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    if spec.gpus:
-        for device in sorted(Path("/dev").glob("nvidia*")):
-            argv += ["--dev-bind", str(device), str(device)]
+    # Only the run's own GPUs' nodes (and the driver's control devices): see ``gpus.py``.
+    gpu = gpu_binds(spec.gpus, _system_dirs())
+    for device in gpu.devices:
+        argv += ["--dev-bind", str(device), str(device)]
     shm_bytes = min(spec.scratch_mb, SHM_MAX_MB) * 1024 * 1024
     argv += ["--perms", "1777", "--size", str(shm_bytes), "--tmpfs", "/dev/shm"]
     argv += ["--remount-ro", "/dev"]
@@ -640,6 +643,8 @@ def _sandbox_args(
         argv += ["--symlink", target, link]
     for host, inside in libraries:
         argv += ["--ro-bind", str(host), inside]
+    for driver_file in gpu.libraries:
+        argv += ["--ro-bind", str(driver_file), str(driver_file)]
     # After the binds they cover; a mask inside another is already hidden (and could not be
     # mounted on the read-only tmpfs).
     for path in _outermost(hidden_dirs):
