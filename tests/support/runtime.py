@@ -21,14 +21,18 @@ def build_torch_environment(folder: Path) -> Path:
 
 
 def task_with_runtime(folder: Path, runtime: dict[str, Any], source: Path | None = None) -> Path:
-    """A copy of ``source`` (default: the bundled task) whose task.toml has ``runtime`` as its
-    [runtime] section (its own, if any, replaced)."""
+    """A copy of ``source`` (default: the bundled task) naming ``runtime``."""
     shutil.copytree(source or bundled_task_dir(), folder)
-    toml = folder / "task.toml"
+    return add_runtime(folder, runtime)
+
+
+def add_runtime(task_dir: Path, runtime: dict[str, Any]) -> Path:
+    """Give the task at ``task_dir`` the [runtime] section ``runtime`` (it must have none)."""
+    toml = task_dir / "task.toml"
     text = toml.read_text()
     if "runtime" in tomllib.loads(text):
-        raise ValueError("the source task names a runtime already; write this one by hand")
+        raise ValueError("the task names a runtime already; write this one by hand")
     # JSON strings and lists of strings are valid TOML values.
     lines = ["", "[runtime]", *(f"{key} = {json.dumps(value)}" for key, value in runtime.items())]
     toml.write_text(text + "\n".join(lines) + "\n")
-    return folder
+    return task_dir

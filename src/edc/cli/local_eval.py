@@ -25,6 +25,9 @@ from edc.config import Settings
 from edc.errors import InvalidTask, InvalidUpload, RunFailed, SandboxUnavailable
 from edc.harness.evaluate import Evaluation, ProgressEvent, PromptSet, evaluate_submission
 from edc.sandbox.backends import choose_sandbox
+from edc.sandbox.base import Sandbox
+from edc.sandbox.unconfined import NAME as UNCONFINED
+from edc.sandbox.unconfined import UnconfinedSandbox
 from edc.status import FailureReason
 from edc.tasks.task import load_task
 
@@ -46,13 +49,32 @@ _PHASE_LABELS = {
 }
 
 
-def run_eval(path: Path, task_dir: Path | None, as_json: bool, settings: Settings) -> int:
-    """Evaluate the submission at ``path`` (a directory or a zip); returns the exit code."""
+def run_eval(
+    path: Path,
+    task_dir: Path | None,
+    as_json: bool,
+    settings: Settings,
+    sandbox_name: str | None = None,
+) -> int:
+    """Evaluate the submission at ``path`` (a directory or a zip); returns the exit code.
+
+    ``sandbox_name`` overrides ``EDC_SANDBOX``; ``"none"`` runs the submission unconfined (one's
+    own code only: a worker never can), and says so.
+    """
     out = Console()
     err = Console(stderr=True)
     try:
         task = load_task(settings, task_dir)
-        sandbox = choose_sandbox(settings, task.runtime)
+        if sandbox_name == UNCONFINED:
+            sandbox: Sandbox = UnconfinedSandbox()
+            err.print(
+                "[yellow]No sandbox:[/yellow] the submission runs as a plain process with your "
+                "rights (--sandbox none); only for your own code."
+            )
+        else:
+            if sandbox_name is not None:
+                settings = settings.model_copy(update={"sandbox": sandbox_name})
+            sandbox = choose_sandbox(settings, task.runtime)
     except (InvalidTask, SandboxUnavailable) as exc:
         return _cannot_run(out, err, exc.message, as_json)
     prompt_set: PromptSet = "hidden" if task.has_hidden_prompts() else "public"
@@ -87,12 +109,14 @@ def run_eval(path: Path, task_dir: Path | None, as_json: bool, settings: Setting
                 "status": "completed",
                 "task": task.name,
                 "prompts": prompt_set,
+                "sandbox": sandbox.identity(),
                 "metrics": evaluation.metrics,
                 "logs": evaluation.logs,
             }
         )
     else:
         out.print(result_table(evaluation, task_name=task.name, prompt_set=prompt_set))
+        out.print(f"Sandbox: {escape(sandbox.identity())}")
     return EXIT_OK
 
 

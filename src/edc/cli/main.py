@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 from pathlib import Path
@@ -146,6 +147,13 @@ def db_upgrade(
     console.print(f"Database at {revision}: {settings.resolved_database_url.split('@')[-1]}")
 
 
+class EvalSandbox(enum.StrEnum):
+    auto = "auto"
+    bwrap = "bwrap"
+    docker = "docker"
+    none = "none"
+
+
 @app.command("eval")
 def eval_command(
     path: Annotated[Path, typer.Argument(help="A submission: a directory or a zip.")],
@@ -153,11 +161,19 @@ def eval_command(
         Path | None, typer.Option(help="Task directory (default: the configured task).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    sandbox: Annotated[
+        EvalSandbox | None,
+        typer.Option(
+            help="The sandbox (default: EDC_SANDBOX). none: no sandbox at all, for your own "
+            "code where none can start; never available to a worker."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a submission exactly as the worker does (same code, same sandbox)."""
     from edc.cli.local_eval import run_eval
 
-    raise typer.Exit(run_eval(path, task, as_json, settings_or_exit()))
+    chosen = sandbox.value if sandbox else None
+    raise typer.Exit(run_eval(path, task, as_json, settings_or_exit(), chosen))
 
 
 @task_app.command("init")

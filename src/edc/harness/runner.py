@@ -267,8 +267,11 @@ def combined_logs(result: SandboxResult) -> str:
 class DecodeSession:
     """The conversation with one connected submission (not a database session)."""
 
-    def __init__(self, channel: Channel, plan: SessionPlan, limits: SessionLimits) -> None:
+    def __init__(
+        self, channel: Channel, plan: SessionPlan, limits: SessionLimits, model_dir: str = MODEL_DIR
+    ) -> None:
         self._channel = channel
+        self._model_dir = model_dir  # where the program finds the model
         self._plan = plan
         self._limits = limits
         self._splitter = protocol.LineSplitter()
@@ -286,7 +289,7 @@ class DecodeSession:
     def load(self, deadline_ns: int) -> None:
         self._channel.send(
             protocol.Load(
-                model_dir=MODEL_DIR,
+                model_dir=self._model_dir,
                 vocab_size=self._plan.vocab_size,
                 max_new_tokens=self._plan.max_new_tokens,
                 sampling=self._plan.load_sampling,
@@ -577,7 +580,9 @@ def run_session(
                         f"of {limits.load_timeout_s:g} s.",
                     )
                 raise _ended_early(process, "before connecting to the channel")
-            session = DecodeSession(channel, plan, limits)
+            session = DecodeSession(
+                channel, plan, limits, model_dir=sandbox.seen_at(spec, MODEL_DIR)
+            )
             report("load", 0, 1)
             load_sent_ns = time.monotonic_ns()
             session.load(load_deadline)

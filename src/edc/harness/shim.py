@@ -25,7 +25,6 @@ from typing import Any
 
 SOCKET_ENV = "EDC_SOCKET"
 DEFAULT_SOCKET = "/run/edc/edc.sock"
-SUBMISSION_DIR = "/submission"
 SUBMISSION_MODULE = "submission"
 DECODER_CLASS = "Decoder"
 
@@ -146,7 +145,8 @@ def main() -> int:
         if not first or first[0].get("op") != "load":
             return 0  # the harness went away before loading
         load = first[0]
-        sys.path.insert(0, SUBMISSION_DIR)
+        # Every backend starts the shim in the submission's folder (/submission in a sandbox).
+        sys.path.insert(0, os.getcwd())
         module = __import__(SUBMISSION_MODULE)
         decoder_class = getattr(module, DECODER_CLASS, None)
         if decoder_class is None:

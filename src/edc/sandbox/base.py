@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from edc.config import Settings
+    from edc.sandbox.capture import CapturedOutput
     from edc.sandbox.runtime import DecoderRuntime
 
 # Where things appear inside every sandbox, whatever the backend.
@@ -89,6 +90,29 @@ class SandboxResult:
     def ok(self) -> bool:
         return self.exit_kind is ExitKind.EXITED and self.exit_code == 0
 
+    @classmethod
+    def captured(
+        cls,
+        exit_kind: ExitKind,
+        exit_code: int | None,
+        *,
+        wall_s: float,
+        peak_memory_bytes: int | None,
+        stdout: CapturedOutput,
+        stderr: CapturedOutput,
+    ) -> SandboxResult:
+        """The result of a run whose two streams were captured (and maybe cut)."""
+        return cls(
+            exit_kind=exit_kind,
+            exit_code=exit_code,
+            wall_s=wall_s,
+            peak_memory_bytes=peak_memory_bytes,
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            stdout_truncated=stdout.truncated,
+            stderr_truncated=stderr.truncated,
+        )
+
 
 class SandboxProcess(abc.ABC):
     """A started sandbox. ``wait`` enforces the spec's wall-clock limit from the start time."""
@@ -148,6 +172,11 @@ class Sandbox(abc.ABC):
 
     def run(self, spec: SandboxSpec) -> SandboxResult:
         return self.start(spec).wait()
+
+    def seen_at(self, spec: SandboxSpec, path: str) -> str:
+        """Where a run of ``spec`` finds the sandbox path ``path`` (a mount's target): there, in
+        every real sandbox."""
+        return path
 
     def remove_leftovers(self, labels: Mapping[str, str]) -> int:
         """Remove sandboxes a previous (killed) worker left behind; returns how many."""

@@ -490,15 +490,13 @@ class BwrapProcess(SandboxProcess):
                 kind, code = ExitKind.EXITED, os.waitstatus_to_exitcode(status)
             else:
                 raise SandboxUnavailable(f"bubblewrap could not set up the sandbox: {message}")
-        return SandboxResult(
-            exit_kind=kind,
-            exit_code=code,
+        return SandboxResult.captured(
+            kind,
+            code,
             wall_s=wall_s,
             peak_memory_bytes=peak,
-            stdout=stdout.text(),
-            stderr=stderr.text(),
-            stdout_truncated=stdout.truncated,
-            stderr_truncated=stderr.truncated,
+            stdout=stdout,
+            stderr=stderr,
         )
 
 

@@ -407,15 +407,13 @@ class DockerProcess(SandboxProcess):
             kind, code = ExitKind.EXITED, exit_code
         assert self._output is not None  # begin() made it before the container started
         stdout, stderr = self._output.finish(OUTPUT_DRAIN_S)
-        return SandboxResult(
-            exit_kind=kind,
-            exit_code=code,
+        return SandboxResult.captured(
+            kind,
+            code,
             wall_s=wall_s,
             peak_memory_bytes=self._peak_memory(),
-            stdout=stdout.text(),
-            stderr=stderr.text(),
-            stdout_truncated=stdout.truncated,
-            stderr_truncated=stderr.truncated,
+            stdout=stdout,
+            stderr=stderr,
         )
 
     def _oom_settled(self, state: dict[str, Any]) -> dict[str, Any]:
