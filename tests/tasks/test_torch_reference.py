@@ -1,6 +1,7 @@
 """The numpy reference against transformers' LlamaForCausalLM (the optional torch extra)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ transformers = pytest.importorskip(
     "transformers", reason="the torch extra is not installed (pip install 'edc[torch]')"
 )
 
+from edc.errors import InvalidTask  # noqa: E402
 from edc.harness.verify import RequestOutput, Verifier  # noqa: E402
 from edc.tasks.reference import ReferenceModel  # noqa: E402
 from edc.tasks.task import Task, bundled_task_dir  # noqa: E402
@@ -42,8 +44,9 @@ def hf_logits(model_dir: Path, tokens: list[int], dtype: object) -> np.ndarray:
 def test_numpy_and_transformers_agree_on_the_bundled_model() -> None:
     hf32 = hf_logits(MODEL_DIR, TOKENS, torch.float32)
     exact = ReferenceModel.load(MODEL_DIR, dtype=np.float64).forward_all(TOKENS)
-    # transformers in float32 against the reference computed in float64.
-    assert np.abs(exact - hf32).max() < 1e-5
+    # transformers in float32 against the reference computed in float64: float32 rounding, which
+    # moves with the CPU's vector kernels (up to 1.2e-5 seen on logits near 11).
+    assert np.abs(exact - hf32).max() < 2e-5
     # Both in float32: each carries float32 rounding (~1e-6 relative on logits near 13).
     assert np.abs(ReferenceModel.load(MODEL_DIR).forward_all(TOKENS) - hf32).max() < 2e-5
     # transformers "float64" still normalises in float32, so it is no closer than that.
@@ -114,3 +117,42 @@ def test_torch_reference_output_passes_numpy_verification() -> None:
     full = torch_ref.forward_all(TOKENS[:31])
     assert np.abs(last - full[29]).max() < 1e-5
     assert np.abs(torch_ref.decode_step(TOKENS[30], cache) - full[30]).max() < 1e-5
+
+
+def _task_with_model(tmp_path: Path, lines: str) -> Path:
+    root = tmp_path / "task"
+    shutil.copytree(bundled_task_dir(), root)
+    toml = root / "task.toml"
+    toml.write_text(toml.read_text().replace('reference = "numpy"', lines))
+    return root
+
+
+def test_a_bfloat16_torch_reference_judges_an_honest_decode_correct(tmp_path: Path) -> None:
+    # A real-size task verifies in bfloat16 on its GPU; the same path runs here on the CPU.
+    task = Task.load(
+        _task_with_model(tmp_path, 'reference = "torch"\nreference_dtype = "bfloat16"')
+    )
+    numpy_ref = ReferenceModel.load(MODEL_DIR)
+    outputs = [
+        RequestOutput(
+            p.id,
+            p.tokens,
+            numpy_ref.generate(p.tokens, task.max_new_tokens, task.sampling.for_request(p.id)),
+        )
+        for p in task.public_prompts()[:3]
+    ]
+    report = Verifier.for_task(task).verify(outputs)
+    assert report.correct, report.message
+    assert 0 < report.max_gap <= task.epsilon  # bfloat16's own rounding, inside ε
+
+
+def test_a_gpu_reference_needs_torch_and_a_gpu(tmp_path: Path) -> None:
+    with pytest.raises(InvalidTask, match='need reference = "torch"'):
+        Task.load(_task_with_model(tmp_path / "a", 'reference = "numpy"\nreference_device = "gpu"'))
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the reference would load there")
+    task = Task.load(
+        _task_with_model(tmp_path / "b", 'reference = "torch"\nreference_device = "gpu"')
+    )
+    with pytest.raises(InvalidTask, match="verifies on a GPU"):
+        Verifier.for_task(task, device="cuda:0")

@@ -200,7 +200,7 @@ def evaluate_submission(
     report("verify", 0, len(records))
     # Judged under the evaluation's own seed; the exact-match figures come from the same
     # teacher-forced pass (a fresh seed would never hit a cache of reference decodes).
-    verification = Verifier.for_task(draw.judged).verify(
+    verification = Verifier.for_task(draw.judged, device=reference_device(settings, task)).verify(
         [RequestOutput(r.request_id, r.prompt, r.tokens, r.max_new_tokens) for r in records]
     )
     report("verify", len(records), len(records))
@@ -280,6 +280,14 @@ def serving_metrics(task: Task, session: SessionResult) -> dict[str, Any] | None
         "max_rate_under_slo_bracket": [low, high],
         "send_lag_ms_p99": max(s.metrics["send_lag_ms"]["p99"] for s in sweep.rounds),
     }
+
+
+def reference_device(settings: Settings, task: Task) -> str:
+    """Where the task's reference runs: the CPU, or the first GPU this worker owns (any GPU torch
+    sees, for ``edc eval`` on a machine that names none) when the task verifies on a GPU."""
+    if task.spec.model.reference_device != "gpu":
+        return "cpu"
+    return f"cuda:{settings.gpu_ids[0]}" if settings.gpu_ids else "cuda"
 
 
 def _wrong_output_facts(verification: VerificationReport, records: Sequence[RequestRecord]) -> str:

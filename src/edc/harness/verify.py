@@ -168,9 +168,9 @@ class Verifier:
         self.max_new_tokens = max_new_tokens
 
     @classmethod
-    def for_task(cls, task: Task, *, float64: bool = False) -> Verifier:
+    def for_task(cls, task: Task, *, float64: bool = False, device: str = "cpu") -> Verifier:
         return cls(
-            task.load_reference(float64=float64),
+            task.load_reference(float64=float64, device=device),
             task.sampling,
             epsilon=task.epsilon,
             max_new_tokens=task.max_new_tokens,

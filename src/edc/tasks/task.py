@@ -124,6 +124,18 @@ class ModelSection(_Strict):
     vocab_size: int = Field(gt=0)
     tokenizer: Literal["bytes", "ids"] = "bytes"
     reference: Literal["numpy", "torch"] = "numpy"
+    # The torch reference may run on the worker's GPU (its first) and in bfloat16, so verifying
+    # a real-size decode costs seconds; epsilon must then admit the reference's own rounding.
+    reference_device: Literal["cpu", "gpu"] = "cpu"
+    reference_dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @model_validator(mode="after")
+    def _device_and_dtype_need_torch(self) -> ModelSection:
+        if self.reference != "torch" and (
+            self.reference_device != "cpu" or self.reference_dtype != "float32"
+        ):
+            raise ValueError('reference_device and reference_dtype need reference = "torch"')
+        return self
 
 
 class DecodeSection(_Strict):
@@ -636,12 +648,16 @@ class Task:
                     digest.update(block)
         return digest.hexdigest()
 
-    def load_reference(self, *, float64: bool = False) -> ReferenceBackend:
-        """The trusted reference this task names (numpy unless task.toml says torch)."""
-        if self.spec.model.reference == "torch":
+    def load_reference(self, *, float64: bool = False, device: str = "cpu") -> ReferenceBackend:
+        """The trusted reference this task names (numpy unless task.toml says torch); the torch
+        one on ``device`` (a torch device, e.g. ``cuda:1``) in the task's reference dtype, or in
+        float64 when asked (for checking checks)."""
+        model = self.spec.model
+        if model.reference == "torch":
             from edc.tasks.torch_reference import TorchReference
 
-            return TorchReference.load(self.model_dir, float64=float64)
+            dtype = "float64" if float64 else model.reference_dtype
+            return TorchReference.load(self.model_dir, dtype=dtype, device=device)
         return ReferenceModel.load(self.model_dir, dtype=np.float64 if float64 else np.float32)
 
 

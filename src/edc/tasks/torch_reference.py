@@ -3,12 +3,15 @@
 Needs the ``torch`` extra (``pip install "edc[torch]"``). Usage::
 
     model = TorchReference.load(Path("path/to/llama-dir"))          # float32 on CPU
+    fast = TorchReference.load(model_dir, dtype="bfloat16", device="cuda:0")
     logits = model.forward_all(tokens)                              # numpy (len, vocab)
     last, cache = model.prefill(prompt); nxt = model.decode_step(tok, cache)
     out = model.generate(prompt, 64, rule.for_request("pub-003"))
 
 The checkpoint is read from the local directory only (``local_files_only``): nothing is fetched.
-A task selects it with ``reference = "torch"`` under ``[model]`` in task.toml.
+A task selects it with ``reference = "torch"`` under ``[model]`` in task.toml, and may run it on
+the worker's GPU (``reference_device = "gpu"``) in bfloat16 (``reference_dtype``). Logits always
+come back to the host as float32 (float64 for a float64 model), where the sampling rule reads them.
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ from edc.errors import InvalidTask
 from edc.tasks.reference import FloatArray
 from edc.tasks.sampling import RequestSampler
 
+DTYPES = ("float32", "bfloat16", "float64")
+
 
 class TorchReference:
-    def __init__(self, model: Any, *, threads: int | None = None) -> None:
+    def __init__(self, model: Any, *, threads: int | None = None, device: str = "cpu") -> None:
         import torch
 
         self._torch = torch
         self._model = model
+        self._device = device
         if threads is not None:
             torch.set_num_threads(threads)
         config = model.config
@@ -43,7 +49,12 @@ class TorchReference:
 
     @classmethod
     def load(
-        cls, model_dir: Path, *, float64: bool = False, threads: int | None = None
+        cls,
+        model_dir: Path,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        threads: int | None = None,
     ) -> TorchReference:
         try:
             import torch
@@ -52,16 +63,21 @@ class TorchReference:
             raise InvalidTask(
                 'The torch reference needs the torch extra: pip install "edc[torch]".'
             ) from exc
+        if dtype not in DTYPES:
+            raise InvalidTask(f"The torch reference has no dtype {dtype!r}; one of {DTYPES}.")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InvalidTask(
+                f"The task verifies on a GPU ({device}), but torch sees none on this machine."
+            )
         try:
             model: Any = AutoModelForCausalLM.from_pretrained(
-                str(model_dir),
-                dtype=torch.float64 if float64 else torch.float32,
-                local_files_only=True,
+                str(model_dir), dtype=getattr(torch, dtype), local_files_only=True
             )
         except (OSError, ValueError) as exc:
             raise InvalidTask(f"transformers cannot load {model_dir}: {exc}") from exc
+        model.to(device)
         model.eval()
-        return cls(model, threads=threads)
+        return cls(model, threads=threads, device=device)
 
     @property
     def vocab_size(self) -> int:
@@ -73,10 +89,12 @@ class TorchReference:
 
     def _run(self, tokens: Sequence[int], cache: Any = None) -> tuple[FloatArray, Any]:
         torch = self._torch
-        ids = torch.tensor([list(tokens)], dtype=torch.long)
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self._device)
         with torch.no_grad():
             out = self._model(input_ids=ids, use_cache=True, **{self._cache_arg: cache})
-        logits: FloatArray = out.logits[0].numpy()
+        rows = out.logits[0]
+        wide = torch.float64 if rows.dtype == torch.float64 else torch.float32
+        logits: FloatArray = rows.to(device="cpu", dtype=wide).numpy()
         return logits, getattr(out, self._cache_arg)
 
     def forward_all(self, tokens: Sequence[int]) -> FloatArray:
