@@ -178,19 +178,42 @@ def eval_command(
 
 @task_app.command("init")
 def task_init(
-    model: Annotated[Path, typer.Option(help="Local Hugging Face Llama-layout checkpoint.")],
-    prompts: Annotated[Path, typer.Option(help='JSON lines of {"id": ..., "text": ...}.')],
     out: Annotated[Path, typer.Option(help="The task directory to create.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Local Hugging Face Llama-layout checkpoint.")
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help='JSON lines of {"id": ..., "text": ...}.')
+    ] = None,
     hidden_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of prompts kept hidden on the server.")
     ] = 0.5,
     name: Annotated[str | None, typer.Option(help="Task name (default: the folder's).")] = None,
+    synthetic: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of a checkpoint: a task of this name with Llama-3.2-1B's shape and "
+            "seeded random weights (3 GB), nothing downloaded."
+        ),
+    ] = None,
+    small: Annotated[
+        bool, typer.Option(help="With --synthetic: the same recipe at a few MB, for tests.")
+    ] = False,
 ) -> None:
-    """Build a task directory from a checkpoint and a prompts file."""
-    from edc.tasks.init import init_task
-
+    """Build a task directory from a checkpoint and a prompts file, or a synthetic one."""
     try:
-        init_task(model, prompts, out, hidden_fraction, name=name)
+        if synthetic is not None:
+            if model is not None or prompts is not None:
+                raise typer.BadParameter("--synthetic builds its own model and prompts")
+            from edc.tasks.synthetic import build_synthetic_task
+
+            build_synthetic_task(out, synthetic, small=small)
+        else:
+            if model is None or prompts is None:
+                raise typer.BadParameter("give --model and --prompts, or --synthetic NAME")
+            from edc.tasks.init import init_task
+
+            init_task(model, prompts, out, hidden_fraction, name=name)
     except EdcError as exc:
         err_console.print(f"[red]Cannot build the task:[/red] {exc.message}")
         raise typer.Exit(2) from exc
