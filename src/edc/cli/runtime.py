@@ -56,7 +56,7 @@ def check_task(settings: Settings, task_dir: Path | None) -> int:
         err_console.print(
             f"[red]The runtime lacks what the task promises:[/red] {escape('; '.join(missing))}. "
             "Workers refuse jobs until it is there (`edc env build DIR --with ...`, then "
-            "[runtime] env = DIR in task.toml; for Docker, [runtime] image)."
+            "env = DIR in task.toml's runtime section; for Docker, its image)."
         )
         return EXIT_CANNOT
     console.print("The runtime offers everything the task promises.")

@@ -25,7 +25,7 @@ from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness import metrics as m
 from edc.harness.arrivals import output_lengths
-from edc.harness.bandwidth import machine_bandwidth_gb_per_s
+from edc.harness.bandwidth import device_bandwidth_gb_per_s
 from edc.harness.disclosure import GENERIC_SENTENCES
 from edc.harness.draw import EvaluationSecret, draw_prompts
 from edc.harness.runner import (
@@ -212,7 +212,7 @@ def evaluate_submission(
             public_message=_wrong_output_facts(verification, records),
         )
     result = Evaluation(
-        metrics=compute_metrics(task, session, verification),
+        metrics=compute_metrics(task, session, verification, run_device(settings, task)),
         logs=session.logs,
         audit=draw.audit,
     )
@@ -221,9 +221,11 @@ def evaluate_submission(
 
 
 def compute_metrics(
-    task: Task, session: SessionResult, verification: VerificationReport
+    task: Task, session: SessionResult, verification: VerificationReport, device: str = "cpu"
 ) -> dict[str, Any]:
-    bandwidth = task.hardware.memory_bandwidth_gbps or machine_bandwidth_gb_per_s()
+    """The result's figures; the roofline's bandwidth is the task's, else that of ``device``,
+    where the run's weights live."""
+    bandwidth = task.hardware.memory_bandwidth_gbps or device_bandwidth_gb_per_s(device)
     weights = weights_per_token(task.model_dir)
     floor = m.tpot_floor_ms(weights.bytes, bandwidth)
     physics = task.plausibility
@@ -280,6 +282,14 @@ def serving_metrics(task: Task, session: SessionResult) -> dict[str, Any] | None
         "max_rate_under_slo_bracket": [low, high],
         "send_lag_ms_p99": max(s.metrics["send_lag_ms"]["p99"] for s in sweep.rounds),
     }
+
+
+def run_device(settings: Settings, task: Task) -> str:
+    """Where a submission's weights live: the worker's first GPU when it hands GPUs to a task of
+    a GPU class, else the CPU."""
+    if settings.gpu_ids and task.hardware.kind != "cpu":
+        return f"cuda:{settings.gpu_ids[0]}"
+    return "cpu"
 
 
 def reference_device(settings: Settings, task: Task) -> str:

@@ -92,6 +92,8 @@ class UnconfinedProcess(SandboxProcess):
             "HOME": os.environ.get("HOME", "/tmp"),
             **{key: _on_host(value, paths) for key, value in spec.env.items()},
         }
+        if spec.gpus:  # named, not confined: nothing stops the program from unsetting it
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(spec.gpus)
         self._started = time.monotonic()
         self._popen = subprocess.Popen(
             [_on_host(arg, paths) for arg in spec.argv],

@@ -13,7 +13,8 @@ from typing import Any
 
 from edc import __version__
 from edc.config import Settings
-from edc.harness.bandwidth import machine_bandwidth_gb_per_s
+from edc.harness.bandwidth import device_bandwidth_gb_per_s
+from edc.harness.evaluate import run_device
 from edc.harness.protocol import PROTOCOL_VERSION
 from edc.sandbox.base import Sandbox
 from edc.tasks.task import Task
@@ -69,7 +70,8 @@ def warm(settings: Settings, task: Task) -> None:
     _gpus(settings.gpu_ids)
     _task_identity(task.root, task.name, task.version)
     if task.hardware.memory_bandwidth_gbps is None:
-        machine_bandwidth_gb_per_s()  # the roofline's denominator; measured before any timing
+        # The roofline's denominator (the GPU's, for a GPU task); measured before any timing.
+        device_bandwidth_gb_per_s(run_device(settings, task))
 
 
 def provenance(
