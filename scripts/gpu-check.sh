@@ -6,6 +6,11 @@
 #   scripts/gpu-check.sh          # on a GPU machine (one H200: within 8 minutes)
 #   scripts/gpu-check.sh --cpu    # the same steps on CPU with the small synthetic task (CI runs it)
 #
+# On a GPU machine without network whose Python holds torch but not the platform's dependencies,
+# bring them as wheels made here (scripts/gpu-wheels.sh), then there:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
+#     && PYTHONPATH=/tmp/site:$PWD/src scripts/gpu-check.sh
+#
 # Environment:
 #   PYTHON              the interpreter with the platform installed (default: python3)
 #   EDC_CHECK_DIR       where the task and the runtime go (default: a new temporary folder)
