@@ -20,6 +20,7 @@
 #                       machine under gVisor runs no sandbox; the output says which ran)
 # The exit code is 0 when the example passed verification, 1 otherwise.
 set -euo pipefail
+export LC_ALL=C  # a decimal point in EPOCHREALTIME, whatever the machine's locale
 mode=gpu
 [[ ${1:-} == --cpu ]] && mode=cpu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -112,6 +113,10 @@ evaluate() {
 }
 
 report() {
+  if [[ ! -s $work/result.json ]]; then
+    echo "edc eval wrote no result (exit $status); its output is above"
+    return 0
+  fi
   "$python" - "$work/result.json" <<'PY'
 import json, sys
 result = json.load(open(sys.argv[1]))

@@ -181,7 +181,7 @@ def test_only_the_runs_gpus_are_bound_and_named(
     def binds(gpus: tuple[str, ...], bound: list[Path]) -> GpuBinds:
         asked.append(tuple(gpus))
         nodes = [dev / f"nvidia{g}" for g in gpus] + [dev / "nvidiactl"]
-        return GpuBinds(tuple(nodes), (tmp_path / "lib" / "libcuda.so.1",))
+        return GpuBinds(tuple(nodes), (tmp_path / "lib" / "libcuda.so.1",), ("GPU-b",))
 
     monkeypatch.setattr(bwrap_module, "gpu_binds", binds)
     spec = SandboxSpec(argv=("true",), submission_dir=tmp_path, gpus=("1",))
@@ -192,7 +192,9 @@ def test_only_the_runs_gpus_are_bound_and_named(
     assert dev_binds == [str(dev / "nvidia1"), str(dev / "nvidiactl")]  # never nvidia0
     assert str(tmp_path / "lib" / "libcuda.so.1") in argv
     env = {argv[i + 1]: argv[i + 2] for i, arg in enumerate(argv) if arg == "--setenv"}
-    assert env["CUDA_VISIBLE_DEVICES"] == "1"
+    # By UUID: CUDA numbers the devices it can open from 0, so index 1 would name none.
+    assert env["CUDA_VISIBLE_DEVICES"] == "GPU-b"
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
 
 
 @pytest.mark.skipif(Path("/dev/nvidiactl").exists(), reason="this machine has an NVIDIA driver")

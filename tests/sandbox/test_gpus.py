@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edc.errors import SandboxUnavailable
-from edc.sandbox.gpus import device_minors, device_nodes, driver_libraries
+from edc.sandbox.gpus import device_minors, device_nodes, driver_libraries, visible_devices
 
 
 def _host(root: Path, minors: list[int], controls: tuple[str, ...] = ("nvidiactl", "nvidia-uvm")):
@@ -18,7 +18,10 @@ def _host(root: Path, minors: list[int], controls: tuple[str, ...] = ("nvidiactl
     for index, minor in enumerate(minors):
         info = proc / "driver" / "nvidia" / "gpus" / f"0000:{index + 0x10:02x}:00.0" / "information"
         info.parent.mkdir(parents=True)
-        info.write_text(f"Model: \t\t NVIDIA H200\nIRQ: 42\nDevice Minor: \t {minor}\n")
+        info.write_text(
+            f"Model: \t\t NVIDIA H200\nIRQ: 42\nGPU UUID: \t GPU-{index}-uuid\n"
+            f"Device Minor: \t {minor}\n"
+        )
         (dev / f"nvidia{minor}").touch()
     for name in controls:
         (dev / name).touch()
@@ -81,3 +84,10 @@ def test_driver_libraries_come_from_the_linker_cache() -> None:
         Path("/usr/lib/x86_64-linux-gnu/libcuda.so.1"),
         Path("/usr/local/nvidia/lib64/libnvidia-ml.so.1"),
     ]
+
+
+def test_cuda_names_the_runs_gpus_by_uuid(tmp_path: Path) -> None:
+    _, proc = _host(tmp_path, [2, 0, 1])
+    assert visible_devices(("2", "0"), proc) == ("GPU-2-uuid", "GPU-0-uuid")
+    # Where the driver tells no UUIDs, the indices as given.
+    assert visible_devices(("1",), tmp_path / "no-proc") == ("1",)

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from edc.cli import runtime as cli_runtime
 from edc.config import Settings, get_settings
 from edc.errors import InvalidTask, SandboxUnavailable
-from edc.sandbox.backends import BACKENDS, backend_class
+from edc.sandbox.backends import BACKENDS, backend_class, choose_sandbox, runtime_backends
 from edc.sandbox.bwrap import BwrapSandbox
 from edc.sandbox.docker import DockerSandbox
 from edc.sandbox.runtime import DecoderRuntime, missing_imports, probe_imports, site_packages
@@ -81,7 +81,7 @@ def test_the_workers_own_environment_is_never_a_runtime() -> None:
     _available("bwrap")
     own = DecoderRuntime(env_dir=Path(sys.prefix))
     reason = BwrapSandbox.unavailable_reason(Settings(), own)
-    assert reason is not None and "the worker's own Python environment" in reason
+    assert reason is not None and "the worker's own Python packages" in reason
 
 
 def test_a_pip_target_folder_is_its_own_package_folder(tmp_path: Path) -> None:
@@ -188,3 +188,30 @@ def test_env_build_makes_an_environment_the_sandbox_uses(tmp_path: Path) -> None
     again = CliRunner().invoke(app, ["env", "build", str(folder)])
     assert again.exit_code == 2 and "not empty" in again.output
     shutil.rmtree(folder)
+
+
+def test_an_environment_that_holds_the_platforms_folders_is_refused(tmp_path: Path) -> None:
+    # A folder with no venv layout is bound whole: it must not hold what never enters.
+    data = tmp_path / "srv" / "data"
+    data.mkdir(parents=True)
+    settings = Settings(data_dir=data)
+    reason = BwrapSandbox.unavailable_reason(settings, DecoderRuntime(env_dir=tmp_path / "srv"))
+    assert reason is not None and "overlaps" in reason and str(data) in reason
+    own_lib = Path(sys.prefix) / "lib"  # holds the worker's site-packages
+    reason = BwrapSandbox.unavailable_reason(settings, DecoderRuntime(env_dir=own_lib))
+    assert reason is not None and "overlaps" in reason
+
+
+def test_auto_never_picks_a_backend_that_cannot_offer_the_runtime(tmp_path: Path) -> None:
+    env_only = DecoderRuntime(imports=("numpy",), env_dir=tmp_path)
+    image_only = DecoderRuntime(imports=("numpy",), image="edc-sandbox:latest")
+    assert runtime_backends(env_only) == ("bwrap",)
+    assert runtime_backends(image_only) == ("docker",)
+    assert runtime_backends(DecoderRuntime()) == ("docker", "bwrap")
+    with pytest.raises(SandboxUnavailable, match="bwrap sandbox only, but EDC_SANDBOX is docker"):
+        choose_sandbox(Settings(sandbox="docker"), env_only)
+    with pytest.raises(SandboxUnavailable, match="docker sandbox only, but EDC_SANDBOX is bwrap"):
+        choose_sandbox(Settings(sandbox="bwrap"), image_only)
+    (tmp_path / "numpy").mkdir()  # a pip --target folder
+    _available("bwrap")
+    assert isinstance(choose_sandbox(Settings(sandbox="auto"), env_only), BwrapSandbox)

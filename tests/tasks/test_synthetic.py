@@ -54,8 +54,13 @@ def test_the_same_seed_gives_the_same_bytes(small: Task, tmp_path: Path) -> None
         "prompts/public.jsonl",
         "task.toml",
     ]
+    hidden = Path("prompts/hidden.jsonl")
     for rel in files:
-        assert (small.root / rel).read_bytes() == (again.root / rel).read_bytes(), rel
+        if rel != hidden:
+            assert (small.root / rel).read_bytes() == (again.root / rel).read_bytes(), rel
+    # The hidden prompts are drawn fresh (the seed is public): never the same twice by default.
+    assert (small.root / hidden).read_bytes() != (again.root / hidden).read_bytes()
+    assert len(small.hidden_prompts()) == len(again.hidden_prompts()) == 64
     other = build_synthetic_task(tmp_path / "other", "ci", small=True, seed=7)
     assert other.model_hash() != small.model_hash()
 

@@ -77,7 +77,9 @@ def run_eval(
             sandbox = choose_sandbox(settings, task.runtime)
     except (InvalidTask, SandboxUnavailable) as exc:
         return _cannot_run(out, err, exc.message, as_json)
-    prompt_set: PromptSet = "hidden" if task.has_hidden_prompts() else "public"
+    # Unconfined code could read the hidden prompts' file: it gets the public ones only.
+    hidden = task.has_hidden_prompts() and sandbox_name != UNCONFINED
+    prompt_set: PromptSet = "hidden" if hidden else "public"
     with tempfile.TemporaryDirectory(prefix="edc-eval-") as tmp:
         run_dir = Path(tmp)
         try:

@@ -81,7 +81,11 @@ def register(app: typer.Typer, task_app: typer.Typer) -> None:
         from edc.sandbox.runtime import build_environment
 
         try:
-            packages = build_environment(folder.absolute(), tuple(with_ or ()), echo=console.print)
+            packages = build_environment(
+                folder.absolute(),
+                tuple(with_ or ()),
+                echo=lambda line: console.print(line, markup=False, highlight=False),
+            )
         except EdcError as exc:
             err_console.print(f"[red]Cannot build the environment:[/red] {escape(exc.message)}")
             raise typer.Exit(EXIT_CANNOT) from exc

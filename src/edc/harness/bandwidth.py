@@ -9,6 +9,8 @@ GPU is held to the GPU's device memory instead: the same copy as a torch kernel 
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -17,6 +19,7 @@ from edc.errors import InvalidTask
 
 DEFAULT_ARRAY_MB = 256
 DEFAULT_PASSES = 5
+CHILD_TIMEOUT_S = 120
 
 
 def measure_copy_bandwidth_gb_per_s(
@@ -73,7 +76,36 @@ def measure_device_copy_gb_per_s(
 
 @functools.cache
 def device_bandwidth_gb_per_s(device: str) -> float:
-    """This machine's memory bandwidth where a run's weights live: ``cpu`` or a CUDA device."""
+    """This machine's memory bandwidth where a run's weights live: ``cpu`` or a CUDA device.
+
+    A GPU is measured in a child process: CUDA set up in a worker would not survive the fork of
+    its work-horses, and its context would keep device memory from the runs it times.
+    """
     if device == "cpu":
         return machine_bandwidth_gb_per_s()
-    return measure_device_copy_gb_per_s(device)
+    done = subprocess.run(
+        [sys.executable, "-m", "edc.harness.bandwidth", device],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=False,
+    )
+    try:
+        return float(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError) as exc:
+        raise InvalidTask(
+            f"The bandwidth of {device} could not be measured: "
+            f"{(done.stderr or done.stdout).strip()[-500:]}"
+        ) from exc
+
+
+def main() -> None:
+    """``python -m edc.harness.bandwidth DEVICE``: print the device's copy bandwidth in GB/s."""
+    try:
+        print(measure_device_copy_gb_per_s(sys.argv[1]))  # noqa: T201 - the parent reads it
+    except InvalidTask as exc:
+        sys.exit(exc.message)
+
+
+if __name__ == "__main__":
+    main()

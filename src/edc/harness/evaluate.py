@@ -16,6 +16,7 @@ so the reference never shares a machine moment with the code it judges. Any fail
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from edc.sandbox.base import Sandbox
 from edc.sandbox.cpus import harness_cpus, owned_cpus
 from edc.status import FailureReason
 from edc.tasks.task import Prompt, Task
+from edc.tasks.torch_reference import release_device_memory
 from edc.tasks.weights import weights_per_token
 
 PromptSet = Literal["hidden", "public"]
@@ -200,9 +202,13 @@ def evaluate_submission(
     report("verify", 0, len(records))
     # Judged under the evaluation's own seed; the exact-match figures come from the same
     # teacher-forced pass (a fresh seed would never hit a cache of reference decodes).
-    verification = Verifier.for_task(draw.judged, device=reference_device(settings, task)).verify(
+    device = reference_device(settings, task)
+    verification = Verifier.for_task(draw.judged, device=device).verify(
         [RequestOutput(r.request_id, r.prompt, r.tokens, r.max_new_tokens) for r in records]
     )
+    if device != "cpu":
+        # The next run (the hidden one after the public check) gets the device back whole.
+        release_device_memory()
     report("verify", len(records), len(records))
     if not verification.correct:
         raise RunFailed(
@@ -297,6 +303,8 @@ def reference_device(settings: Settings, task: Task) -> str:
     sees, for ``edc eval`` on a machine that names none) when the task verifies on a GPU."""
     if task.spec.model.reference_device != "gpu":
         return "cpu"
+    # Torch numbers GPUs fastest first unless told otherwise; EDC_GPUS counts in the driver's order.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     return f"cuda:{settings.gpu_ids[0]}" if settings.gpu_ids else "cuda"
 
 

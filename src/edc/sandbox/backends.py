@@ -24,11 +24,28 @@ def backend_class(name: str) -> type[Sandbox]:
     return cls
 
 
+def runtime_backends(runtime: DecoderRuntime | None) -> tuple[str, ...]:
+    """The backends that offer ``runtime``: a runtime environment is bubblewrap's, an image
+    Docker's; one that names neither (or both), any. Another backend would silently run the
+    task's decoders with what the worker has instead of what the task promises."""
+    if runtime is None or bool(runtime.env_dir) == bool(runtime.image):
+        return AUTO_ORDER
+    return ("bwrap",) if runtime.env_dir else ("docker",)
+
+
 def choose_sandbox(settings: Settings, runtime: DecoderRuntime | None = None) -> Sandbox:
     """The backend ``EDC_SANDBOX`` names, or for ``auto`` the first that can run here, set up to
     offer the decoder ``runtime`` (default: the standard library and numpy)."""
     kind = settings.sandbox
-    names = AUTO_ORDER if kind == "auto" else (kind,)
+    names: tuple[str, ...] = AUTO_ORDER if kind == "auto" else (kind,)
+    offering = runtime_backends(runtime)
+    if kind != "auto" and kind not in offering:
+        raise SandboxUnavailable(
+            f"The task's runtime ({runtime.describe() if runtime else ''}) is offered by the "
+            f"{' or '.join(offering)} sandbox only, but EDC_SANDBOX is {kind}; name it in "
+            "task.toml's runtime section (env for bwrap, image for docker) or change EDC_SANDBOX."
+        )
+    names = tuple(name for name in names if name in offering)
     reasons = []
     for name in names:
         cls = backend_class(name)

@@ -29,8 +29,9 @@ What a run gets::
                  model's, the channel's, numpy's, the masked folders'), never their contents.
     environment  exactly ``spec.env`` on top of PATH=/usr/local/bin:/usr/bin:/bin, HOME=/tmp,
                  LANG=C.UTF-8 and PYTHONPATH=/opt/edc-libs (after the spec's own, if any;
-                 bubblewrap adds PWD); CUDA_VISIBLE_DEVICES from ``spec.gpus``, whose device
-                 nodes alone are bound (with the driver's control devices: ``gpus.py``)
+                 bubblewrap adds PWD); CUDA_VISIBLE_DEVICES naming ``spec.gpus`` by UUID,
+                 whose device nodes alone are bound (with the driver's control devices:
+                 ``gpus.py``)
     limits       memory, pids and CPU through per-run cgroups (see ``cgroups.py``) where they can
                  be written; otherwise RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU (a warning says so
                  once; ``describe_isolation`` tells which). Core dumps off. The scratch and
@@ -160,8 +161,7 @@ class BwrapSandbox(Sandbox):
     ) -> BwrapSandbox:
         """Hides the data directories and the task directory (the bundled task is inside the
         package, hidden anyway)."""
-        private = (settings.data_dir, settings.shared_data_dir, settings.task_dir)
-        return cls(private_dirs=[path for path in private if path is not None], runtime=runtime)
+        return cls(private_dirs=_private_dirs(settings), runtime=runtime)
 
     @property
     def python(self) -> str:
@@ -176,7 +176,7 @@ class BwrapSandbox(Sandbox):
         hidden = _hidden_dirs(bound, [*_site_dirs(), *_platform_dirs(), *self.private_dirs])
         if self.runtime.env_dir:
             libraries: tuple[tuple[Path, str], ...] = (
-                (_runtime_packages(self.runtime.env_dir), LIBRARIES_DIR),
+                (_runtime_packages(self.runtime.env_dir, self.private_dirs), LIBRARIES_DIR),
             )
         else:
             libraries = _library_binds(self.libraries)
@@ -207,7 +207,7 @@ class BwrapSandbox(Sandbox):
             )
         if runtime and runtime.env_dir:
             try:
-                _runtime_packages(runtime.env_dir)
+                _runtime_packages(runtime.env_dir, _private_dirs(settings))
             except SandboxUnavailable as exc:
                 return exc.message
         return None
@@ -621,12 +621,13 @@ def _sandbox_args(
     if libraries:
         given = spec.env.get("PYTHONPATH")
         env["PYTHONPATH"] = f"{given}:{LIBRARIES_DIR}" if given else LIBRARIES_DIR
-    if spec.gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(spec.gpus)
-    for key, value in env.items():
-        argv += ["--setenv", key, value]
     # Only the run's own GPUs' nodes (and the driver's control devices): see ``gpus.py``.
     gpu = gpu_binds(spec.gpus, _system_dirs())
+    if spec.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.visible)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the driver's order, which EDC_GPUS counts in
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
     for device in gpu.devices:
         argv += ["--dev-bind", str(device), str(device)]
     shm_bytes = min(spec.scratch_mb, SHM_MAX_MB) * 1024 * 1024
@@ -735,15 +736,31 @@ def _outermost(paths: Sequence[Path]) -> list[Path]:
     return kept
 
 
-def _runtime_packages(env_dir: Path) -> Path:
-    """The runtime environment's package folder, refused when it is one of the worker's own:
-    those hold the platform's dependencies (and maybe the platform)."""
-    folder = site_packages(env_dir)
-    if any(folder.resolve() == own.resolve() for own in _site_dirs()):
-        raise SandboxUnavailable(
-            f"The task's runtime environment {env_dir} is the worker's own Python environment, "
-            "which never enters the sandbox; build a separate one with `edc env build`."
-        )
+def _private_dirs(settings: Settings | None) -> list[Path]:
+    """The platform's data and task directories: hidden wherever a bound folder holds them."""
+    if settings is None:
+        return []
+    private = (settings.data_dir, settings.shared_data_dir, settings.task_dir)
+    return [Path(path).absolute() for path in private if path is not None]
+
+
+def _runtime_packages(env_dir: Path, private: Sequence[Path] = ()) -> Path:
+    """The runtime environment's package folder, refused when it holds or sits inside any of the
+    worker's own package folders, the platform's, or the ``private`` ones (data, task): bound
+    whole, it would show them."""
+    folder = site_packages(env_dir).resolve()
+    # A folder inside the worker's packages is some of them; one inside a task directory (the
+    # task's own runtime) shows only itself.
+    inside_refused = [*_site_dirs(), *_platform_dirs()]
+    for own in [*inside_refused, *private]:
+        mine = own.resolve()
+        inside = folder.is_relative_to(mine) and own in inside_refused
+        if folder == mine or inside or mine.is_relative_to(folder):
+            raise SandboxUnavailable(
+                f"The task's runtime environment {env_dir} overlaps {own} (the worker's own "
+                "Python packages, the platform or its data), which never enter the sandbox; "
+                "build a separate one with `edc env build`."
+            )
     return folder
 
 

@@ -38,23 +38,41 @@ DRIVER_LIBRARIES = (
     "libnvidia-cfg.so",
 )
 _MINOR = re.compile(r"^Device Minor:\s*(\d+)", re.MULTILINE)
+_UUID = re.compile(r"^GPU UUID:\s*(\S+)", re.MULTILINE)
+LDCONFIG = ("ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig")
 
 
 @dataclass(frozen=True)
 class GpuBinds:
     devices: tuple[Path, ...]  # device nodes, bound at their own path
     libraries: tuple[Path, ...]  # driver library files outside the sandbox's system folders
+    # What CUDA_VISIBLE_DEVICES names inside: the GPUs' UUIDs where the driver tells them (CUDA
+    # numbers the devices it can open from 0, so a host index would name the wrong one or none).
+    visible: tuple[str, ...] = ()
+
+
+def _driver_facts(pattern: re.Pattern[str], proc: Path) -> list[str]:
+    """One fact per GPU, in index order (PCI bus order); empty where the driver does not say."""
+    facts: list[str] = []
+    for info in sorted((proc / "driver" / "nvidia" / "gpus").glob("*/information")):
+        found = pattern.search(info.read_text(errors="replace"))
+        if found is None:
+            return []
+        facts.append(found.group(1))
+    return facts
 
 
 def device_minors(proc: Path = Path("/proc")) -> list[int]:
     """Each GPU's device minor number, in index order; empty where the driver does not say."""
-    minors: list[int] = []
-    for info in sorted((proc / "driver" / "nvidia" / "gpus").glob("*/information")):
-        found = _MINOR.search(info.read_text(errors="replace"))
-        if found is None:
-            return []
-        minors.append(int(found.group(1)))
-    return minors
+    return [int(minor) for minor in _driver_facts(_MINOR, proc)]
+
+
+def visible_devices(gpus: Sequence[str], proc: Path = Path("/proc")) -> tuple[str, ...]:
+    """CUDA_VISIBLE_DEVICES for a run given ``gpus``: their UUIDs, else the indices as given."""
+    uuids = _driver_facts(_UUID, proc)
+    if uuids and all(g.isdigit() and int(g) < len(uuids) for g in gpus):
+        return tuple(uuids[int(g)] for g in gpus)
+    return tuple(gpus)
 
 
 def device_nodes(
@@ -94,12 +112,15 @@ def device_nodes(
 def driver_libraries(ldconfig_listing: str | None = None) -> list[Path]:
     """The driver's user-space library files the linker cache knows (``ldconfig -p``)."""
     if ldconfig_listing is None:
-        try:
-            ldconfig_listing = subprocess.run(
-                ["ldconfig", "-p"], capture_output=True, text=True, timeout=10, check=False
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            return []
+        ldconfig_listing = ""
+        for exe in LDCONFIG:  # /sbin is often not on a service's PATH
+            try:
+                ldconfig_listing = subprocess.run(
+                    [exe, "-p"], capture_output=True, text=True, timeout=10, check=False
+                ).stdout
+                break
+            except (OSError, subprocess.SubprocessError):
+                continue
     found: list[Path] = []
     for line in ldconfig_listing.splitlines():
         name, _, target = line.strip().partition(" => ")
@@ -119,4 +140,4 @@ def gpu_binds(gpus: Sequence[str], bound: Sequence[Path]) -> GpuBinds:
         for lib in driver_libraries()
         if not any(lib.resolve().is_relative_to(folder.resolve()) for folder in bound)
     ]
-    return GpuBinds(tuple(device_nodes(gpus)), tuple(outside))
+    return GpuBinds(tuple(device_nodes(gpus)), tuple(outside), visible_devices(gpus))

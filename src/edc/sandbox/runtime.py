@@ -132,16 +132,19 @@ def build_environment(
 ) -> Path:
     """Make ``env_dir`` a venv of the worker's interpreter holding ``requirements`` (pip
     specifiers) and numpy at the worker's version unless they name one; returns its package
-    folder. Raises SandboxUnavailable when the folder is taken or pip fails."""
-    if env_dir.exists() and any(env_dir.iterdir()):
+    folder. Built beside it and moved into place at the end, so an interrupted build leaves no
+    half environment. Raises SandboxUnavailable when the folder is taken or pip fails."""
+    if env_dir.exists() and (not env_dir.is_dir() or any(env_dir.iterdir())):
         raise SandboxUnavailable(f"{env_dir} exists and is not empty; choose a new folder.")
     wanted = list(requirements)
     if not any(_project_name(r) == "numpy" for r in wanted):
         import numpy
 
         wanted.insert(0, f"numpy=={numpy.__version__}")
+    env_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{env_dir.name}-building-", dir=env_dir.parent))
     steps = [
-        [sys.executable, "-m", "venv", "--without-pip", str(env_dir)],
+        [sys.executable, "-m", "venv", "--without-pip", str(building)],
         # The worker's pip installs into the new environment: no pip of its own inside it.
         [
             sys.executable,
@@ -151,19 +154,26 @@ def build_environment(
             "--quiet",
             "--ignore-installed",
             "--prefix",
-            str(env_dir),
+            str(building),
             *wanted,
         ],
     ]
-    for argv in steps:
-        echo(" ".join(argv))
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            shutil.rmtree(env_dir, ignore_errors=True)
-            raise SandboxUnavailable(
-                f"Building the environment failed ({' '.join(argv[2:4])}, exit "
-                f"{done.returncode}): {(done.stderr or done.stdout).strip()[-1500:]}"
-            )
+    try:
+        for argv in steps:
+            echo(" ".join(argv))
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SandboxUnavailable(
+                    f"Building the environment failed ({' '.join(argv[2:4])}, exit "
+                    f"{done.returncode}): {(done.stderr or done.stdout).strip()[-1500:]}"
+                )
+        # Only its packages are ever used (bound into sandboxes), so the scripts in bin/ that
+        # name the building folder do not matter.
+        if env_dir.exists():
+            env_dir.rmdir()  # empty, checked above
+        building.rename(env_dir)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     return site_packages(env_dir)
 
 

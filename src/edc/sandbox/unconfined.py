@@ -33,6 +33,7 @@ from edc.sandbox.capture import StreamCapture
 from edc.sandbox.runtime import DecoderRuntime
 
 NAME = "none"
+PASSED_THROUGH = ("PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME")
 _CAPTURE_JOIN_S = 5.0
 
 
@@ -87,9 +88,13 @@ class UnconfinedProcess(SandboxProcess):
     def __init__(self, spec: SandboxSpec) -> None:
         self._spec = spec
         paths = host_paths(spec)
+        # The caller's way to its packages and its GPU driver (often found through
+        # LD_LIBRARY_PATH) carries over: the point is to run with what this machine has.
+        passed = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
+            **passed,
             **{key: _on_host(value, paths) for key, value in spec.env.items()},
         }
         if spec.gpus:  # named, not confined: nothing stops the program from unsetting it

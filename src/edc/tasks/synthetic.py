@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import shutil
 import struct
 import tempfile
@@ -50,7 +51,7 @@ from edc.errors import InvalidTask
 from edc.tasks.init import init_task
 from edc.tasks.reference import ReferenceBackend, ReferenceModel
 from edc.tasks.sampling import SamplingRule
-from edc.tasks.task import TASK_FILE, Prompt, Task
+from edc.tasks.task import HIDDEN_PROMPTS, TASK_FILE, Prompt, Task
 from edc.tasks.weights import read_header
 
 DEFAULT_SEED = 20261201
@@ -416,12 +417,20 @@ def _replace_sections(toml: str, sections: dict[str, str], header: str) -> str:
 
 
 def build_synthetic_task(
-    out_dir: Path, name: str, *, small: bool = False, seed: int = DEFAULT_SEED
+    out_dir: Path,
+    name: str,
+    *,
+    small: bool = False,
+    seed: int = DEFAULT_SEED,
+    hidden_seed: int | None = None,
 ) -> Task:
     """Build a synthetic task in ``out_dir`` (new or empty) and return it loaded.
 
-    The same ``seed`` gives the same bytes. Full size writes 3.0 GB and needs about 13 GB of memory
-    for the reference that measures the gap; ``small`` writes 3 MB in a second.
+    The same ``seed`` gives the same weights and public prompts. The hidden prompts are drawn
+    from ``hidden_seed``, by default fresh secret randomness: the weights and the seed are
+    public, so prompts derived from them could be decoded ahead and replayed. Full size writes
+    3.0 GB and needs about 13 GB of memory for the reference that measures the gap; ``small``
+    writes 3 MB in a second.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -474,6 +483,7 @@ def build_synthetic_task(
             repeats=recipe.repeats,
         )
         shutil.rmtree(model_dir)  # gone before the context's own cleanup: GBs at full size
+    _draw_hidden(out_dir / HIDDEN_PROMPTS, recipe, config["vocab_size"], hidden_seed)
     toml_path = out_dir / TASK_FILE
     header = (
         f"# Made by edc.tasks.synthetic ({'small' if small else 'full size'}, seed {seed}): "
@@ -481,6 +491,19 @@ def build_synthetic_task(
     )
     toml_path.write_text(_replace_sections(toml_path.read_text(), recipe.toml_sections(), header))
     return Task.load(out_dir)
+
+
+def _draw_hidden(path: Path, recipe: _Recipe, vocab_size: int, seed: int | None) -> None:
+    """Replace the hidden prompts the split kept with as many drawn from ``seed`` (None: secret
+    randomness), of the same lengths' range."""
+    count = sum(1 for line in path.read_text().splitlines() if line.strip())
+    rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+    low, high = recipe.prompt_lengths
+    lines = []
+    for i in range(count):
+        tokens = rng.integers(0, vocab_size, size=int(rng.integers(low, high + 1)))
+        lines.append(json.dumps({"id": f"h{i:05d}", "tokens": [int(t) for t in tokens]}))
+    path.write_text("".join(line + "\n" for line in lines))
 
 
 def _description(config: dict[str, Any], recipe: _Recipe, gap: GapMeasurement, seed: int) -> str:

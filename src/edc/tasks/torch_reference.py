@@ -30,6 +30,16 @@ from edc.tasks.sampling import RequestSampler
 DTYPES = ("float32", "bfloat16", "float64")
 
 
+def release_device_memory() -> None:
+    """Hand back to the GPU what torch's allocator keeps cached after a reference is dropped."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        torch.cuda.empty_cache()
+
+
 class TorchReference:
     def __init__(self, model: Any, *, threads: int | None = None, device: str = "cpu") -> None:
         import torch

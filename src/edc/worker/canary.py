@@ -35,8 +35,8 @@ from edc.tasks.task import TASK_FILE, bundled_task_dir, load_task
 
 log = logging.getLogger(__name__)
 
-CHILD_TIMEOUT_S = 120
-PROBE_TIMEOUT_S = 60.0
+CHILD_TIMEOUT_S = 180  # the probe, and importing what the runtime promises from a cold cache
+PROBE_TIMEOUT_S = 120.0
 CANARY_PREFIX = ".edc-canary-"
 # Each argument is "<op>:<subject>"; the probe answers, for each, whether it succeeded.
 PROBE = """

@@ -44,7 +44,8 @@ class ReadyWorker:
 def prepare(settings: Settings, *, name_suffix: str | None = None) -> ReadyWorker:
     """Every check a worker passes before its first job; raises EdcError on the first that fails."""
     cpus = worker_cpus(settings)
-    sandbox = choose_sandbox(settings)
+    task = load_task(settings)
+    sandbox = choose_sandbox(settings, task.runtime)
     # The slot is stable across restarts, so a restarted worker finds the sandboxes its killed
     # predecessor left (and only those: the deployment part keeps apart several platforms on one
     # host); the random part keeps RQ from refusing a name still registered.
@@ -62,7 +63,6 @@ def prepare(settings: Settings, *, name_suffix: str | None = None) -> ReadyWorke
     )
     log.info("worker %s: %s", name, cpus.describe())
     canary.check_in_child()  # nothing of the platform may be visible inside its sandboxes
-    task = load_task(settings)
     check_enough(cpus.owned, task.limits.cpus)
     provenance.warm(settings, task)
     # Seeded (once per platform) before the first job, not in the middle of one.
