@@ -31,6 +31,9 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from edc.status import FailureReason, FinalStatus, MeasurementStatus, ReviewState, SubmissionStatus
 
+# The track of a fresh platform, and of every row from before tracks existed.
+DEFAULT_TRACK = "default"
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -221,6 +224,10 @@ class Submission(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # When it last joined the queue (upload or rerun): queue positions follow it.
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The track it competes in (tracks.name): its task judges it, its board ranks it.
+    track: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TRACK, server_default=DEFAULT_TRACK
+    )
     # The task's hardware class when it was submitted: only workers of that class time it.
     hardware_class: Mapped[str] = mapped_column(String(32), default="cpu", server_default="cpu")
     # Shown apart on the leaderboard (an organiser's reference decoder).
@@ -257,6 +264,21 @@ class Submission(Base):
 
     def __repr__(self) -> str:
         return f"<Submission {self.id} {self.status}>"
+
+
+class Track(Base):
+    """A task registered with the platform, with its own submissions and leaderboard.
+
+    ``task_dir`` None: the platform's configured task (``EDC_TASK_DIR``, else the bundled one),
+    which a fresh platform's default track judges by.
+    """
+
+    __tablename__ = "tracks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    task_dir: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class HiddenPrompt(Base):
@@ -413,6 +435,7 @@ def pooled_result(rows: Any = Submission) -> ColumnElement[bool]:
 # alone.
 Index(
     "ix_submissions_pool",
+    Submission.track,
     Submission.user_id,
     Submission.sha256,
     Submission.score,
@@ -423,6 +446,7 @@ Index(
 # Each participant's best ranked run, and whether another has its score, from the index alone.
 Index(
     "ix_submissions_best",
+    Submission.track,
     Submission.user_id,
     Submission.score,
     Submission.created_at,
@@ -434,7 +458,7 @@ Index(
 # One participant's scores in order.
 Index("ix_submissions_user_score", Submission.user_id, Submission.score, Submission.created_at)
 # Baselines are few among many: found without a scan.
-Index("ix_submissions_baseline", Submission.is_baseline, Submission.score)
+Index("ix_submissions_baseline", Submission.is_baseline, Submission.track, Submission.score)
 # Limits count one participant's recent submissions.
 Index("ix_submissions_user_created", Submission.user_id, Submission.created_at)
 # Queue positions count the queued rows ahead.

@@ -28,6 +28,7 @@ class SubmissionOut(BaseModel):
     id: int
     status: SubmissionStatus
     owner: str | None = Field(default=None, description="The participant's user name.")
+    track: str = Field(default="default", description="The track it competes in.")
     original_filename: str
     sha256: str
     size_bytes: int
@@ -93,6 +94,7 @@ class SubmissionCreated(BaseModel):
 
     id: int
     status: SubmissionStatus
+    track: str
 
 
 class SubmissionLogs(BaseModel):
@@ -198,6 +200,19 @@ class LeaderboardOut(BaseModel):
     entries: list[LeaderboardEntryOut]
     baselines: list[LeaderboardEntryOut]
     generated_at: UtcTime
+
+
+class TrackOut(BaseModel):
+    """A track: one task of the platform, with its own submissions and leaderboard."""
+
+    name: str
+    task: str
+    task_version: str
+    description: str
+    hardware_class: str
+    metric: str
+    direction: Literal["lower", "higher"]
+    is_default: bool
 
 
 class FinalIn(BaseModel):

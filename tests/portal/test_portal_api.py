@@ -111,7 +111,7 @@ def test_good_upload_is_stored_recorded_and_queued_by_id(
     )
     assert response.status_code == 201
     body = response.json()
-    assert body == {"id": body["id"], "status": "queued"}
+    assert body == {"id": body["id"], "status": "queued", "track": "default"}
 
     with db.session_scope(api_settings) as session:
         row = session.get(Submission, body["id"])

@@ -36,6 +36,8 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/api/v1/leaderboard", "public"),
     ("GET", "/api/v1/leaderboard/history", "public"),
     ("GET", "/api/v1/leaderboard/final", "public"),
+    ("GET", "/api/v1/tracks", "public"),
+    ("GET", "/api/v1/tracks/{name}/leaderboard", "public"),
     ("POST", "/api/v1/tokens", "public"),
     ("GET", "/account", "user"),
     ("POST", "/account/tokens", "user"),
@@ -111,6 +113,7 @@ def _url(path: str, submission_id: int) -> str:
         path.replace("{id}", str(submission_id))
         .replace("{action}", "rerun")
         .replace("{token}", "1")
+        .replace("{name}", "default")
     )
 
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -168,13 +169,24 @@ class PortalClient:
         return result
 
     def submit(
-        self, archive: Path, *, on_progress: Callable[[int, int], None] | None = None
+        self,
+        archive: Path,
+        *,
+        track: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
-        """Upload a zip as multipart, streamed from disk; ``on_progress(sent, total)``."""
+        """Upload a zip as multipart, streamed from disk, to ``track`` (None: the only or the
+        default one); ``on_progress(sent, total)``."""
         boundary = f"edc-{uuid.uuid4().hex}"
         filename = archive.name.replace('"', "")
+        # The track's field comes before the file: the portal reads it before storing a byte.
+        field = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="track"\r\n\r\n{track}\r\n'
+            if track
+            else ""
+        )
         head = (
-            f"--{boundary}\r\n"
+            f"{field}--{boundary}\r\n"
             f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
             "Content-Type: application/zip\r\n\r\n"
         ).encode()
@@ -209,8 +221,17 @@ class PortalClient:
         result: dict[str, Any] = self._json("GET", f"/api/v1/submissions/{submission_id}/logs")
         return result
 
-    def leaderboard(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", "/api/v1/leaderboard")
+    def leaderboard(self, track: str | None = None) -> dict[str, Any]:
+        path = (
+            f"/api/v1/tracks/{quote(track, safe='')}/leaderboard"
+            if track
+            else "/api/v1/leaderboard"
+        )
+        result: dict[str, Any] = self._json("GET", path)
+        return result
+
+    def tracks(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/tracks")
         return result
 
     def events(self, submission_id: int) -> Iterator[tuple[str, dict[str, Any]]]:

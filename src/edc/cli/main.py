@@ -25,6 +25,11 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 task_app = typer.Typer(help="Competition tasks (model, prompts, rules).", no_args_is_help=True)
 app.add_typer(task_app, name="task")
+track_app = typer.Typer(
+    help="Tracks: the tasks this platform runs, each with its own leaderboard.",
+    no_args_is_help=True,
+)
+app.add_typer(track_app, name="track")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -218,6 +223,56 @@ def task_init(
         err_console.print(f"[red]Cannot build the task:[/red] {exc.message}")
         raise typer.Exit(2) from exc
     console.print(f"Task written to {out}")
+
+
+@track_app.command("add")
+def track_add(
+    name: Annotated[str, typer.Argument(help="The track's name (lowercase, digits, - or _).")],
+    directory: Annotated[Path, typer.Argument(help="Its task directory (with task.toml).")],
+) -> None:
+    """Register a task directory as a new track."""
+    from edc.services.tracks import add_track
+
+    settings = settings_or_exit()
+    try:
+        with db.database_errors(), db.session_scope(settings) as session:
+            track = add_track(session, settings, name=name, task_dir=directory)
+            task = track.task()
+    except EdcError as exc:
+        err_console.print(f"[red]Cannot add the track:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"Track [bold]{escape(track.name)}[/bold]: {escape(task.name)} {escape(task.version)}, "
+        f"hardware class {escape(task.hardware.kind)}, from {escape(str(track.task_dir))}."
+    )
+
+
+@track_app.command("list")
+def track_list() -> None:
+    """The platform's tracks."""
+    from rich.table import Table
+
+    from edc.services.tracks import list_tracks
+
+    settings = settings_or_exit()
+    table = Table(title="Tracks")
+    for column in ("track", "task", "hardware class", "ranked by", "task directory"):
+        table.add_column(column)
+    try:
+        with db.database_errors(), db.session_scope(settings) as session:
+            for track in list_tracks(session, settings):
+                task = track.task()
+                table.add_row(
+                    track.name + (" (default)" if track.is_default else ""),
+                    f"{task.name} {task.version}",
+                    task.hardware.kind,
+                    f"{task.ranking.metric} ({task.ranking.direction})",
+                    str(track.task_dir),
+                )
+    except EdcError as exc:
+        err_console.print(f"[red]Cannot list the tracks:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from exc
+    console.print(table)
 
 
 @task_app.command("import-pool")

@@ -250,6 +250,10 @@ def register(app: typer.Typer) -> None:
         wait: Annotated[
             bool, typer.Option("--follow/--no-follow", help="Follow it to its result.")
         ] = True,
+        track: Annotated[
+            str | None,
+            typer.Option(help="The track to compete in (default: the only or the default one)."),
+        ] = None,
     ) -> None:
         """Upload a submission, then follow it live; exits non-zero unless it completes.
 
@@ -275,11 +279,17 @@ def register(app: typer.Typer) -> None:
                         task = progress.add_task(f"Uploading {archive.name}", total=size)
                         created = client.submit(
                             archive,
+                            track=track,
                             on_progress=lambda sent, total: progress.update(
                                 task, completed=min(sent, size), total=max(size, 1)
                             ),
                         )
-                console.print(f"Submission [bold]{created['id']}[/bold] accepted.")
+                console.print(
+                    f"Submission [bold]{created['id']}[/bold] accepted"
+                    f" (track {escape(str(created.get('track')))})."
+                    if track
+                    else f"Submission [bold]{created['id']}[/bold] accepted."
+                )
                 if not wait:
                     return
                 final = follow(client, int(created["id"]))
@@ -313,7 +323,11 @@ def register(app: typer.Typer) -> None:
             console.print(body["logs"] or "(none)", markup=False, highlight=False)
 
     @app.command()
-    def leaderboard() -> None:
+    def leaderboard(
+        track: Annotated[
+            str | None, typer.Option(help="A track's leaderboard (default: the default track's).")
+        ] = None,
+    ) -> None:
         """Print the leaderboard."""
         settings = settings_or_exit()
         stored = load_credentials(config_dir(settings))
@@ -323,7 +337,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         with PortalClient(server, settings.token or (stored.token if stored else None)) as c:
             try:
-                board = c.leaderboard()
+                board = c.leaderboard(track)
             except PortalError as exc:
                 raise fail(exc) from exc
         console.print(leaderboard_table(board))

@@ -28,6 +28,9 @@ from edc.models import Submission
 from edc.services import submissions
 
 FILE_FIELD = "file"
+# The track it competes in: a text field before the file (or ?track=); omitted, the only or the
+# default track.
+TRACK_FIELD = "track"
 # Room for the multipart boundaries, part headers and small fields around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # Text fields before the file (a form's CSRF token) are kept up to these bounds.
@@ -44,12 +47,17 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                     "type": "object",
                     "required": [FILE_FIELD],
                     "properties": {
+                        TRACK_FIELD: {
+                            "type": "string",
+                            "description": "The track to compete in (see /api/v1/tracks), sent "
+                            "before the file; omitted: the only or the default track.",
+                        },
                         FILE_FIELD: {
                             "type": "string",
                             "format": "binary",
                             "description": "A zip holding submission.py, or an executable run "
                             "file, at its root or inside its single top folder.",
-                        }
+                        },
                     },
                 }
             }
@@ -84,9 +92,10 @@ async def receive_submission(
     await reader.open()
     if check_fields is not None:
         check_fields(reader.fields)
+    track = reader.fields.get(TRACK_FIELD) or request.query_params.get(TRACK_FIELD) or None
     async with aclosing(reader.chunks()) as chunks:
         return await submissions.create_submission(
-            settings, owner_id=owner_id, filename=reader.filename, chunks=chunks
+            settings, owner_id=owner_id, filename=reader.filename, chunks=chunks, track=track
         )
 
 

@@ -56,10 +56,10 @@ from sqlalchemy.sql.elements import Grouping
 
 from edc.clock import aware_utc
 from edc.config import Settings
-from edc.models import Submission, User, pooled_result, ranked_result, utcnow
+from edc.models import DEFAULT_TRACK, Submission, User, pooled_result, ranked_result, utcnow
 from edc.services.exports import csv_document
 from edc.status import ReviewState
-from edc.tasks.task import Task, bundled_task_dir
+from edc.tasks.task import Task, task_dir
 
 Direction = Literal["lower", "higher"]
 
@@ -70,20 +70,32 @@ class Ranking:
 
     metric: str
     direction: Direction
+    # The track whose submissions it ranks: each track has its own board.
+    track: str = DEFAULT_TRACK
 
     def better(self, a: float, b: float) -> bool:
         return a < b if self.direction == "lower" else a > b
 
 
-@functools.cache
-def _task_ranking(task_dir: Path | None) -> Ranking:
-    task = Task.load(task_dir or bundled_task_dir())
-    return Ranking(metric=task.ranking.metric, direction=task.ranking.direction)
+def ranking_of(task_dir: Path, track: str) -> Ranking:
+    """The ranking rule of the task at ``task_dir`` for the board of ``track`` (read again only
+    when task.toml changes)."""
+    try:
+        stamp = (task_dir / "task.toml").stat().st_mtime_ns
+    except OSError:
+        stamp = None  # let loading say what is wrong
+    return _ranking(task_dir, track, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _ranking(task_dir: Path, track: str, _stamp: int | None) -> Ranking:
+    task = Task.load(task_dir)
+    return Ranking(metric=task.ranking.metric, direction=task.ranking.direction, track=track)
 
 
 def task_ranking(settings: Settings) -> Ranking:
-    """The configured task's ranking rule (read once per process)."""
-    return _task_ranking(settings.task_dir)
+    """The default track's ranking rule: the configured task's."""
+    return ranking_of(task_dir(settings), DEFAULT_TRACK)
 
 
 @dataclass(frozen=True)
@@ -246,7 +258,7 @@ def _best_run_id(ranking: Ranking) -> Any:
     runs = aliased(Submission)
     return (
         select(runs.id)
-        .where(runs.user_id == User.id, pooled_result(runs))
+        .where(runs.user_id == User.id, runs.track == ranking.track, pooled_result(runs))
         .order_by(*_best_first(ranking, runs))
         .limit(1)
         .correlate(User)
@@ -254,14 +266,22 @@ def _best_run_id(ranking: Ranking) -> Any:
     )
 
 
-def _has_company(user_id: Any, run_id: Any, sha256: Any, score: Any) -> ColumnElement[bool]:
-    """Another ranked run of the participant has the best run's archive, or its very score."""
+def _has_company(
+    track: str, user_id: Any, run_id: Any, sha256: Any, score: Any
+) -> ColumnElement[bool]:
+    """Another ranked run of the participant in the track has the best run's archive, or its
+    very score."""
 
     def another(alike: ColumnElement[bool]) -> ColumnElement[bool]:
         return (
             select(literal_column("1"))
             .where(alike)
-            .where(other.user_id == user_id, other.id != run_id, pooled_result(other))
+            .where(
+                other.track == track,
+                other.user_id == user_id,
+                other.id != run_id,
+                pooled_result(other),
+            )
             .correlate_except(other)
             .exists()
         )
@@ -310,7 +330,7 @@ def _best_entries_in_database(ranking: Ranking) -> Select[Any]:
     first = aliased(Submission, name="first")
     best = (
         select(first.id, first.user_id, first.score, first.sha256, first.review)
-        .where(first.user_id == User.id, pooled_result(first))
+        .where(first.user_id == User.id, first.track == ranking.track, pooled_result(first))
         .order_by(*_best_first(ranking, first))
         .limit(1)
         .lateral("best")
@@ -321,8 +341,9 @@ def _best_entries_in_database(ranking: Ranking) -> Select[Any]:
         select(*stats)
         .where(
             runs.user_id == User.id,
+            runs.track == ranking.track,
             pooled_result(runs),
-            _has_company(best.c.user_id, best.c.id, best.c.sha256, best.c.score),
+            _has_company(ranking.track, best.c.user_id, best.c.id, best.c.sha256, best.c.score),
         )
         .correlate_except(runs)
         .group_by(runs.sha256)
@@ -368,7 +389,9 @@ def _best_entries_here(session: Session, ranking: Ranking) -> list[Draft]:
             best.user_id,
             best.score,
             best.review,
-            _has_company(best.user_id, best.id, best.sha256, best.score).label("has_company"),
+            _has_company(ranking.track, best.user_id, best.id, best.sha256, best.score).label(
+                "has_company"
+            ),
         )
         .select_from(User)
         .join(best, best.id == _best_run_id(ranking))
@@ -394,7 +417,7 @@ def _best_pooled_here(session: Session, ranking: Ranking, users: list[int]) -> l
             Submission.id,
             Submission.review,
         )
-        .where(pooled_result(), Submission.user_id.in_(users))
+        .where(pooled_result(), Submission.track == ranking.track, Submission.user_id.in_(users))
         .order_by(Submission.user_id, Submission.sha256, Submission.id)
     )
     sign = 1.0 if ranking.direction == "lower" else -1.0
@@ -456,18 +479,19 @@ def _columns() -> list[Any]:
     ]
 
 
-def _baselines() -> Select[Any]:
+def _baselines(track: str) -> Select[Any]:
     return (
         select(*_columns())
         .select_from(Submission)
         .join(User, User.id == Submission.user_id, isouter=True)
         # "= true" (not "IS true") so PostgreSQL can use ix_submissions_baseline.
-        .where(eligible(), Submission.is_baseline == true())
+        .where(eligible(), Submission.is_baseline == true(), Submission.track == track)
     )
 
 
 def compute(session: Session, ranking: Ranking) -> Leaderboard:
-    baselines = _sorted(ranking, [_entry(row, rank=None) for row in session.execute(_baselines())])
+    rows = session.execute(_baselines(ranking.track))
+    baselines = _sorted(ranking, [_entry(row, rank=None) for row in rows])
     return Leaderboard(
         ranking=ranking,
         entries=_ranked_pools(ranking, _best_pools(session, ranking)),
@@ -610,7 +634,7 @@ def history(session: Session, ranking: Ranking) -> list[Record]:
             Submission.user_id,
             previous_best.label("previous_best"),
         )
-        .where(eligible(), Submission.is_baseline.is_(False))
+        .where(eligible(), Submission.is_baseline.is_(False), Submission.track == ranking.track)
         .subquery()
     )
     improves = (

@@ -26,8 +26,8 @@ from edc.errors import NotAuthenticated, NotFound, ServiceUnavailable
 from edc.models import Submission, User, utcnow
 from edc.scheduler.producer import enqueue_submission
 from edc.services import rules
+from edc.services.tracks import get_track
 from edc.status import SubmissionStatus
-from edc.tasks.task import task_hardware_class
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +41,24 @@ async def create_submission(
     owner_id: int,
     filename: str | None,
     chunks: AsyncIterable[bytes] | Iterable[bytes],
+    track: str | None = None,
 ) -> Submission:
-    """Accept one upload from ``owner_id``; raises InvalidUpload (or UploadTooLarge, StorageFull)
-    when the archive is refused, CompetitionClosed or RateLimited when the rules refuse it.
+    """Accept one upload from ``owner_id`` for ``track`` (None: the only or the default one);
+    raises InvalidUpload (or UploadTooLarge, StorageFull) when the archive is refused,
+    CompetitionClosed or RateLimited when the rules refuse it, NotFound for a track that does not
+    exist.
 
-    The rules are checked before the body is read (a refused participant does not upload 200 MB
-    for nothing) and again, under the owner's lock, as the row is inserted.
+    The rules and the track are checked before the body is read (a refused participant does not
+    upload 200 MB for nothing) and again, under the owner's lock, as the row is inserted.
     """
-    await anyio.to_thread.run_sync(_check_rules, settings, owner_id)
+    await anyio.to_thread.run_sync(_check_rules, settings, owner_id, track)
     stored = await storage.store_upload(settings, chunks)
     try:
         await anyio.to_thread.run_sync(
             inspect_archive, stored.path, ArchiveLimits.from_settings(settings)
         )
         submission = await anyio.to_thread.run_sync(
-            _insert_queued, settings, stored, sanitize_filename(filename), owner_id
+            _insert_queued, settings, stored, sanitize_filename(filename), owner_id, track
         )
     except BaseException:
         storage.delete_upload(settings, stored.relative_path)
@@ -92,18 +95,24 @@ def _owner(session: Session, owner_id: int) -> User:
     return owner
 
 
-def _check_rules(settings: Settings, owner_id: int) -> None:
+def _check_rules(settings: Settings, owner_id: int, track: str | None) -> None:
     with db.database_errors(), db.session_scope(settings) as session:
+        get_track(session, settings, track)
         check_rules(session, settings, owner=_owner(session, owner_id), now=utcnow())
 
 
 def _insert_queued(
-    settings: Settings, stored: storage.StoredUpload, original_filename: str, owner_id: int
+    settings: Settings,
+    stored: storage.StoredUpload,
+    original_filename: str,
+    owner_id: int,
+    track_name: str | None,
 ) -> Submission:
     with db.database_errors(), db.session_scope(settings) as session:
         now = utcnow()
         rules.hold_user(session, user_id=owner_id, now=now)
         check_rules(session, settings, owner=_owner(session, owner_id), now=now)
+        track = get_track(session, settings, track_name)
         submission = Submission(
             status=SubmissionStatus.QUEUED,
             file_path=stored.relative_path,
@@ -114,7 +123,8 @@ def _insert_queued(
             user_id=owner_id,
             created_at=now,
             queued_at=now,
-            hardware_class=task_hardware_class(settings),
+            track=track.name,
+            hardware_class=track.hardware_class,
         )
         session.add(submission)
     return submission

@@ -673,9 +673,13 @@ def load_task(settings: Settings, override: Path | None = None) -> Task:
 
 def task_hardware_class(settings: Settings) -> str:
     """The hardware class of the competition's task: the class new submissions get and workers
-    serve unless told otherwise. The one place it is computed; read again only when task.toml
-    changes (every upload asks)."""
-    root = task_dir(settings)
+    serve unless told otherwise."""
+    return hardware_class_of(task_dir(settings))
+
+
+def hardware_class_of(root: Path) -> str:
+    """The hardware class of the task at ``root``. The one place it is computed; read again only
+    when task.toml changes (every upload asks)."""
     try:
         stamp = (root / "task.toml").stat().st_mtime_ns
     except OSError:

@@ -16,13 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from edc import db
 from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness.disclosure import public_sentence
 from edc.harness.evaluate import evaluate_submission
 from edc.harness.metrics import widen_for_run_to_run
+from edc.models import DEFAULT_TRACK, Submission
 from edc.sandbox.backends import choose_sandbox
+from edc.services.tracks import get_track
 from edc.tasks.pool import hidden_pool
 from edc.tasks.task import RequestCounts, Task, load_task
 from edc.worker.calibration import run_to_run_spread
@@ -73,6 +77,13 @@ def run_to_run_interval(
     }
 
 
+def submission_task_dir(settings: Settings, submission_id: int) -> Path:
+    """The task directory of the track the submission competes in."""
+    with db.session_scope(settings) as session:
+        track = session.scalar(select(Submission.track).where(Submission.id == submission_id))
+        return get_track(session, settings, track or DEFAULT_TRACK).task_dir
+
+
 def evaluate(
     settings: Settings,
     *,
@@ -80,8 +91,10 @@ def evaluate(
     run_dir: Path,
     labels: Mapping[str, str],
     worker_id: str,
+    task_dir: Path | None = None,
 ) -> Evaluation:
-    task = load_task(settings)
+    """Evaluate the submission on the task at ``task_dir`` (default: the configured task)."""
+    task = load_task(settings, task_dir)
     sandbox = choose_sandbox(settings, task.runtime)
     # Read first, while the row was just claimed: a database outage during the run then costs
     # nothing (the result is stored with retries at the end), as before the pool existed.

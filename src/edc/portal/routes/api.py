@@ -36,6 +36,7 @@ from edc.schemas import (
     SubmissionOut,
     TokenIssued,
     TokenRequest,
+    TrackOut,
     UsageOut,
     UserOut,
 )
@@ -47,6 +48,7 @@ from edc.services import (
     moderation,
     rules,
     submissions,
+    tracks,
 )
 from edc.status import FinalStatus
 
@@ -65,6 +67,7 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     **_AUTH,
     400: {"model": ErrorOut, "description": "The archive is refused; `detail` says why."},
     403: {"model": ErrorOut, "description": "Outside the competition window."},
+    404: {"model": ErrorOut, "description": "No such track; `detail` lists the tracks."},
     408: {"model": ErrorOut, "description": "The body came too slowly and was cut off."},
     413: {"model": ErrorOut, "description": "The upload is over the size limit."},
     429: {
@@ -268,13 +271,47 @@ async def issue_token(body: TokenRequest, request: Request, settings: SettingsDe
 
 @router.get("/leaderboard", response_model=LeaderboardOut, tags=["leaderboard"])
 def read_leaderboard(settings: SettingsDep, session: SessionDep) -> Response:
-    """Each participant's best correct submission, ranked by the task's score (public)."""
+    """The default track's leaderboard: each participant's best correct submission, ranked by
+    the task's score (public)."""
+    return _board_response(session, leaderboard.task_ranking(settings))
+
+
+@router.get("/tracks", response_model=list[TrackOut], tags=["tracks"])
+def read_tracks(settings: SettingsDep, session: SessionDep) -> list[TrackOut]:
+    """The platform's tracks, the default first (public)."""
+    return [track_out(track) for track in tracks.list_tracks(session, settings)]
+
+
+@router.get(
+    "/tracks/{name}/leaderboard",
+    response_model=LeaderboardOut,
+    responses={404: {"model": ErrorOut, "description": "No such track."}},
+    tags=["leaderboard"],
+)
+def read_track_leaderboard(name: str, settings: SettingsDep, session: SessionDep) -> Response:
+    """One track's leaderboard (public)."""
+    return _board_response(session, tracks.get_track(session, settings, name).ranking())
+
+
+def _board_response(session: Session, ranking: leaderboard.Ranking) -> Response:
     body = board_cache.rendered(
-        session,
-        leaderboard.task_ranking(settings),
-        lambda board: leaderboard_out(board).model_dump_json().encode(),
+        session, ranking, lambda board: leaderboard_out(board).model_dump_json().encode()
     )
     return Response(body, media_type="application/json")
+
+
+def track_out(track: tracks.TrackInfo) -> TrackOut:
+    task = track.task()
+    return TrackOut(
+        name=track.name,
+        task=task.name,
+        task_version=task.version,
+        description=task.description,
+        hardware_class=task.hardware.kind,
+        metric=task.ranking.metric,
+        direction=task.ranking.direction,
+        is_default=track.is_default,
+    )
 
 
 @router.get(

@@ -1,0 +1,96 @@
+"""Tracks: the tasks one platform runs, each with its own submissions and leaderboard.
+
+::
+
+    add_track(session, settings, name="a100", task_dir=Path("/srv/edc/tasks/llama1b"))
+    track = get_track(session, settings, None)       # the only track, else the default one
+    track.task(); track.ranking(); track.hardware_class
+
+Every platform has the track ``default``, judged by the configured task (``EDC_TASK_DIR``, else
+the bundled one); every row from before tracks existed belongs to it. Naming no track means it:
+a platform that added others still has a default one, where the old API routes answer. A track's
+task directory is checked when it is added (it must load as a task) and read again whenever
+task.toml changes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edc.config import Settings
+from edc.errors import Conflict, InvalidInput, NotFound
+from edc.models import DEFAULT_TRACK, Track
+from edc.services.leaderboard import Ranking, ranking_of
+from edc.tasks.task import Task, hardware_class_of, task_dir
+
+TRACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    name: str
+    task_dir: Path  # resolved: the configured task's for a track that names none
+
+    @property
+    def is_default(self) -> bool:
+        return self.name == DEFAULT_TRACK
+
+    @property
+    def hardware_class(self) -> str:
+        return hardware_class_of(self.task_dir)
+
+    def task(self) -> Task:
+        return Task.load(self.task_dir)
+
+    def ranking(self) -> Ranking:
+        return ranking_of(self.task_dir, self.name)
+
+
+def _info(settings: Settings, row: Track) -> TrackInfo:
+    root = Path(row.task_dir) if row.task_dir else task_dir(settings)
+    return TrackInfo(name=row.name, task_dir=root)
+
+
+def _default(settings: Settings) -> TrackInfo:
+    # The configured task's, whether or not its row is there (the migration writes one).
+    return TrackInfo(name=DEFAULT_TRACK, task_dir=task_dir(settings))
+
+
+def list_tracks(session: Session, settings: Settings) -> list[TrackInfo]:
+    """The default track first, then the others by name."""
+    rows = session.scalars(select(Track).where(Track.name != DEFAULT_TRACK).order_by(Track.name))
+    return [_default(settings), *(_info(settings, row) for row in rows)]
+
+
+def get_track(session: Session, settings: Settings, name: str | None) -> TrackInfo:
+    """The track called ``name``; with no name, the only track, else the default one."""
+    if name is None or name == DEFAULT_TRACK:
+        return _default(settings)
+    row = session.scalar(select(Track).where(Track.name == name))
+    if row is None:
+        known = ", ".join(t.name for t in list_tracks(session, settings))
+        raise NotFound(f"There is no track {name!r}; the tracks are: {known}.")
+    return _info(settings, row)
+
+
+def add_track(session: Session, settings: Settings, *, name: str, task_dir: Path) -> TrackInfo:
+    """Register the task at ``task_dir`` as the track ``name``; the task must load."""
+    if not TRACK_NAME.match(name):
+        raise InvalidInput(
+            f"A track name is 1-64 lowercase letters, digits, '-' or '_', starting with a letter "
+            f"or digit; {name!r} is not."
+        )
+    root = Path(task_dir).resolve()
+    taken = name == DEFAULT_TRACK or session.scalar(select(Track.id).where(Track.name == name))
+    if taken:
+        raise Conflict(f"There is already a track {name!r}.")
+    Task.load(root)  # raises InvalidTask, saying what is wrong with it
+    row = Track(name=name, task_dir=str(root))
+    session.add(row)
+    session.flush()
+    return _info(settings, row)

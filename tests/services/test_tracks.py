@@ -1,0 +1,183 @@
+"""Tracks: several tasks on one platform, each submission judged by its track's task on a worker of
+its track's hardware class, and ranked on its track's leaderboard only."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from edc import db
+from edc.cli.main import app as edc_app
+from edc.config import Settings, get_settings
+from edc.errors import Conflict, InvalidInput, InvalidTask, NotFound
+from edc.models import DEFAULT_TRACK, Submission
+from edc.scheduler import fair_worker
+from edc.services.tracks import add_track, get_track, list_tracks
+from edc.status import SubmissionStatus
+from edc.tasks.task import bundled_task_dir
+from edc.worker.evaluation import submission_task_dir
+from tests.services.conftest import LiveServer, People
+from tests.support.competition import add_submission, bearer, metrics
+from tests.support.platform import quick_task
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _gpu_task(folder: Path) -> Path:
+    """A second task: the quick one, decoding 8 tokens, for workers of class h100."""
+    root = quick_task(folder, max_new_tokens=8)
+    toml = root / "task.toml"
+    toml.write_text(toml.read_text().replace('class = "cpu"', 'class = "h100"'))
+    return root
+
+
+def test_a_fresh_platform_has_one_default_track(settings: Settings) -> None:
+    with db.session_scope(settings) as session:
+        tracks = list_tracks(session, settings)
+        assert [t.name for t in tracks] == [DEFAULT_TRACK]
+        assert tracks[0].task_dir == (settings.task_dir or bundled_task_dir())
+        assert get_track(session, settings, None).name == DEFAULT_TRACK
+
+
+def test_a_track_is_a_task_that_loads_under_a_new_name(settings: Settings, tmp_path: Path) -> None:
+    gpu = _gpu_task(tmp_path / "gpu")
+    with db.session_scope(settings) as session:
+        with pytest.raises(InvalidInput, match="lowercase"):
+            add_track(session, settings, name="Big Track", task_dir=gpu)
+        with pytest.raises(InvalidTask, match="not a task directory"):
+            add_track(session, settings, name="empty", task_dir=tmp_path)
+        with pytest.raises(Conflict, match="already a track 'default'"):
+            add_track(session, settings, name=DEFAULT_TRACK, task_dir=gpu)
+        track = add_track(session, settings, name="gpu", task_dir=gpu)
+        assert track.hardware_class == "h100" and track.ranking().track == "gpu"
+    with db.session_scope(settings) as session:
+        # Two tracks: naming none means the default one; an unknown one is named with the rest.
+        assert get_track(session, settings, None).name == DEFAULT_TRACK
+        with pytest.raises(NotFound, match="no track 'nope'; the tracks are: default, gpu"):
+            get_track(session, settings, "nope")
+
+
+def _kvcache_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.write(REPO / "examples" / "kvcache" / "submission.py", "submission.py")
+    return buffer.getvalue()
+
+
+def _upload(server: LiveServer, token: str, track: str | None) -> httpx.Response:
+    data = {"track": track} if track else {}
+    return httpx.post(
+        f"{server.url}/api/v1/submissions",
+        headers=bearer(token),
+        data=data,
+        files={"file": ("kv.zip", _kvcache_zip(), "application/zip")},
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def worker_settings(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    task = quick_task(tmp_path_factory.mktemp("default-task") / "task")
+    return live_server.settings.model_copy(update={"task_dir": task, "max_attempts": 1})
+
+
+@pytest.mark.usefixtures("worker_environment")
+def test_each_track_is_judged_by_its_task_on_its_class_and_ranked_apart(
+    live_server: LiveServer, worker_settings: Settings, people: People, tmp_path: Path
+) -> None:
+    s = worker_settings
+    with db.session_scope(s) as session:
+        add_track(session, s, name="gpu", task_dir=_gpu_task(tmp_path / "gpu"))
+    _, alice = people.alice
+    on_default = _upload(live_server, alice, None)
+    on_gpu = _upload(live_server, alice, "gpu")
+    assert on_default.status_code == 201 and on_gpu.status_code == 201, on_gpu.text
+    assert on_default.json()["track"] == DEFAULT_TRACK and on_gpu.json()["track"] == "gpu"
+    unknown = _upload(live_server, alice, "nope")
+    assert unknown.status_code == 404 and "the tracks are: default, gpu" in unknown.text
+
+    default_id, gpu_id = on_default.json()["id"], on_gpu.json()["id"]
+    with db.session_scope(s) as session:
+        rows = {r.id: r for r in session.scalars(select(Submission))}
+        assert (rows[gpu_id].track, rows[gpu_id].hardware_class) == ("gpu", "h100")
+        assert (rows[default_id].track, rows[default_id].hardware_class) == ("default", "cpu")
+    assert submission_task_dir(s, gpu_id) == (tmp_path / "gpu").resolve()
+
+    # A worker of class h100 takes the gpu track's submission only.
+    assert fair_worker.make_worker(s, name="w-h100", hardware_class="h100").work(burst=True)
+    with db.session_scope(s) as session:
+        gpu_row = session.get(Submission, gpu_id)
+        assert gpu_row is not None and gpu_row.status is SubmissionStatus.COMPLETED
+        assert gpu_row.worker_id == "w-h100"
+        # Judged by the gpu track's task: 8 tokens per request.
+        assert gpu_row.result_metrics is not None
+        requests = gpu_row.result_metrics["tokens_checked"] / 8
+        assert requests == int(requests)
+        default_row = session.get(Submission, default_id)
+        assert default_row is not None and default_row.status is SubmissionStatus.QUEUED
+    assert fair_worker.make_worker(s, name="w-cpu", hardware_class="cpu").work(burst=True)
+    with db.session_scope(s) as session:
+        default_row = session.get(Submission, default_id)
+        assert default_row is not None and default_row.status is SubmissionStatus.COMPLETED
+        assert default_row.result_metrics is not None
+        assert default_row.result_metrics["tokens_checked"] % 16 == 0
+
+    tracks = httpx.get(f"{live_server.url}/api/v1/tracks").json()
+    assert [(t["name"], t["hardware_class"]) for t in tracks] == [
+        ("default", "cpu"),
+        ("gpu", "h100"),
+    ]
+    gpu_board = httpx.get(f"{live_server.url}/api/v1/tracks/gpu/leaderboard").json()
+    default_board = httpx.get(f"{live_server.url}/api/v1/leaderboard").json()
+    assert [e["submission_id"] for e in gpu_board["entries"]] == [gpu_id]
+    assert [e["submission_id"] for e in default_board["entries"]] == [default_id]
+    missing = httpx.get(f"{live_server.url}/api/v1/tracks/nope/leaderboard")
+    assert missing.status_code == 404
+
+
+def test_boards_never_mix_tracks(settings: Settings, people: People, tmp_path: Path) -> None:
+    alice, _ = people.alice
+    bob, _ = people.bob
+    with db.session_scope(settings) as session:
+        add_track(session, settings, name="gpu", task_dir=_gpu_task(tmp_path / "gpu"))
+    # Alice's best run overall is on the gpu track; on the default board her worse one counts.
+    best = add_submission(settings, alice, result_metrics=metrics(1.0, (0.9, 1.1)), track="gpu")
+    worse = add_submission(settings, alice, result_metrics=metrics(3.0, (2.9, 3.1)))
+    bobs = add_submission(settings, bob, result_metrics=metrics(2.0, (1.9, 2.1)))
+    base = add_submission(
+        settings, None, result_metrics=metrics(5.0, (4.9, 5.1)), is_baseline=True, track="gpu"
+    )
+    from edc.services import board_cache
+
+    with db.session_scope(settings) as session:
+        default = board_cache.current(session, get_track(session, settings, None).ranking())
+        gpu = board_cache.current(session, get_track(session, settings, "gpu").ranking())
+    assert [e.submission_id for e in default.entries] == [bobs, worse]
+    assert default.baselines == []
+    assert [e.submission_id for e in gpu.entries] == [best]
+    assert [e.submission_id for e in gpu.baselines] == [base]
+
+
+def test_track_commands_add_and_list(settings: Settings, tmp_path: Path) -> None:
+    env = {
+        "EDC_DATABASE_URL": settings.resolved_database_url,
+        "EDC_DATA_DIR": str(tmp_path),
+        "COLUMNS": "200",  # the table's rows on one line each
+    }
+    runner = CliRunner()
+    get_settings.cache_clear()
+    added = runner.invoke(edc_app, ["track", "add", "gpu", str(_gpu_task(tmp_path / "g"))], env=env)
+    assert added.exit_code == 0, added.output
+    assert "hardware class h100" in added.output
+    again = runner.invoke(edc_app, ["track", "add", "gpu", str(tmp_path / "g")], env=env)
+    assert again.exit_code == 2 and "already a track 'gpu'" in again.output
+    listed = runner.invoke(edc_app, ["track", "list"], env=env)
+    get_settings.cache_clear()
+    assert listed.exit_code == 0, listed.output
+    assert "default (default)" in listed.output and "h100" in listed.output
