@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -181,3 +182,22 @@ def test_track_commands_add_and_list(settings: Settings, tmp_path: Path) -> None
     get_settings.cache_clear()
     assert listed.exit_code == 0, listed.output
     assert "default (default)" in listed.output and "h100" in listed.output
+
+
+def test_pages_show_one_track_at_a_time(
+    app_client: TestClient, rules: Settings, people: People, tmp_path: Path
+) -> None:
+    alice, _ = people.alice
+    with db.session_scope(rules) as session:
+        add_track(session, rules, name="gpu", task_dir=_gpu_task(tmp_path / "gpu"))
+    on_gpu = add_submission(rules, alice, result_metrics=metrics(1.0, (0.9, 1.1)), track="gpu")
+    board = app_client.get("/leaderboard?track=gpu")
+    assert board.status_code == 200
+    assert 'data-track="gpu"' in board.text and 'id="board-track">gpu<' in board.text
+    assert f"entry-{on_gpu}" in board.text
+    assert f"entry-{on_gpu}" not in app_client.get("/leaderboard").text
+    task = app_client.get("/task?track=gpu")
+    assert task.status_code == 200 and "h100" in task.text and 'id="track-tabs"' in task.text
+    assert "h100" not in app_client.get("/task").text
+    missing = app_client.get("/leaderboard?track=nope")
+    assert missing.status_code == 404 and "the tracks are: default, gpu" in missing.text

@@ -8,20 +8,25 @@ leave them (the journey test covers a real evaluation). Screenshots go to $TMPDI
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from edc import db
 from edc.config import Settings
-from edc.models import utcnow
+from edc.models import Submission, utcnow
 from edc.portal.presentation import metric_label
+from edc.services.tracks import add_track
 from edc.tasks.task import load_task
 from tests.support.browser import SCREENSHOTS, watched_page
 from tests.support.competition import PASSWORD, add_submission, make_user, metrics
 from tests.support.platform import (
     RunningPlatform,
     kill_leftovers,
+    quick_task,
     start_platform,
     stop_platform,
 )
@@ -31,6 +36,7 @@ pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 NAME = "pathfinder"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -81,16 +87,20 @@ def page(platform: RunningPlatform) -> Iterator[object]:
         yield watched.page
 
 
+def log_in(page: sync_api.Page) -> None:
+    page.goto("/login")
+    page.fill("#name", NAME)
+    page.fill("#password", PASSWORD)
+    page.click("form.card button[type=submit]")
+    sync_api.expect(page.locator("#nav-user")).to_contain_text(NAME)
+
+
 def test_a_leaderboard_row_leads_to_its_submission_page(
     page: sync_api.Page, entries: dict[str, int], database: Settings
 ) -> None:
     SCREENSHOTS.mkdir(exist_ok=True)
     expect = sync_api.expect
-    page.goto("/login")
-    page.fill("#name", NAME)
-    page.fill("#password", PASSWORD)
-    page.click("form.card button[type=submit]")
-    expect(page.locator("#nav-user")).to_contain_text(NAME)
+    log_in(page)
 
     page.goto("/leaderboard")
     headers = page.locator("#leaderboard thead th").all_inner_texts()
@@ -137,3 +147,38 @@ def test_the_task_page_is_found_from_the_navbar(page: sync_api.Page, database: S
     expect(page.locator("#facts-limits")).to_contain_text(f"{task.limits.memory_mb} MB")
     assert str(task.sampling.seed) not in page.content()
     page.screenshot(path=str(SCREENSHOTS / "task.png"), full_page=True)
+
+
+def test_a_participant_chooses_a_track_on_upload_and_reads_its_page(
+    page: sync_api.Page, database: Settings, entries: dict[str, int], tmp_path: Path
+) -> None:
+    expect = sync_api.expect
+    gpu_task = quick_task(tmp_path / "gpu")
+    toml = gpu_task / "task.toml"
+    toml.write_text(toml.read_text().replace('class = "cpu"', 'class = "h100"'))
+    with db.session_scope(database) as session:
+        add_track(session, database, name="gpu", task_dir=gpu_task)
+    archive = tmp_path / "kv.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(REPO / "examples" / "kvcache" / "submission.py", "submission.py")
+
+    log_in(page)
+    page.goto("/")
+    page.select_option("#upload-track", "gpu")
+    page.set_input_files("input[name=file]", str(archive))
+    page.click("form[enctype='multipart/form-data'] button[type=submit]")
+    page.wait_for_url("**/submissions/*")
+    submission_id = int(page.url.rsplit("/", 1)[1])
+    with db.session_scope(database) as session:
+        row = session.get(Submission, submission_id)
+        assert row is not None and (row.track, row.hardware_class) == ("gpu", "h100")
+
+    page.goto("/task")
+    page.click('#track-tabs a[data-track="gpu"]')
+    page.wait_for_url("**/task?track=gpu")
+    expect(page.locator("#facts-decoding")).to_contain_text("h100")
+    page.goto("/leaderboard?track=gpu")
+    expect(page.locator("#board-track")).to_have_text("gpu")
+    # Its own board: the default track's entries are not on it.
+    expect(page.locator(f'tr[data-participant="{NAME}"]')).to_have_count(0)
+    page.screenshot(path=str(SCREENSHOTS / "track-page.png"), full_page=True)

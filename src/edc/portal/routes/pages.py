@@ -4,9 +4,9 @@ the task (its description, rules and submission format)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -30,12 +30,13 @@ from edc.portal.views import (
     visible_submission,
 )
 from edc.schemas import RecordOut
-from edc.services import board_cache, finals, leaderboard, moderation, rules, submissions
-from edc.tasks.task import load_task
+from edc.services import board_cache, finals, leaderboard, moderation, rules, submissions, tracks
 
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
+# ?track=NAME on the pages that show one track; none: the default one.
+TrackName = Annotated[str | None, Query(max_length=64)]
 
 
 @router.get("/", name="index")
@@ -88,10 +89,13 @@ def _home_context(settings: Settings, identity: Identity | None, offset: int) ->
         "page_size": PAGE_SIZE,
         "usage": None,
         "signup": settings.signup,
+        "tracks": [],
     }
     if identity is None:
         return context
     with db.database_errors(), db.session_scope(settings) as session:
+        # The upload form offers a choice only where there is one.
+        context["tracks"] = [t.name for t in tracks.list_tracks(session, settings)]
         rows, total = submissions.list_submissions(
             session, limit=PAGE_SIZE, offset=offset, owner_id=identity.user_id
         )
@@ -143,20 +147,28 @@ async def cancel(submission_id: SubmissionId, request: Request, identity: PageId
 
 
 @router.get("/leaderboard", name="leaderboard_page")
-async def leaderboard_page(request: Request, identity: OptionalIdentity) -> Response:
+async def leaderboard_page(
+    request: Request, identity: OptionalIdentity, track: TrackName = None
+) -> Response:
+    """A track's leaderboard (the default track's unless ``?track=`` names another)."""
     settings: Settings = request.app.state.settings
 
     def load() -> dict[str, Any]:
-        ranking = leaderboard.task_ranking(settings)
         with db.database_errors(), db.session_scope(settings) as session:
+            chosen = tracks.get_track(session, settings, track)
+            ranking = chosen.ranking()
             board = board_cache.current(session, ranking)
             records = leaderboard.history(session, ranking)
-            final = finals.latest_board(session)
+            # Finals of the default track are those from before tracks, which name none.
+            final = finals.latest_board(session, track=None if chosen.is_default else chosen.name)
+            names = [t.name for t in tracks.list_tracks(session, settings)]
         shown = leaderboard_out(board)
         final_shown = final_board_out(final) if final is not None else None
         entries = [*shown.entries, *shown.baselines, *(final_shown.entries if final_shown else [])]
         return {
             "board": shown,
+            "track": chosen.name,
+            "tracks": names,
             "metric": presentation.metric_name(shown.metric),
             "final": final_shown,
             # Rows link to the submission pages this viewer may open, and to no others.
@@ -172,13 +184,19 @@ async def leaderboard_page(request: Request, identity: OptionalIdentity) -> Resp
 
 
 @router.get("/task", name="task_page")
-async def task_page(request: Request, identity: OptionalIdentity) -> Response:
-    """The task, the rules and the submission format, for anyone (nothing hidden is on it)."""
+async def task_page(
+    request: Request, identity: OptionalIdentity, track: TrackName = None
+) -> Response:
+    """A track's task, its rules and the submission format, for anyone (nothing hidden is on
+    it); the default track's unless ``?track=`` names another."""
     settings: Settings = request.app.state.settings
 
     def load() -> dict[str, Any]:
-        task = load_task(settings)
-        return {"task": task_facts(task, settings, now=utcnow())}
+        with db.database_errors(), db.session_scope(settings) as session:
+            chosen = tracks.get_track(session, settings, track)
+            names = [t.name for t in tracks.list_tracks(session, settings)]
+        facts = task_facts(chosen.task(), settings, now=utcnow())
+        return {"task": facts, "track": chosen.name, "tracks": names}
 
     context = await run_in_threadpool(load)
     return render(request, "task.html", context, identity=identity)
