@@ -25,6 +25,7 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/", "public"),
     ("GET", "/leaderboard", "public"),
     ("GET", "/task", "public"),
+    ("GET", "/starter-kit.zip", "public"),
     ("GET", "/login", "public"),
     ("POST", "/login", "public"),
     ("GET", "/signup", "public"),

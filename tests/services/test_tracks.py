@@ -4,6 +4,7 @@ its track's hardware class, and ranked on its track's leaderboard only."""
 from __future__ import annotations
 
 import io
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -201,3 +202,37 @@ def test_pages_show_one_track_at_a_time(
     assert "h100" not in app_client.get("/task").text
     missing = app_client.get("/leaderboard?track=nope")
     assert missing.status_code == 404 and "the tracks are: default, gpu" in missing.text
+
+
+def test_a_tracks_starter_kit_holds_the_public_side_only(
+    app_client: TestClient, rules: Settings, tmp_path: Path
+) -> None:
+    gpu = _gpu_task(tmp_path / "gpu")
+    hidden = gpu / "prompts" / "hidden.jsonl"
+    hidden.write_text('{"id": "secret-1", "tokens": [7, 7, 7, 123, 45, 99, 250, 3]}\n')
+    (gpu / "baseline").mkdir()
+    (gpu / "baseline" / "submission.py").write_bytes(
+        (REPO / "examples" / "kvcache" / "submission.py").read_bytes()
+    )
+    with db.session_scope(rules) as session:
+        add_track(session, rules, name="gpu", task_dir=gpu)
+    response = app_client.get("/starter-kit.zip?track=gpu")
+    assert response.status_code == 200
+    assert 'filename="starter-kit-gpu.zip"' in response.headers["content-disposition"]
+    kit = zipfile.ZipFile(io.BytesIO(response.content))
+    names = kit.namelist()
+    assert {"README.md", "prompts/public.jsonl", "model/config.json"} <= set(names)
+    assert "model/model.safetensors" in names  # 11 MB: small enough to ship
+    assert "examples/baseline/submission.py" in names
+    assert (gpu / "prompts" / "public.jsonl").read_bytes() == kit.read("prompts/public.jsonl")
+    readme = kit.read("README.md").decode()
+    assert "track gpu" in readme and "h100" in readme and "--track gpu" in readme
+    # Nothing hidden: no hidden prompt, no task.toml (its seed), in any file of the kit.
+    assert not any("hidden" in n or n.endswith("task.toml") for n in names)
+    everything = b"".join(kit.read(n) for n in names)
+    assert b"secret-1" not in everything
+    seed = tomllib.loads((gpu / "task.toml").read_text())["sampling"]["seed"]
+    assert str(seed).encode() not in b"".join(
+        kit.read(n) for n in names if n != "model/model.safetensors"
+    )
+    assert app_client.get("/starter-kit.zip?track=nope").status_code == 404

@@ -20,6 +20,7 @@ from edc.portal.deps import Offset, SubmissionId
 from edc.portal.errors import headers_for, status_for
 from edc.portal.render import checked_form, render
 from edc.portal.routes.api import final_board_out, leaderboard_out
+from edc.portal.starter_kit import starter_kit
 from edc.portal.task_facts import task_facts
 from edc.portal.upload import receive_submission
 from edc.portal.views import (
@@ -181,6 +182,26 @@ async def leaderboard_page(
 
     context = await run_in_threadpool(load)
     return render(request, "leaderboard.html", context, identity=identity)
+
+
+@router.get("/starter-kit.zip", name="starter_kit")
+async def starter_kit_download(request: Request, track: TrackName = None) -> Response:
+    """A track's starter kit (public prompts, the model's config, the baseline, a README)."""
+    settings: Settings = request.app.state.settings
+
+    def build() -> tuple[str, bytes]:
+        with db.database_errors(), db.session_scope(settings) as session:
+            chosen = tracks.get_track(session, settings, track)
+        task = chosen.task()
+        facts = task_facts(task, settings, now=utcnow())
+        return chosen.name, starter_kit(chosen.name, task, facts)
+
+    name, body = await run_in_threadpool(build)
+    return Response(
+        body,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="starter-kit-{name}.zip"'},
+    )
 
 
 @router.get("/task", name="task_page")
