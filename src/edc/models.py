@@ -33,6 +33,9 @@ from edc.status import FailureReason, FinalStatus, MeasurementStatus, ReviewStat
 
 # The track of a fresh platform, and of every row from before tracks existed.
 DEFAULT_TRACK = "default"
+# A track's phases.
+DEVELOPMENT = "development"
+FINAL_PHASE = "final"
 
 
 def utcnow() -> datetime:
@@ -278,6 +281,9 @@ class Track(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     task_dir: Mapped[str | None] = mapped_column(String(1024))
+    # "development" (uploads open, the provisional board) or "final" (uploads closed, its top
+    # entries re-measured for the final board).
+    phase: Mapped[str] = mapped_column(String(16), default=DEVELOPMENT, server_default=DEVELOPMENT)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

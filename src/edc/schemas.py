@@ -206,6 +206,7 @@ class TrackOut(BaseModel):
     """A track: one task of the platform, with its own submissions and leaderboard."""
 
     name: str
+    phase: Literal["development", "final"]
     task: str
     task_version: str
     description: str

@@ -4,8 +4,10 @@ its track's hardware class, and ranked on its track's leaderboard only."""
 from __future__ import annotations
 
 import io
+import shutil
 import tomllib
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -18,8 +20,10 @@ from edc import db
 from edc.cli.main import app as edc_app
 from edc.config import Settings, get_settings
 from edc.errors import Conflict, InvalidInput, InvalidTask, NotFound
-from edc.models import DEFAULT_TRACK, Submission
+from edc.models import DEFAULT_TRACK, Submission, utcnow
 from edc.scheduler import fair_worker
+from edc.services import finals
+from edc.services.phases import open_final
 from edc.services.tracks import add_track, get_track, list_tracks
 from edc.status import SubmissionStatus
 from edc.tasks.task import bundled_task_dir
@@ -29,11 +33,16 @@ from tests.support.competition import add_submission, bearer, metrics
 from tests.support.platform import quick_task
 
 REPO = Path(__file__).resolve().parents[2]
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def _gpu_task(folder: Path) -> Path:
-    """A second task: the quick one, decoding 8 tokens, for workers of class h100."""
+    """A second task: the quick one, decoding 8 tokens, for workers of class h100. Its prompts
+    are its own copy (the quick task links the package's), so a test may add files there."""
     root = quick_task(folder, max_new_tokens=8)
+    prompts = root / "prompts"
+    prompts.unlink()
+    shutil.copytree(bundled_task_dir() / "prompts", prompts)
     toml = root / "task.toml"
     toml.write_text(toml.read_text().replace('class = "cpu"', 'class = "h100"'))
     return root
@@ -142,6 +151,22 @@ def test_each_track_is_judged_by_its_task_on_its_class_and_ranked_apart(
     missing = httpx.get(f"{live_server.url}/api/v1/tracks/nope/leaderboard")
     assert missing.status_code == 404
 
+    # The gpu track's final phase: its uploads close, its top entry is re-measured on its class,
+    # and its final board is published; the default track goes on taking uploads.
+    final = open_final(s, "gpu", top_k=1, rounds=1, requested_by="test", now=FAR_FUTURE)
+    assert (final.track, final.hardware_class) == ("gpu", "h100")
+    closed = _upload(live_server, alice, "gpu")
+    assert closed.status_code == 403 and "final phase" in closed.text
+    assert _upload(live_server, alice, None).status_code == 201
+    assert fair_worker.make_worker(s, name="w-h100", hardware_class="h100").work(burst=True)
+    with db.session_scope(s) as session:
+        published = finals.latest_board(session, track="gpu")
+        assert finals.latest_board(session) is None  # the default track has none
+    assert published is not None
+    assert [standing.submission_id for standing in published.ranked] == [gpu_id]
+    phases = {t["name"]: t["phase"] for t in httpx.get(f"{live_server.url}/api/v1/tracks").json()}
+    assert phases == {"default": "development", "gpu": "final"}
+
 
 def test_boards_never_mix_tracks(settings: Settings, people: People, tmp_path: Path) -> None:
     alice, _ = people.alice
@@ -236,3 +261,20 @@ def test_a_tracks_starter_kit_holds_the_public_side_only(
         kit.read(n) for n in names if n != "model/model.safetensors"
     )
     assert app_client.get("/starter-kit.zip?track=nope").status_code == 404
+
+
+def test_the_final_phase_opens_only_after_the_window(rules: Settings, tmp_path: Path) -> None:
+    end = utcnow() + timedelta(hours=1)
+    s = rules.model_copy(update={"competition_end": end})
+    with db.session_scope(s) as session:
+        add_track(session, s, name="gpu", task_dir=_gpu_task(tmp_path / "gpu"))
+    with pytest.raises(Conflict, match="opens at or after the competition's end"):
+        open_final(s, "gpu", top_k=1, rounds=1, requested_by="test", now=utcnow())
+    # After the end, with nothing ranked on the track: the phase opens (uploads close) and the
+    # re-measurement is refused for want of entries; opening it again says the same.
+    for _ in range(2):
+        with pytest.raises(Conflict, match="no ranked entry"):
+            open_final(s, "gpu", top_k=1, rounds=1, requested_by="test", now=end)
+    with db.session_scope(s) as session:
+        assert get_track(session, s, "gpu").phase == "final"
+        assert get_track(session, s, None).phase == "development"

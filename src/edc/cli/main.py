@@ -16,7 +16,7 @@ from edc import __version__, db
 from edc.cli import admin as cli_admin
 from edc.cli import participant as cli_participant
 from edc.cli import runtime as cli_runtime
-from edc.cli.configured import settings_or_exit
+from edc.cli.configured import refusals_exit, settings_or_exit
 from edc.errors import EdcError
 from edc.lifetime import die_with_parent
 
@@ -234,16 +234,33 @@ def track_add(
     from edc.services.tracks import add_track
 
     settings = settings_or_exit()
-    try:
-        with db.database_errors(), db.session_scope(settings) as session:
+    with refusals_exit("Cannot add the track"), db.database_errors():
+        with db.session_scope(settings) as session:  # committed before the task is read again
             track = add_track(session, settings, name=name, task_dir=directory)
-            task = track.task()
-    except EdcError as exc:
-        err_console.print(f"[red]Cannot add the track:[/red] {escape(exc.message)}")
-        raise typer.Exit(2) from exc
+        task = track.task()
     console.print(
         f"Track [bold]{escape(track.name)}[/bold]: {escape(task.name)} {escape(task.version)}, "
         f"hardware class {escape(task.hardware.kind)}, from {escape(str(track.task_dir))}."
+    )
+
+
+@track_app.command("final")
+def track_final(
+    name: Annotated[str, typer.Argument(help="The track whose final phase opens.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="Top entries to re-measure.")] = 10,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Measurements of each.")] = 3,
+) -> None:
+    """Open a track's final phase (at or after the window's end): its uploads close and its top
+    entries are re-measured; the final board is published when every measurement is in."""
+    from edc.services.phases import open_final
+
+    settings = settings_or_exit()
+    with refusals_exit("Cannot open the final phase"):
+        final = open_final(settings, name, top_k=top, rounds=rounds, requested_by="edc track")
+    console.print(
+        f"Track {escape(name)} is in its final phase: uploads are closed. Final {final.id}: "
+        f"{final.top_k} entries × {final.rounds} rounds on a {escape(final.hardware_class)} "
+        "worker; follow it with `edc admin finals`."
     )
 
 
@@ -256,22 +273,23 @@ def track_list() -> None:
 
     settings = settings_or_exit()
     table = Table(title="Tracks")
-    for column in ("track", "task", "hardware class", "ranked by", "task directory"):
+    for column in ("track", "phase", "task", "hardware class", "ranked by", "task directory"):
         table.add_column(column)
-    try:
-        with db.database_errors(), db.session_scope(settings) as session:
-            for track in list_tracks(session, settings):
-                task = track.task()
-                table.add_row(
-                    track.name + (" (default)" if track.is_default else ""),
-                    f"{task.name} {task.version}",
-                    task.hardware.kind,
-                    f"{task.ranking.metric} ({task.ranking.direction})",
-                    str(track.task_dir),
-                )
-    except EdcError as exc:
-        err_console.print(f"[red]Cannot list the tracks:[/red] {escape(exc.message)}")
-        raise typer.Exit(2) from exc
+    with (
+        refusals_exit("Cannot list the tracks"),
+        db.database_errors(),
+        db.session_scope(settings) as session,
+    ):
+        for track in list_tracks(session, settings):
+            task = track.task()
+            table.add_row(
+                track.name + (" (default)" if track.is_default else ""),
+                track.phase,
+                f"{task.name} {task.version}",
+                task.hardware.kind,
+                f"{task.ranking.metric} ({task.ranking.direction})",
+                str(track.task_dir),
+            )
     console.print(table)
 
 

@@ -38,6 +38,7 @@ from edc.clock import aware_utc
 from edc.config import Settings
 from edc.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from edc.models import (
+    DEFAULT_TRACK,
     FINAL_MAX_ROUNDS,
     FINAL_MAX_TOP_K,
     Final,
@@ -268,7 +269,8 @@ class FinalBoard:
 def board(session: Session, final: Final) -> FinalBoard:
     """The final leaderboard of ``final`` (partial while it runs)."""
     direction: Direction = "higher" if final.direction == "higher" else "lower"
-    ranking = Ranking(metric=final.metric, direction=direction)
+    track = final.track or DEFAULT_TRACK
+    ranking = Ranking(metric=final.metric, direction=direction, track=track)
     rows = session.execute(
         select(Measurement, Submission.disqualified, Submission.review, Submission.created_at)
         .join(Submission, Submission.id == Measurement.submission_id)

@@ -26,7 +26,8 @@ from edc.errors import NotAuthenticated, NotFound, ServiceUnavailable
 from edc.models import Submission, User, utcnow
 from edc.scheduler.producer import enqueue_submission
 from edc.services import rules
-from edc.services.tracks import get_track
+from edc.services.phases import check_uploads_to
+from edc.services.tracks import TrackInfo, get_track
 from edc.status import SubmissionStatus
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,12 @@ def check_rules(session: Session, settings: Settings, *, owner: User, now: datet
     rules.check_submission_allowed(session, settings, user=owner, now=now)
 
 
+def check_track(track: TrackInfo, owner: User) -> None:
+    """The track takes uploads (its final phase is not open); admins are not bound."""
+    if not owner.is_admin:
+        check_uploads_to(track)
+
+
 def _owner(session: Session, owner_id: int) -> User:
     owner = session.get(User, owner_id)
     if owner is None:
@@ -97,8 +104,9 @@ def _owner(session: Session, owner_id: int) -> User:
 
 def _check_rules(settings: Settings, owner_id: int, track: str | None) -> None:
     with db.database_errors(), db.session_scope(settings) as session:
-        get_track(session, settings, track)
-        check_rules(session, settings, owner=_owner(session, owner_id), now=utcnow())
+        owner = _owner(session, owner_id)
+        check_track(get_track(session, settings, track), owner)
+        check_rules(session, settings, owner=owner, now=utcnow())
 
 
 def _insert_queued(
@@ -111,8 +119,10 @@ def _insert_queued(
     with db.database_errors(), db.session_scope(settings) as session:
         now = utcnow()
         rules.hold_user(session, user_id=owner_id, now=now)
-        check_rules(session, settings, owner=_owner(session, owner_id), now=now)
+        owner = _owner(session, owner_id)
+        check_rules(session, settings, owner=owner, now=now)
         track = get_track(session, settings, track_name)
+        check_track(track, owner)
         submission = Submission(
             status=SubmissionStatus.QUEUED,
             file_path=stored.relative_path,

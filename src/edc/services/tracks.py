@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from edc.config import Settings
 from edc.errors import Conflict, InvalidInput, NotFound
-from edc.models import DEFAULT_TRACK, Track
+from edc.models import DEFAULT_TRACK, DEVELOPMENT, Track
 from edc.services.leaderboard import Ranking, ranking_of
 from edc.tasks.task import Task, hardware_class_of, task_dir
 
@@ -35,6 +35,7 @@ TRACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 class TrackInfo:
     name: str
     task_dir: Path  # resolved: the configured task's for a track that names none
+    phase: str = DEVELOPMENT
 
     @property
     def is_default(self) -> bool:
@@ -52,25 +53,30 @@ class TrackInfo:
 
 
 def _info(settings: Settings, row: Track) -> TrackInfo:
-    root = Path(row.task_dir) if row.task_dir else task_dir(settings)
-    return TrackInfo(name=row.name, task_dir=root)
+    # The default track is the configured task's, whatever its row says.
+    named = row.task_dir if row.name != DEFAULT_TRACK else None
+    root = Path(named) if named else task_dir(settings)
+    return TrackInfo(name=row.name, task_dir=root, phase=row.phase)
 
 
-def _default(settings: Settings) -> TrackInfo:
-    # The configured task's, whether or not its row is there (the migration writes one).
+def _default(session: Session, settings: Settings) -> TrackInfo:
+    # Whether or not its row is there (the migration writes one; opening its final, if not).
+    row = session.scalar(select(Track).where(Track.name == DEFAULT_TRACK))
+    if row is not None:
+        return _info(settings, row)
     return TrackInfo(name=DEFAULT_TRACK, task_dir=task_dir(settings))
 
 
 def list_tracks(session: Session, settings: Settings) -> list[TrackInfo]:
     """The default track first, then the others by name."""
     rows = session.scalars(select(Track).where(Track.name != DEFAULT_TRACK).order_by(Track.name))
-    return [_default(settings), *(_info(settings, row) for row in rows)]
+    return [_default(session, settings), *(_info(settings, row) for row in rows)]
 
 
 def get_track(session: Session, settings: Settings, name: str | None) -> TrackInfo:
-    """The track called ``name``; with no name, the only track, else the default one."""
+    """The track called ``name``; with no name, the default one."""
     if name is None or name == DEFAULT_TRACK:
-        return _default(settings)
+        return _default(session, settings)
     row = session.scalar(select(Track).where(Track.name == name))
     if row is None:
         known = ", ".join(t.name for t in list_tracks(session, settings))

@@ -43,6 +43,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), nullable=False, unique=True),
         # NULL: the platform's configured task (EDC_TASK_DIR, else the bundled one).
         sa.Column("task_dir", sa.String(1024), nullable=True),
+        # development (uploads open) or final (uploads closed, the top entries re-measured).
+        sa.Column("phase", sa.String(16), nullable=False, server_default="development"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.bulk_insert(

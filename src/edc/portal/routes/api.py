@@ -304,6 +304,7 @@ def track_out(track: tracks.TrackInfo) -> TrackOut:
     task = track.task()
     return TrackOut(
         name=track.name,
+        phase="final" if track.phase == "final" else "development",
         task=task.name,
         task_version=task.version,
         description=task.description,

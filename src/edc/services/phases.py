@@ -1,0 +1,89 @@
+"""A track's phases: ``development`` (uploads open, the provisional board) and ``final``.
+
+::
+
+    open_final(settings, "gpu", top_k=10, rounds=3, requested_by="root")
+    check_uploads_to(track)       # CompetitionClosed once its final phase is open
+
+An organiser opens a track's final phase at or after the competition window's end (any time
+when the window has no end). Opening it closes the track's uploads first, then starts the
+re-measurement of its board's top entries (:func:`edc.services.finals.finalize`), whose result is
+the track's final board, published when every measurement is in. Opening it again retries the
+re-measurement when none of the track is queued, running or published (the queue was down, say).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from edc import db
+from edc.config import Settings
+from edc.errors import CompetitionClosed, Conflict
+from edc.models import DEFAULT_TRACK, FINAL_PHASE, Final, Track, utcnow
+from edc.services import finals, leaderboard, rules
+from edc.services.tracks import TrackInfo, get_track
+from edc.status import FinalStatus
+
+
+def check_uploads_to(track: TrackInfo) -> None:
+    if track.phase == FINAL_PHASE:
+        raise CompetitionClosed(
+            f"The track {track.name!r} is in its final phase: uploads to it are closed."
+        )
+
+
+def final_track_key(track: TrackInfo) -> str | None:
+    """How a final names its track: None for the default one (as finals did before tracks)."""
+    return None if track.is_default else track.name
+
+
+def open_final(
+    settings: Settings,
+    name: str | None,
+    *,
+    top_k: int,
+    rounds: int,
+    requested_by: str | None,
+    now: datetime | None = None,
+) -> Final:
+    """Open the final phase of the track ``name`` and start its re-measurement; raises Conflict
+    before the window's end or when the track's final is already running or published."""
+    now = now or utcnow()
+    window = rules.Window.from_settings(settings)
+    if window.end is not None and not window.has_ended(now):
+        raise Conflict(
+            f"The final phase opens at or after the competition's end ({window.end:%Y-%m-%d %H:%M}"
+            " UTC); uploads are still open until then."
+        )
+    with db.database_errors(), db.session_scope(settings) as session:
+        track = get_track(session, settings, name)
+        key = final_track_key(track)
+        done = session.scalar(
+            select(Final.id).where(
+                Final.status == FinalStatus.COMPLETED,
+                Final.track.is_(None) if key is None else Final.track == key,
+            )
+        )
+        if done is not None:
+            raise Conflict(
+                f"The track {track.name!r} has a published final leaderboard (final {done}); "
+                "a published final is never changed."
+            )
+        row = session.scalar(select(Track).where(Track.name == track.name))
+        if row is None:  # the default track of a database whose row was removed
+            row = Track(name=DEFAULT_TRACK, task_dir=None)
+            session.add(row)
+        row.phase = FINAL_PHASE  # uploads close before the board is read
+    with db.session_scope(settings) as session:
+        board = leaderboard.compute(session, track.ranking())
+    return finals.finalize(
+        settings,
+        top_k=top_k,
+        rounds=rounds,
+        hardware_class=track.hardware_class,
+        requested_by=requested_by,
+        board=board,
+        track=key,
+    )
