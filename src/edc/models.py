@@ -284,6 +284,9 @@ class Track(Base):
     # "development" (uploads open, the provisional board) or "final" (uploads closed, its top
     # entries re-measured for the final board).
     phase: Mapped[str] = mapped_column(String(16), default=DEVELOPMENT, server_default=DEVELOPMENT)
+    # The track's own upload window; where unset, the platform's (EDC_COMPETITION_START/END).
+    opens_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closes_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -207,6 +207,8 @@ class TrackOut(BaseModel):
 
     name: str
     phase: Literal["development", "final"]
+    opens_at: UtcTime | None = Field(default=None, description="Uploads open (null: always).")
+    closes_at: UtcTime | None = Field(default=None, description="Uploads close (null: never).")
     task: str
     task_version: str
     description: str

@@ -9,6 +9,7 @@ import tomllib
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -268,7 +269,7 @@ def test_the_final_phase_opens_only_after_the_window(rules: Settings, tmp_path: 
     s = rules.model_copy(update={"competition_end": end})
     with db.session_scope(s) as session:
         add_track(session, s, name="gpu", task_dir=_gpu_task(tmp_path / "gpu"))
-    with pytest.raises(Conflict, match="opens at or after the competition's end"):
+    with pytest.raises(Conflict, match="opens at or after the track's end"):
         open_final(s, "gpu", top_k=1, rounds=1, requested_by="test", now=utcnow())
     # After the end, with nothing ranked on the track: the phase opens (uploads close) and the
     # re-measurement is refused for want of entries; opening it again says the same.
@@ -278,3 +279,50 @@ def test_the_final_phase_opens_only_after_the_window(rules: Settings, tmp_path: 
     with db.session_scope(s) as session:
         assert get_track(session, s, "gpu").phase == "final"
         assert get_track(session, s, None).phase == "development"
+
+
+def test_a_track_has_its_own_upload_window(
+    app_client: TestClient, rules: Settings, people: People, tmp_path: Path
+) -> None:
+    _, alice = people.alice
+    closed_at = utcnow() - timedelta(hours=1)
+    with db.session_scope(rules) as session:
+        add_track(
+            session,
+            rules,
+            name="gpu",
+            task_dir=_gpu_task(tmp_path / "gpu"),
+            opens_at=closed_at - timedelta(days=7),
+            closes_at=closed_at,
+        )
+        with pytest.raises(InvalidInput, match="close after it opens"):
+            add_track(
+                session,
+                rules,
+                name="late",
+                task_dir=tmp_path / "gpu",
+                opens_at=closed_at,
+                closes_at=closed_at,
+            )
+
+    def upload(track: str) -> Any:
+        return app_client.post(
+            "/api/v1/submissions",
+            headers=bearer(alice),
+            data={"track": track},
+            files={"file": ("kv.zip", _kvcache_zip(), "application/zip")},
+        )
+
+    refused = upload("gpu")
+    assert refused.status_code == 403 and "closed at" in refused.text
+    assert upload("default").status_code == 201  # the platform's window: open
+    page = app_client.get("/task?track=gpu").text
+    assert f"The competition closed at {closed_at:%Y-%m-%d %H:%M} UTC" in page
+    listed = {t["name"]: t for t in app_client.get("/api/v1/tracks").json()}
+    assert listed["gpu"]["closes_at"].startswith(closed_at.strftime("%Y-%m-%dT%H:%M"))
+    assert listed["default"]["closes_at"] is None
+    # Its final phase may open now, though the platform's window has no end.
+    with pytest.raises(Conflict, match="no ranked entry"):
+        open_final(rules, "gpu", top_k=1, rounds=1, requested_by="test")
+    with db.session_scope(rules) as session:
+        assert get_track(session, rules, "gpu").phase == "final"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -229,14 +230,29 @@ def task_init(
 def track_add(
     name: Annotated[str, typer.Argument(help="The track's name (lowercase, digits, - or _).")],
     directory: Annotated[Path, typer.Argument(help="Its task directory (with task.toml).")],
+    opens: Annotated[
+        datetime | None,
+        typer.Option(help="When its uploads open, UTC (default: the platform's start)."),
+    ] = None,
+    closes: Annotated[
+        datetime | None,
+        typer.Option(help="When its uploads close, UTC (default: the platform's end)."),
+    ] = None,
 ) -> None:
-    """Register a task directory as a new track."""
+    """Register a task directory as a new track, with its own upload window if given."""
     from edc.services.tracks import add_track
 
     settings = settings_or_exit()
     with refusals_exit("Cannot add the track"), db.database_errors():
         with db.session_scope(settings) as session:  # committed before the task is read again
-            track = add_track(session, settings, name=name, task_dir=directory)
+            track = add_track(
+                session,
+                settings,
+                name=name,
+                task_dir=directory,
+                opens_at=opens.replace(tzinfo=UTC) if opens else None,
+                closes_at=closes.replace(tzinfo=UTC) if closes else None,
+            )
         task = track.task()
     console.print(
         f"Track [bold]{escape(track.name)}[/bold]: {escape(task.name)} {escape(task.version)}, "

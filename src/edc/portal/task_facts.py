@@ -141,8 +141,8 @@ def _ranking_facts(task: Task) -> list[Fact]:
     ]
 
 
-def _competition_facts(settings: Settings, now: datetime) -> list[Fact]:
-    window = Window.from_settings(settings)
+def _competition_facts(settings: Settings, now: datetime, window: Window | None) -> list[Fact]:
+    window = window or Window.from_settings(settings)
     return [
         Fact("Window", window.describe(now)),
         Fact("Opens", when(window.start) or "no start set"),
@@ -177,7 +177,10 @@ def _upload_facts(settings: Settings) -> list[Fact]:
     return facts
 
 
-def task_facts(task: Task, settings: Settings, *, now: datetime) -> TaskFacts:
+def task_facts(
+    task: Task, settings: Settings, *, now: datetime, window: Window | None = None
+) -> TaskFacts:
+    """``window``: the track's upload window (default: the platform's)."""
     sampling: dict[str, Any] = {"rule": task.sampling.kind}
     if task.sampling.kind == "gumbel":
         sampling["temperature"] = task.sampling.temperature
@@ -193,7 +196,7 @@ def task_facts(task: Task, settings: Settings, *, now: datetime) -> TaskFacts:
             ("Decoding", _decoding_facts(task)),
             ("Limits", _limit_facts(task, settings)),
             ("Ranking", _ranking_facts(task)),
-            ("Competition", _competition_facts(settings, now)),
+            ("Competition", _competition_facts(settings, now, window)),
             ("Submission", _upload_facts(settings)),
         ],
     )

@@ -5,11 +5,12 @@
     open_final(settings, "gpu", top_k=10, rounds=3, requested_by="root")
     check_uploads_to(track)       # CompetitionClosed once its final phase is open
 
-An organiser opens a track's final phase at or after the competition window's end (any time
-when the window has no end). Opening it closes the track's uploads first, then starts the
-re-measurement of its board's top entries (:func:`edc.services.finals.finalize`), whose result is
-the track's final board, published when every measurement is in. Opening it again retries the
-re-measurement when none of the track is queued, running or published (the queue was down, say).
+An organiser opens a track's final phase at or after its window's end (the track's own, else the
+platform's; any time when there is none). Opening it closes the track's uploads first, then starts
+the re-measurement of its board's top entries (:func:`edc.services.finals.finalize`), whose
+result is the track's final board, published when every measurement is in. Opening it again
+retries the re-measurement when none of the track is queued, running or published (the queue was
+down, say).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from edc import db
 from edc.config import Settings
 from edc.errors import CompetitionClosed, Conflict
 from edc.models import DEFAULT_TRACK, FINAL_PHASE, Final, Track, utcnow
-from edc.services import finals, leaderboard, rules
+from edc.services import finals, leaderboard
 from edc.services.tracks import TrackInfo, get_track
 from edc.status import FinalStatus
 
@@ -51,14 +52,14 @@ def open_final(
     """Open the final phase of the track ``name`` and start its re-measurement; raises Conflict
     before the window's end or when the track's final is already running or published."""
     now = now or utcnow()
-    window = rules.Window.from_settings(settings)
-    if window.end is not None and not window.has_ended(now):
-        raise Conflict(
-            f"The final phase opens at or after the competition's end ({window.end:%Y-%m-%d %H:%M}"
-            " UTC); uploads are still open until then."
-        )
     with db.database_errors(), db.session_scope(settings) as session:
         track = get_track(session, settings, name)
+        window = track.window(settings)
+        if window.end is not None and not window.has_ended(now):
+            raise Conflict(
+                f"The final phase opens at or after the track's end ({window.end:%Y-%m-%d %H:%M}"
+                " UTC); uploads are still open until then."
+            )
         key = final_track_key(track)
         done = session.scalar(
             select(Final.id).where(

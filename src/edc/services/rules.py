@@ -65,9 +65,11 @@ def _utc(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def check_uploads_open(settings: Settings, *, now: datetime | None = None) -> None:
-    """Raise CompetitionClosed outside the window."""
-    window = Window.from_settings(settings)
+def check_uploads_open(
+    settings: Settings, *, now: datetime | None = None, window: Window | None = None
+) -> None:
+    """Raise CompetitionClosed outside ``window`` (default: the platform's)."""
+    window = window or Window.from_settings(settings)
     now = now or utcnow()
     if not window.has_started(now):
         assert window.start is not None

@@ -81,11 +81,19 @@ async def create_submission(
     return submission
 
 
-def check_rules(session: Session, settings: Settings, *, owner: User, now: datetime) -> None:
-    """The competition window and the owner's limits; admins are bound by neither."""
+def check_rules(
+    session: Session,
+    settings: Settings,
+    *,
+    owner: User,
+    now: datetime,
+    window: rules.Window | None = None,
+) -> None:
+    """The upload window (the track's, else the platform's) and the owner's limits; admins are
+    bound by neither."""
     if owner.is_admin:
         return
-    rules.check_uploads_open(settings, now=now)
+    rules.check_uploads_open(settings, now=now, window=window)
     rules.check_submission_allowed(session, settings, user=owner, now=now)
 
 
@@ -105,8 +113,9 @@ def _owner(session: Session, owner_id: int) -> User:
 def _check_rules(settings: Settings, owner_id: int, track: str | None) -> None:
     with db.database_errors(), db.session_scope(settings) as session:
         owner = _owner(session, owner_id)
-        check_track(get_track(session, settings, track), owner)
-        check_rules(session, settings, owner=owner, now=utcnow())
+        chosen = get_track(session, settings, track)
+        check_track(chosen, owner)
+        check_rules(session, settings, owner=owner, now=utcnow(), window=chosen.window(settings))
 
 
 def _insert_queued(
@@ -120,9 +129,9 @@ def _insert_queued(
         now = utcnow()
         rules.hold_user(session, user_id=owner_id, now=now)
         owner = _owner(session, owner_id)
-        check_rules(session, settings, owner=owner, now=now)
         track = get_track(session, settings, track_name)
         check_track(track, owner)
+        check_rules(session, settings, owner=owner, now=now, window=track.window(settings))
         submission = Submission(
             status=SubmissionStatus.QUEUED,
             file_path=stored.relative_path,

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from edc.clock import aware_utc
 from edc.config import Settings
 from edc.errors import Conflict, InvalidInput, NotFound
 from edc.models import DEFAULT_TRACK, DEVELOPMENT, Track
 from edc.services.leaderboard import Ranking, ranking_of
+from edc.services.rules import Window
 from edc.tasks.task import Task, hardware_class_of, task_dir
 
 TRACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -36,6 +39,13 @@ class TrackInfo:
     name: str
     task_dir: Path  # resolved: the configured task's for a track that names none
     phase: str = DEVELOPMENT
+    opens_at: datetime | None = None  # None: the platform's start
+    closes_at: datetime | None = None  # None: the platform's end
+
+    def window(self, settings: Settings) -> Window:
+        """Its upload window: its own bounds, else the platform's."""
+        platform = Window.from_settings(settings)
+        return Window(self.opens_at or platform.start, self.closes_at or platform.end)
 
     @property
     def is_default(self) -> bool:
@@ -52,11 +62,21 @@ class TrackInfo:
         return ranking_of(self.task_dir, self.name)
 
 
+def _aware(moment: datetime | None) -> datetime | None:
+    return aware_utc(moment) if moment is not None else None  # SQLite's come back naive
+
+
 def _info(settings: Settings, row: Track) -> TrackInfo:
     # The default track is the configured task's, whatever its row says.
     named = row.task_dir if row.name != DEFAULT_TRACK else None
     root = Path(named) if named else task_dir(settings)
-    return TrackInfo(name=row.name, task_dir=root, phase=row.phase)
+    return TrackInfo(
+        name=row.name,
+        task_dir=root,
+        phase=row.phase,
+        opens_at=_aware(row.opens_at),
+        closes_at=_aware(row.closes_at),
+    )
 
 
 def _default(session: Session, settings: Settings) -> TrackInfo:
@@ -84,8 +104,19 @@ def get_track(session: Session, settings: Settings, name: str | None) -> TrackIn
     return _info(settings, row)
 
 
-def add_track(session: Session, settings: Settings, *, name: str, task_dir: Path) -> TrackInfo:
-    """Register the task at ``task_dir`` as the track ``name``; the task must load."""
+def add_track(
+    session: Session,
+    settings: Settings,
+    *,
+    name: str,
+    task_dir: Path,
+    opens_at: datetime | None = None,
+    closes_at: datetime | None = None,
+) -> TrackInfo:
+    """Register the task at ``task_dir`` as the track ``name``, open for uploads from
+    ``opens_at`` to ``closes_at`` (each, when None, the platform's); the task must load."""
+    if opens_at and closes_at and closes_at <= opens_at:
+        raise InvalidInput("A track's window must close after it opens.")
     if not TRACK_NAME.match(name):
         raise InvalidInput(
             f"A track name is 1-64 lowercase letters, digits, '-' or '_', starting with a letter "
@@ -96,7 +127,7 @@ def add_track(session: Session, settings: Settings, *, name: str, task_dir: Path
     if taken:
         raise Conflict(f"There is already a track {name!r}.")
     Task.load(root)  # raises InvalidTask, saying what is wrong with it
-    row = Track(name=name, task_dir=str(root))
+    row = Track(name=name, task_dir=str(root), opens_at=opens_at, closes_at=closes_at)
     session.add(row)
     session.flush()
     return _info(settings, row)

@@ -45,6 +45,9 @@ def upgrade() -> None:
         sa.Column("task_dir", sa.String(1024), nullable=True),
         # development (uploads open) or final (uploads closed, the top entries re-measured).
         sa.Column("phase", sa.String(16), nullable=False, server_default="development"),
+        # Its own upload window; NULL: the platform's.
+        sa.Column("opens_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("closes_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.bulk_insert(

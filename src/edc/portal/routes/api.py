@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from edc import db, storage
+from edc.config import Settings
 from edc.db import database_errors
 from edc.errors import NotFound
 from edc.models import Final, User, utcnow
@@ -279,7 +280,7 @@ def read_leaderboard(settings: SettingsDep, session: SessionDep) -> Response:
 @router.get("/tracks", response_model=list[TrackOut], tags=["tracks"])
 def read_tracks(settings: SettingsDep, session: SessionDep) -> list[TrackOut]:
     """The platform's tracks, the default first (public)."""
-    return [track_out(track) for track in tracks.list_tracks(session, settings)]
+    return [track_out(track, settings) for track in tracks.list_tracks(session, settings)]
 
 
 @router.get(
@@ -300,10 +301,13 @@ def _board_response(session: Session, ranking: leaderboard.Ranking) -> Response:
     return Response(body, media_type="application/json")
 
 
-def track_out(track: tracks.TrackInfo) -> TrackOut:
+def track_out(track: tracks.TrackInfo, settings: Settings) -> TrackOut:
     task = track.task()
+    window = track.window(settings)
     return TrackOut(
         name=track.name,
+        opens_at=window.start,
+        closes_at=window.end,
         phase="final" if track.phase == "final" else "development",
         task=task.name,
         task_version=task.version,

@@ -193,7 +193,7 @@ async def starter_kit_download(request: Request, track: TrackName = None) -> Res
         with db.database_errors(), db.session_scope(settings) as session:
             chosen = tracks.get_track(session, settings, track)
         task = chosen.task()
-        facts = task_facts(task, settings, now=utcnow())
+        facts = task_facts(task, settings, now=utcnow(), window=chosen.window(settings))
         return chosen.name, starter_kit(chosen.name, task, facts)
 
     name, body = await run_in_threadpool(build)
@@ -216,7 +216,7 @@ async def task_page(
         with db.database_errors(), db.session_scope(settings) as session:
             chosen = tracks.get_track(session, settings, track)
             names = [t.name for t in tracks.list_tracks(session, settings)]
-        facts = task_facts(chosen.task(), settings, now=utcnow())
+        facts = task_facts(chosen.task(), settings, now=utcnow(), window=chosen.window(settings))
         return {"task": facts, "track": chosen.name, "tracks": names}
 
     context = await run_in_threadpool(load)
