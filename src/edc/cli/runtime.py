@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edc.cli.configured import settings_or_exit
+from edc.cli.configured import refusals_exit, settings_or_exit
 from edc.config import Settings
 from edc.errors import EdcError
 
@@ -80,15 +80,12 @@ def register(app: typer.Typer, task_app: typer.Typer) -> None:
         always in it), for the env key of task.toml's runtime section."""
         from edc.sandbox.runtime import build_environment
 
-        try:
+        with refusals_exit("Cannot build the environment", EXIT_CANNOT):
             packages = build_environment(
                 folder.absolute(),
                 tuple(with_ or ()),
                 echo=lambda line: console.print(line, markup=False, highlight=False),
             )
-        except EdcError as exc:
-            err_console.print(f"[red]Cannot build the environment:[/red] {escape(exc.message)}")
-            raise typer.Exit(EXIT_CANNOT) from exc
         console.print(f"Built {folder.absolute()} (packages in {packages}). In task.toml:")
         console.print(f'[runtime]\nenv = "{folder.absolute()}"', markup=False)
         console.print(

@@ -151,7 +151,7 @@ def finalize(
 def _retire_dead(settings: Settings, session: Session, track: str | None) -> None:
     """Refuse while a final of ``track`` is alive; mark failed one that died unseen."""
     live = session.scalars(
-        select(Final).where(Final.status.in_(LIVE), _same_track(track)).order_by(Final.id)
+        select(Final).where(Final.status.in_(LIVE), same_track(track)).order_by(Final.id)
     ).all()
     stale_before = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
     for final in live:
@@ -176,7 +176,8 @@ def _retire_dead(settings: Settings, session: Session, track: str | None) -> Non
     session.flush()
 
 
-def _same_track(track: str | None) -> Any:
+def same_track(track: str | None) -> Any:
+    """Finals of ``track`` (None: the default track's, which name none)."""
     return Final.track.is_(None) if track is None else Final.track == track
 
 
@@ -420,7 +421,7 @@ def latest_board(session: Session, *, track: str | None = None) -> FinalBoard | 
     """The board of the latest completed final of ``track``: the published final ranking."""
     final = session.scalars(
         select(Final)
-        .where(Final.status == FinalStatus.COMPLETED, _same_track(track))
+        .where(Final.status == FinalStatus.COMPLETED, same_track(track))
         .order_by(Final.finished_at.desc(), Final.id.desc())
         .limit(1)
     ).first()

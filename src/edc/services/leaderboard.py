@@ -59,7 +59,7 @@ from edc.config import Settings
 from edc.models import DEFAULT_TRACK, Submission, User, pooled_result, ranked_result, utcnow
 from edc.services.exports import csv_document
 from edc.status import ReviewState
-from edc.tasks.task import Task, task_dir
+from edc.tasks.task import task_at, task_dir
 
 Direction = Literal["lower", "higher"]
 
@@ -78,19 +78,9 @@ class Ranking:
 
 
 def ranking_of(task_dir: Path, track: str) -> Ranking:
-    """The ranking rule of the task at ``task_dir`` for the board of ``track`` (read again only
-    when task.toml changes)."""
-    try:
-        stamp = (task_dir / "task.toml").stat().st_mtime_ns
-    except OSError:
-        stamp = None  # let loading say what is wrong
-    return _ranking(task_dir, track, stamp)
-
-
-@functools.lru_cache(maxsize=64)
-def _ranking(task_dir: Path, track: str, _stamp: int | None) -> Ranking:
-    task = Task.load(task_dir)
-    return Ranking(metric=task.ranking.metric, direction=task.ranking.direction, track=track)
+    """The ranking rule of the task at ``task_dir`` for the board of ``track``."""
+    rule = task_at(task_dir).ranking
+    return Ranking(metric=rule.metric, direction=rule.direction, track=track)
 
 
 def task_ranking(settings: Settings) -> Ranking:

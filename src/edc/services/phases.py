@@ -35,11 +35,6 @@ def check_uploads_to(track: TrackInfo) -> None:
         )
 
 
-def final_track_key(track: TrackInfo) -> str | None:
-    """How a final names its track: None for the default one (as finals did before tracks)."""
-    return None if track.is_default else track.name
-
-
 def open_final(
     settings: Settings,
     name: str | None,
@@ -60,11 +55,9 @@ def open_final(
                 f"The final phase opens at or after the track's end ({window.end:%Y-%m-%d %H:%M}"
                 " UTC); uploads are still open until then."
             )
-        key = final_track_key(track)
         done = session.scalar(
             select(Final.id).where(
-                Final.status == FinalStatus.COMPLETED,
-                Final.track.is_(None) if key is None else Final.track == key,
+                Final.status == FinalStatus.COMPLETED, finals.same_track(track.final_track)
             )
         )
         if done is not None:
@@ -86,5 +79,5 @@ def open_final(
         hardware_class=track.hardware_class,
         requested_by=requested_by,
         board=board,
-        track=key,
+        track=track.final_track,
     )

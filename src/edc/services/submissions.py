@@ -82,25 +82,24 @@ async def create_submission(
 
 
 def check_rules(
-    session: Session,
-    settings: Settings,
-    *,
-    owner: User,
-    now: datetime,
-    window: rules.Window | None = None,
+    session: Session, settings: Settings, *, owner: User, now: datetime, track: TrackInfo
 ) -> None:
-    """The upload window (the track's, else the platform's) and the owner's limits; admins are
-    bound by neither."""
+    """The track's phase, its upload window (its own, else the platform's) and the owner's
+    limits; admins are bound by none of them."""
     if owner.is_admin:
         return
-    rules.check_uploads_open(settings, now=now, window=window)
+    check_uploads_to(track)
+    rules.check_uploads_open(settings, now=now, window=track.window(settings))
     rules.check_submission_allowed(session, settings, user=owner, now=now)
 
 
-def check_track(track: TrackInfo, owner: User) -> None:
-    """The track takes uploads (its final phase is not open); admins are not bound."""
-    if not owner.is_admin:
-        check_uploads_to(track)
+def _admitted(
+    session: Session, settings: Settings, owner_id: int, track_name: str | None, now: datetime
+) -> TrackInfo:
+    """The track an upload of ``owner_id`` goes to, once the rules let it in."""
+    track = get_track(session, settings, track_name)
+    check_rules(session, settings, owner=_owner(session, owner_id), now=now, track=track)
+    return track
 
 
 def _owner(session: Session, owner_id: int) -> User:
@@ -112,10 +111,7 @@ def _owner(session: Session, owner_id: int) -> User:
 
 def _check_rules(settings: Settings, owner_id: int, track: str | None) -> None:
     with db.database_errors(), db.session_scope(settings) as session:
-        owner = _owner(session, owner_id)
-        chosen = get_track(session, settings, track)
-        check_track(chosen, owner)
-        check_rules(session, settings, owner=owner, now=utcnow(), window=chosen.window(settings))
+        _admitted(session, settings, owner_id, track, utcnow())
 
 
 def _insert_queued(
@@ -128,10 +124,7 @@ def _insert_queued(
     with db.database_errors(), db.session_scope(settings) as session:
         now = utcnow()
         rules.hold_user(session, user_id=owner_id, now=now)
-        owner = _owner(session, owner_id)
-        track = get_track(session, settings, track_name)
-        check_track(track, owner)
-        check_rules(session, settings, owner=owner, now=now, window=track.window(settings))
+        track = _admitted(session, settings, owner_id, track_name, now)
         submission = Submission(
             status=SubmissionStatus.QUEUED,
             file_path=stored.relative_path,

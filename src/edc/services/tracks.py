@@ -29,7 +29,7 @@ from edc.errors import Conflict, InvalidInput, NotFound
 from edc.models import DEFAULT_TRACK, DEVELOPMENT, Track
 from edc.services.leaderboard import Ranking, ranking_of
 from edc.services.rules import Window
-from edc.tasks.task import Task, hardware_class_of, task_dir
+from edc.tasks.task import Task, hardware_class_of, task_at, task_dir
 
 TRACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -52,11 +52,16 @@ class TrackInfo:
         return self.name == DEFAULT_TRACK
 
     @property
+    def final_track(self) -> str | None:
+        """How its finals name it: none for the default track (as finals did before tracks)."""
+        return None if self.is_default else self.name
+
+    @property
     def hardware_class(self) -> str:
         return hardware_class_of(self.task_dir)
 
     def task(self) -> Task:
-        return Task.load(self.task_dir)
+        return task_at(self.task_dir)
 
     def ranking(self) -> Ranking:
         return ranking_of(self.task_dir, self.name)

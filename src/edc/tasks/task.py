@@ -678,18 +678,23 @@ def task_hardware_class(settings: Settings) -> str:
 
 
 def hardware_class_of(root: Path) -> str:
-    """The hardware class of the task at ``root``. The one place it is computed; read again only
-    when task.toml changes (every upload asks)."""
+    """The hardware class of the task at ``root``. The one place it is computed."""
+    return task_at(root).spec.hardware.kind
+
+
+def task_at(root: Path) -> Task:
+    """The task at ``root``, loaded again only when its task.toml changes: what the portal asks
+    of tasks on every upload and page (hardware class, ranking, facts)."""
     try:
-        stamp = (root / "task.toml").stat().st_mtime_ns
+        stamp = (root / TASK_FILE).stat().st_mtime_ns
     except OSError:
         stamp = None  # let loading say what is wrong
-    return _hardware_class(root, stamp)
+    return _task_at(root, stamp)
 
 
 @functools.lru_cache(maxsize=16)
-def _hardware_class(root: Path, _stamp: int | None) -> str:
-    return Task.load(root).spec.hardware.kind
+def _task_at(root: Path, _stamp: int | None) -> Task:
+    return Task.load(root)
 
 
 def _describe(exc: ValidationError) -> str:

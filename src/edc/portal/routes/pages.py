@@ -160,8 +160,7 @@ async def leaderboard_page(
             ranking = chosen.ranking()
             board = board_cache.current(session, ranking)
             records = leaderboard.history(session, ranking)
-            # Finals of the default track are those from before tracks, which name none.
-            final = finals.latest_board(session, track=None if chosen.is_default else chosen.name)
+            final = finals.latest_board(session, track=chosen.final_track)
             names = [t.name for t in tracks.list_tracks(session, settings)]
         shown = leaderboard_out(board)
         final_shown = final_board_out(final) if final is not None else None
