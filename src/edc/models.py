@@ -287,6 +287,10 @@ class Track(Base):
     # The track's own upload window; where unset, the platform's (EDC_COMPETITION_START/END).
     opens_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closes_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Its own limits per participant; where unset, the platform's (EDC_SUBMISSIONS_PER_DAY,
+    # EDC_MAX_QUEUED_PER_USER).
+    submissions_per_day: Mapped[int | None] = mapped_column(Integer)
+    max_queued_per_user: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

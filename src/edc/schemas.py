@@ -148,6 +148,7 @@ class CompetitionOut(BaseModel):
 
 class MeOut(BaseModel):
     user: UserOut
+    track: str = Field(description="The track the usage and the window are of.")
     usage: UsageOut
     competition: CompetitionOut
 

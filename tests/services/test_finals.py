@@ -305,7 +305,12 @@ def test_the_final_board_ranks_by_the_median_of_the_remeasurements(
 def _usage(settings: Settings, user_ids: list[int]) -> list[rules.Usage]:
     with db.session_scope(settings) as session:
         return [
-            rules.usage(session, settings, user_id=u, now=utcnow().replace(microsecond=0))
+            rules.usage(
+                session,
+                rules.Limits.from_settings(settings),
+                user_id=u,
+                now=utcnow().replace(microsecond=0),
+            )
             for u in user_ids
         ]
 

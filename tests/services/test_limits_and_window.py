@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+from edc import db
 from edc.config import Settings
+from edc.errors import InvalidInput
 from edc.models import utcnow
 from edc.portal.app import create_app
+from edc.services.rules import Limits
+from edc.services.tracks import add_track, set_track_limits
 from edc.status import FailureReason, SubmissionStatus
 from tests.services.conftest import People
-from tests.support.competition import add_submission, bearer, upload
+from tests.support.competition import add_submission, bearer, upload, web_login
+from tests.support.platform import quick_task
 
 
 def test_daily_limit_is_429_with_retry_after_and_when(
@@ -88,6 +95,63 @@ def test_me_reports_the_usage(app_client: TestClient, rules: Settings, people: P
         "next_allowed_at": None,
     }
     assert me["competition"]["open"] is True
+
+
+def test_each_track_counts_its_own_limits(
+    app_client: TestClient, rules: Settings, people: People, tmp_path: Path
+) -> None:
+    """A track with its own limits counts only its own submissions against them; the default
+    track keeps the platform's."""
+    alice_id, token = people.alice
+    with db.session_scope(rules) as session:
+        add_track(
+            session,
+            rules,
+            name="sprint",
+            task_dir=quick_task(tmp_path / "sprint"),
+            submissions_per_day=1,
+        )
+    # Two on the default track (of 3) leave the sprint's allowance whole.
+    add_submission(rules, alice_id)
+    add_submission(rules, alice_id)
+    assert upload(app_client, token, track="sprint").status_code == 201
+    refused = upload(app_client, token, track="sprint")
+    assert refused.status_code == 429
+    assert (
+        "all 1 submissions in the track 'sprint' of the last 24 hours" in refused.json()["detail"]
+    )
+    # The sprint's upload did not use the default track's third.
+    assert upload(app_client, token).status_code == 201
+    assert upload(app_client, token).status_code == 429
+
+    me = app_client.get("/api/v1/me?track=sprint", headers=bearer(token)).json()
+    assert me["track"] == "sprint"
+    assert (me["usage"]["used_today"], me["usage"]["per_day"]) == (1, 1)
+    assert me["usage"]["next_allowed_at"] is not None
+    default = app_client.get("/api/v1/me", headers=bearer(token)).json()
+    assert (default["track"], default["usage"]["used_today"], default["usage"]["per_day"]) == (
+        "default",
+        3,
+        3,
+    )
+    assert app_client.get("/api/v1/me?track=nope", headers=bearer(token)).status_code == 404
+    # Her page tells each track's count.
+    web_login(app_client, "alice")
+    home = app_client.get("/").text
+    assert "<strong>sprint</strong>:\n      You have used 1 of 1 submissions" in home
+    assert "<strong>default</strong>:\n      You have used 3 of 3 submissions" in home
+
+    # Set back to the platform's, the sprint allows 3 a day like the rest.
+    with db.session_scope(rules) as session:
+        track = set_track_limits(
+            session, rules, "sprint", submissions_per_day=None, max_queued_per_user=None
+        )
+        assert track.limits(rules) == Limits(per_day=3, max_waiting=2)
+        with pytest.raises(InvalidInput, match="at least 1"):
+            set_track_limits(
+                session, rules, "sprint", submissions_per_day=0, max_queued_per_user=None
+            )
+    assert upload(app_client, token, track="sprint").status_code == 201
 
 
 def _windowed(rules: Settings, **window: object) -> TestClient:

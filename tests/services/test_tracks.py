@@ -200,15 +200,24 @@ def test_track_commands_add_and_list(settings: Settings, tmp_path: Path) -> None
     }
     runner = CliRunner()
     get_settings.cache_clear()
-    added = runner.invoke(edc_app, ["track", "add", "gpu", str(_gpu_task(tmp_path / "g"))], env=env)
+    gpu = str(_gpu_task(tmp_path / "g"))
+    added = runner.invoke(edc_app, ["track", "add", "gpu", gpu, "--per-day", "4"], env=env)
     assert added.exit_code == 0, added.output
     assert "hardware class h100" in added.output
+    assert "4 submissions per participant per 24 hours, 2 waiting at once" in added.output
+    limited = runner.invoke(edc_app, ["track", "limits", "gpu", "--max-waiting", "1"], env=env)
+    assert limited.exit_code == 0, limited.output
+    # What is not given is the platform's again.
+    assert "10 submissions per participant per 24 hours, 1 waiting at once" in limited.output
+    nope = runner.invoke(edc_app, ["track", "limits", "nope", "--per-day", "1"], env=env)
+    assert nope.exit_code == 2 and "no track 'nope'" in nope.output
     again = runner.invoke(edc_app, ["track", "add", "gpu", str(tmp_path / "g")], env=env)
     assert again.exit_code == 2 and "already a track 'gpu'" in again.output
     listed = runner.invoke(edc_app, ["track", "list"], env=env)
     get_settings.cache_clear()
     assert listed.exit_code == 0, listed.output
     assert "default (default)" in listed.output and "h100" in listed.output
+    assert "10/day, 1 waiting" in listed.output
 
 
 def test_pages_show_one_track_at_a_time(

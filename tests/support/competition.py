@@ -51,9 +51,12 @@ def zip_of(files: dict[str, str] | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def upload(client: TestClient, token: str | None, data: bytes | None = None) -> Any:
+def upload(
+    client: TestClient, token: str | None, data: bytes | None = None, *, track: str | None = None
+) -> Any:
     return client.post(
         "/api/v1/submissions",
+        data={"track": track} if track else {},
         files={"file": ("s.zip", data or zip_of(), "application/zip")},
         headers=bearer(token) if token else {},
     )

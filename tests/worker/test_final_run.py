@@ -109,7 +109,10 @@ def test_a_final_remeasures_side_by_side_and_ranks_by_the_pooled_medians(
     rows_before = _rows(s)
     now = utcnow()
     with db.session_scope(s) as session:
-        usage_before = [rules.usage(session, s, user_id=u, now=now) for u in (alice, bob, carol)]
+        usage_before = [
+            rules.usage(session, rules.Limits.from_settings(s), user_id=u, now=now)
+            for u in (alice, bob, carol)
+        ]
 
     final = finals.finalize(s, top_k=3, rounds=2, requested_by="root")
     worker = fair_worker.make_worker(s, name="final-test", hardware_class="cpu")
@@ -158,9 +161,10 @@ def test_a_final_remeasures_side_by_side_and_ranks_by_the_pooled_medians(
     # Re-measurements are attached to the submissions, not new ones: rows and limits unchanged.
     assert _rows(s) == rows_before
     with db.session_scope(s) as session:
-        assert [rules.usage(session, s, user_id=u, now=now) for u in (alice, bob, carol)] == (
-            usage_before
-        )
+        assert [
+            rules.usage(session, rules.Limits.from_settings(s), user_id=u, now=now)
+            for u in (alice, bob, carol)
+        ] == (usage_before)
         assert [e.submission_id for e in leaderboard.compute(session, ranking).entries] == [
             lucky,
             honest,

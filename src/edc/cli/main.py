@@ -7,7 +7,7 @@ import os
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from edc.cli import runtime as cli_runtime
 from edc.cli.configured import refusals_exit, settings_or_exit
 from edc.errors import EdcError
 from edc.lifetime import die_with_parent
+
+if TYPE_CHECKING:
+    from edc.services.rules import Limits
 
 app = typer.Typer(help="Efficient-Decode Competition platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -226,6 +229,14 @@ def task_init(
     console.print(f"Task written to {out}")
 
 
+_PER_DAY = typer.Option(
+    "--per-day", min=1, help="Submissions per participant per 24 hours (default: the platform's)."
+)
+_MAX_WAITING = typer.Option(
+    "--max-waiting", min=1, help="Waiting submissions per participant (default: the platform's)."
+)
+
+
 @track_app.command("add")
 def track_add(
     name: Annotated[str, typer.Argument(help="The track's name (lowercase, digits, - or _).")],
@@ -238,8 +249,11 @@ def track_add(
         datetime | None,
         typer.Option(help="When its uploads close, UTC (default: the platform's end)."),
     ] = None,
+    per_day: Annotated[int | None, _PER_DAY] = None,
+    max_waiting: Annotated[int | None, _MAX_WAITING] = None,
 ) -> None:
-    """Register a task directory as a new track, with its own upload window if given."""
+    """Register a task directory as a new track, with its own upload window and limits if
+    given."""
     from edc.services.tracks import add_track
 
     settings = settings_or_exit()
@@ -252,11 +266,42 @@ def track_add(
                 task_dir=directory,
                 opens_at=opens.replace(tzinfo=UTC) if opens else None,
                 closes_at=closes.replace(tzinfo=UTC) if closes else None,
+                submissions_per_day=per_day,
+                max_queued_per_user=max_waiting,
             )
         task = track.task()
     console.print(
         f"Track [bold]{escape(track.name)}[/bold]: {escape(task.name)} {escape(task.version)}, "
-        f"hardware class {escape(task.hardware.kind)}, from {escape(str(track.task_dir))}."
+        f"hardware class {escape(task.hardware.kind)}, from {escape(str(track.task_dir))}; "
+        f"{_limits_text(track.limits(settings))}."
+    )
+
+
+@track_app.command("limits")
+def track_limits(
+    name: Annotated[str, typer.Argument(help="The track whose limits change.")],
+    per_day: Annotated[int | None, _PER_DAY] = None,
+    max_waiting: Annotated[int | None, _MAX_WAITING] = None,
+) -> None:
+    """Set a track's own limits per participant; one not given is the platform's again."""
+    from edc.services.tracks import set_track_limits
+
+    settings = settings_or_exit()
+    with (
+        refusals_exit("Cannot set the limits"),
+        db.database_errors(),
+        db.session_scope(settings) as session,
+    ):
+        track = set_track_limits(
+            session, settings, name, submissions_per_day=per_day, max_queued_per_user=max_waiting
+        )
+    console.print(f"Track {escape(track.name)}: {_limits_text(track.limits(settings))}.")
+
+
+def _limits_text(limits: Limits) -> str:
+    return (
+        f"{limits.per_day} submissions per participant per 24 hours, "
+        f"{limits.max_waiting} waiting at once"
     )
 
 
@@ -289,7 +334,8 @@ def track_list() -> None:
 
     settings = settings_or_exit()
     table = Table(title="Tracks")
-    for column in ("track", "phase", "task", "hardware class", "ranked by", "task directory"):
+    columns = ("track", "phase", "task", "hardware class", "ranked by", "limits", "task directory")
+    for column in columns:
         table.add_column(column)
     with (
         refusals_exit("Cannot list the tracks"),
@@ -304,6 +350,7 @@ def track_list() -> None:
                 f"{task.name} {task.version}",
                 task.hardware.kind,
                 f"{task.ranking.metric} ({task.ranking.direction})",
+                "{0.per_day}/day, {0.max_waiting} waiting".format(track.limits(settings)),
                 str(track.task_dir),
             )
     console.print(table)

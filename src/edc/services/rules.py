@@ -4,10 +4,11 @@
 sentence saying when the window opens or that it has closed. Admins are not bound by it (they may
 rerun, and upload baselines, at any time).
 
-**The limits.** So many submissions per rolling day, so many waiting at once. What counts: every
-submission except those cancelled and those that failed for an infrastructure reason (the
-platform's fault, not the participant's). Admins are not limited. Over a limit the refusal says
-exactly when the next upload is allowed.
+**The limits.** So many submissions per rolling day, so many waiting at once, counted per track
+(a track may set its own; where it does not, the platform's ``EDC_SUBMISSIONS_PER_DAY`` and
+``EDC_MAX_QUEUED_PER_USER`` apply). What counts: every submission except those cancelled and those
+that failed for an infrastructure reason (the platform's fault, not the participant's). Admins are
+not limited. Over a limit the refusal says exactly when the next upload is allowed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from edc.clock import aware_utc, human_duration
 from edc.config import Settings
 from edc.errors import CompetitionClosed, RateLimited
-from edc.models import Submission, User, utcnow
+from edc.models import DEFAULT_TRACK, Submission, User, utcnow
 from edc.status import FailureReason, SubmissionStatus
 
 DAY = timedelta(days=1)
@@ -95,6 +96,18 @@ def counts_against_limit() -> ColumnElement[bool]:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """A participant's allowance in one track."""
+
+    per_day: int
+    max_waiting: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.submissions_per_day, settings.max_queued_per_user)
+
+
+@dataclass(frozen=True)
 class Usage:
     """Where a participant stands against the limits."""
 
@@ -106,16 +119,23 @@ class Usage:
     next_allowed_at: datetime | None
 
 
-def usage(session: Session, settings: Settings, *, user_id: int, now: datetime) -> Usage:
+def usage(
+    session: Session,
+    limits: Limits,
+    *,
+    user_id: int,
+    now: datetime,
+    track: str = DEFAULT_TRACK,
+) -> Usage:
+    """Where ``user_id`` stands against ``limits`` in ``track``."""
+    mine = (Submission.user_id == user_id, Submission.track == track)
     waiting = session.scalar(
-        select(func.count())
-        .select_from(Submission)
-        .where(Submission.user_id == user_id, Submission.status.in_(WAITING))
+        select(func.count()).select_from(Submission).where(*mine, Submission.status.in_(WAITING))
     )
     # Counted in the database: a participant with thousands of uploads today costs one
     # aggregate, not thousands of rows read back, on each of the two checks of every upload.
     today = (
-        Submission.user_id == user_id,
+        *mine,
         Submission.created_at > now - DAY,
         counts_against_limit(),
     )
@@ -123,46 +143,52 @@ def usage(session: Session, settings: Settings, *, user_id: int, now: datetime) 
         session.scalar(select(func.count()).select_from(Submission).where(*today)) or 0
     )
     next_allowed_at = None
-    if used_today >= settings.submissions_per_day:
+    if used_today >= limits.per_day:
         # Room comes back when enough of the oldest leave the 24-hour window.
         oldest_to_leave = session.scalar(
             select(Submission.created_at)
             .where(*today)
             .order_by(Submission.created_at)
-            .offset(used_today - settings.submissions_per_day)
+            .offset(used_today - limits.per_day)
             .limit(1)
         )
         if oldest_to_leave is not None:
             next_allowed_at = aware_utc(oldest_to_leave) + DAY
     return Usage(
         used_today=used_today,
-        per_day=settings.submissions_per_day,
+        per_day=limits.per_day,
         waiting=int(waiting or 0),
-        max_waiting=settings.max_queued_per_user,
+        max_waiting=limits.max_waiting,
         next_allowed_at=next_allowed_at,
     )
 
 
 def check_submission_allowed(
-    session: Session, settings: Settings, *, user: User, now: datetime | None = None
+    session: Session,
+    limits: Limits,
+    *,
+    user: User,
+    now: datetime | None = None,
+    track: str = DEFAULT_TRACK,
 ) -> None:
-    """Raise RateLimited when ``user`` may not submit now. Admins always may."""
+    """Raise RateLimited when ``user`` may not submit to ``track`` now. Admins always may."""
     if user.is_admin:
         return
     now = now or utcnow()
-    state = usage(session, settings, user_id=user.id, now=now)
+    state = usage(session, limits, user_id=user.id, now=now, track=track)
+    where = "" if track == DEFAULT_TRACK else f" in the track {track!r}"
     if state.waiting >= state.max_waiting:
         raise RateLimited(
-            f"You have {state.waiting} submission{'s' if state.waiting != 1 else ''} waiting or "
-            f"being evaluated, the most allowed at once; the next is allowed as soon as one of "
-            f"them finishes.",
+            f"You have {state.waiting} submission{'s' if state.waiting != 1 else ''}{where} "
+            f"waiting or being evaluated, the most allowed at once; the next is allowed as soon "
+            "as one of them finishes.",
             retry_after_s=WAITING_RETRY_S,
         )
     if state.next_allowed_at is not None:
         wait_s = int((state.next_allowed_at - now).total_seconds()) + 1
         raise RateLimited(
-            f"You have used all {state.per_day} submissions of the last 24 hours; the next is "
-            f"allowed at {state.next_allowed_at:%Y-%m-%d %H:%M:%S} UTC "
+            f"You have used all {state.per_day} submissions{where} of the last 24 hours; the "
+            f"next is allowed at {state.next_allowed_at:%Y-%m-%d %H:%M:%S} UTC "
             f"(in {human_duration(wait_s)}). "
             f"Failures that were the platform's fault and cancelled submissions do not count.",
             retry_after_s=wait_s,

@@ -84,13 +84,15 @@ async def create_submission(
 def check_rules(
     session: Session, settings: Settings, *, owner: User, now: datetime, track: TrackInfo
 ) -> None:
-    """The track's phase, its upload window (its own, else the platform's) and the owner's
-    limits; admins are bound by none of them."""
+    """The track's phase, its upload window and the owner's limits in it (each the track's own,
+    else the platform's); admins are bound by none of them."""
     if owner.is_admin:
         return
     check_uploads_to(track)
     rules.check_uploads_open(settings, now=now, window=track.window(settings))
-    rules.check_submission_allowed(session, settings, user=owner, now=now)
+    rules.check_submission_allowed(
+        session, track.limits(settings), user=owner, now=now, track=track.name
+    )
 
 
 def _admitted(

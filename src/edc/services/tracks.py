@@ -28,7 +28,7 @@ from edc.config import Settings
 from edc.errors import Conflict, InvalidInput, NotFound
 from edc.models import DEFAULT_TRACK, DEVELOPMENT, Track
 from edc.services.leaderboard import Ranking, ranking_of
-from edc.services.rules import Window
+from edc.services.rules import Limits, Window
 from edc.tasks.task import Task, hardware_class_of, task_at, task_dir
 
 TRACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -41,11 +41,21 @@ class TrackInfo:
     phase: str = DEVELOPMENT
     opens_at: datetime | None = None  # None: the platform's start
     closes_at: datetime | None = None  # None: the platform's end
+    submissions_per_day: int | None = None  # None: the platform's
+    max_queued_per_user: int | None = None  # None: the platform's
 
     def window(self, settings: Settings) -> Window:
         """Its upload window: its own bounds, else the platform's."""
         platform = Window.from_settings(settings)
         return Window(self.opens_at or platform.start, self.closes_at or platform.end)
+
+    def limits(self, settings: Settings) -> Limits:
+        """Each participant's allowance in it: its own, else the platform's."""
+        platform = Limits.from_settings(settings)
+        return Limits(
+            self.submissions_per_day or platform.per_day,
+            self.max_queued_per_user or platform.max_waiting,
+        )
 
     @property
     def is_default(self) -> bool:
@@ -81,6 +91,8 @@ def _info(settings: Settings, row: Track) -> TrackInfo:
         phase=row.phase,
         opens_at=_aware(row.opens_at),
         closes_at=_aware(row.closes_at),
+        submissions_per_day=row.submissions_per_day,
+        max_queued_per_user=row.max_queued_per_user,
     )
 
 
@@ -117,11 +129,15 @@ def add_track(
     task_dir: Path,
     opens_at: datetime | None = None,
     closes_at: datetime | None = None,
+    submissions_per_day: int | None = None,
+    max_queued_per_user: int | None = None,
 ) -> TrackInfo:
     """Register the task at ``task_dir`` as the track ``name``, open for uploads from
-    ``opens_at`` to ``closes_at`` (each, when None, the platform's); the task must load."""
+    ``opens_at`` to ``closes_at``, with ``submissions_per_day`` and ``max_queued_per_user`` per
+    participant (each, when None, the platform's); the task must load."""
     if opens_at and closes_at and closes_at <= opens_at:
         raise InvalidInput("A track's window must close after it opens.")
+    _check_limits(submissions_per_day, max_queued_per_user)
     if not TRACK_NAME.match(name):
         raise InvalidInput(
             f"A track name is 1-64 lowercase letters, digits, '-' or '_', starting with a letter "
@@ -132,7 +148,41 @@ def add_track(
     if taken:
         raise Conflict(f"There is already a track {name!r}.")
     Task.load(root)  # raises InvalidTask, saying what is wrong with it
-    row = Track(name=name, task_dir=str(root), opens_at=opens_at, closes_at=closes_at)
+    row = Track(
+        name=name,
+        task_dir=str(root),
+        opens_at=opens_at,
+        closes_at=closes_at,
+        submissions_per_day=submissions_per_day,
+        max_queued_per_user=max_queued_per_user,
+    )
     session.add(row)
+    session.flush()
+    return _info(settings, row)
+
+
+def _check_limits(*limits: int | None) -> None:
+    for limit in limits:
+        if limit is not None and limit < 1:
+            raise InvalidInput(f"A track's limit must be at least 1, not {limit}.")
+
+
+def set_track_limits(
+    session: Session,
+    settings: Settings,
+    name: str,
+    *,
+    submissions_per_day: int | None,
+    max_queued_per_user: int | None,
+) -> TrackInfo:
+    """Give the track ``name`` its own limits per participant (None: the platform's again)."""
+    _check_limits(submissions_per_day, max_queued_per_user)
+    get_track(session, settings, name)  # NotFound, naming the tracks
+    row = session.scalar(select(Track).where(Track.name == name))
+    if row is None:  # the default track before its row was ever written
+        row = Track(name=DEFAULT_TRACK, task_dir=None)
+        session.add(row)
+    row.submissions_per_day = submissions_per_day
+    row.max_queued_per_user = max_queued_per_user
     session.flush()
     return _info(settings, row)

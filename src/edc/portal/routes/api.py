@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -213,23 +214,34 @@ def cancel_submission(
     return submission_out(session, visible_submission(session, submission_id, identity))
 
 
-@router.get("/me", response_model=MeOut, responses=_AUTH, tags=["account"])
-def me(settings: SettingsDep, session: SessionDep, identity: CurrentIdentity) -> MeOut:
-    """Who you are, where you stand against the limits, and whether uploads are open."""
+@router.get(
+    "/me",
+    response_model=MeOut,
+    responses={**_AUTH, 404: {"model": ErrorOut, "description": "No such track."}},
+    tags=["account"],
+)
+def me(
+    settings: SettingsDep,
+    session: SessionDep,
+    identity: CurrentIdentity,
+    track: Annotated[
+        str | None, Query(max_length=64, description="A track (default: the default one).")
+    ] = None,
+) -> MeOut:
+    """Who you are, where you stand against a track's limits, and whether its uploads are
+    open."""
     now = utcnow()
     user = session.get(User, identity.user_id)
     assert user is not None
-    state = rules.usage(session, settings, user_id=user.id, now=now)
-    window = rules.Window.from_settings(settings)
+    chosen = tracks.get_track(session, settings, track)
+    state = rules.usage(
+        session, chosen.limits(settings), user_id=user.id, now=now, track=chosen.name
+    )
+    window = chosen.window(settings)
     return MeOut(
         user=UserOut.model_validate(user),
-        usage=UsageOut(
-            used_today=state.used_today,
-            per_day=state.per_day,
-            waiting=state.waiting,
-            max_waiting=state.max_waiting,
-            next_allowed_at=state.next_allowed_at,
-        ),
+        track=chosen.name,
+        usage=UsageOut(**dataclasses.asdict(state)),
         competition=CompetitionOut(
             start=window.start,
             end=window.end,

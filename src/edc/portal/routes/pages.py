@@ -88,7 +88,7 @@ def _home_context(settings: Settings, identity: Identity | None, offset: int) ->
         "total": 0,
         "offset": offset,
         "page_size": PAGE_SIZE,
-        "usage": None,
+        "usages": [],
         "signup": settings.signup,
         "tracks": [],
     }
@@ -96,14 +96,29 @@ def _home_context(settings: Settings, identity: Identity | None, offset: int) ->
         return context
     with db.database_errors(), db.session_scope(settings) as session:
         # The upload form offers a choice only where there is one.
-        context["tracks"] = [t.name for t in tracks.list_tracks(session, settings)]
+        offered = tracks.list_tracks(session, settings)
+        context["tracks"] = [t.name for t in offered]
         rows, total = submissions.list_submissions(
             session, limit=PAGE_SIZE, offset=offset, owner_id=identity.user_id
         )
         context["submissions"] = submissions_out(session, rows)
         context["timings"] = timings(rows)
         context["total"] = total
-        context["usage"] = rules.usage(session, settings, user_id=identity.user_id, now=utcnow())
+        now = utcnow()
+        # Each track counts its own allowance.
+        context["usages"] = [
+            (
+                track.name,
+                rules.usage(
+                    session,
+                    track.limits(settings),
+                    user_id=identity.user_id,
+                    now=now,
+                    track=track.name,
+                ),
+            )
+            for track in offered
+        ]
     return context
 
 
