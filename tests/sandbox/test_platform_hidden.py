@@ -19,12 +19,16 @@ from typing import Any
 import pytest
 
 import edc
+from edc import db
 from edc.config import Settings
 from edc.errors import SandboxUnavailable
 from edc.sandbox.base import MODEL_DIR, Mount, SandboxSpec
 from edc.sandbox.bwrap import LIBRARIES_DIR, PACKAGE_DIR, BwrapSandbox, Layout, _site_dirs
+from edc.services.tracks import add_track
 from edc.tasks.task import bundled_task_dir
 from edc.worker import canary
+from edc.worker.sandboxes import track_dirs
+from tests.support.platform import quick_task
 
 REPO = Path(__file__).resolve().parents[2]
 # Reports, for each "op:subject" argument, what happened: a module's file, a file's first bytes,
@@ -331,3 +335,57 @@ def test_the_worker_refuses_when_its_self_test_fails(
     monkeypatch.setenv("EDC_SANDBOX_IMAGE", f"edc-no-such-image:{uuid.uuid4().hex[:8]}")
     with pytest.raises(SandboxUnavailable, match="self-test failed"):
         canary.check_in_child()
+
+
+def _track(settings: Settings, name: str, root: Path, runtime: str = "") -> Path:
+    quick_task(root)
+    if runtime:
+        toml = root / "task.toml"
+        toml.write_text(toml.read_text() + f"\n[runtime]\n{runtime}\n")
+    with db.session_scope(settings) as session:
+        add_track(session, settings, name=name, task_dir=root)
+    return root
+
+
+def test_every_tracks_task_directory_is_out_of_reach(
+    bwrap_available: None, sqlite_settings: Settings, under_usr: Path
+) -> None:
+    """A track's task directory may be anywhere, /usr included: every run hides every track's,
+    and the self-test probes them all (shown able to fail with a sandbox that hides none)."""
+    secret_dir = _track(sqlite_settings, "usr", under_usr / "track")
+    serving = canary.served(sqlite_settings)
+    assert ("usr", secret_dir) in serving.track_dirs
+
+    hidden = BwrapSandbox.from_settings(sqlite_settings, private_dirs=[secret_dir])
+    assert canary.check(sqlite_settings, hidden, track_dirs=serving.track_dirs) == []
+    blind = BwrapSandbox.from_settings(sqlite_settings)
+    leaks = "; ".join(canary.check(sqlite_settings, blind, track_dirs=serving.track_dirs))
+    assert f"track usr's task directory {secret_dir}" in leaks
+    # What a worker's runs get: every track's directory, read from the database.
+    assert secret_dir in track_dirs(sqlite_settings)
+    assert list(secret_dir.glob(".edc-canary-*")) == []
+
+
+def test_the_self_test_checks_each_runtime_of_the_workers_class(
+    bwrap_available: None,
+    sqlite_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A track of the worker's class promising a module its sandbox lacks keeps the worker from
+    starting, naming the track; the same track on another class does not concern it."""
+    promise = 'imports = ["numpy", "no_such_module_edc"]'
+    broken = _track(sqlite_settings, "broken", tmp_path / "broken", promise)
+    served = canary.served(sqlite_settings)
+    assert list(served.runtimes.values()) == [["default"], ["broken"]]
+
+    for key in [k for k in os.environ if k.startswith("EDC_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("EDC_DATA_DIR", str(sqlite_settings.data_dir))
+    monkeypatch.setenv("EDC_SANDBOX", "bwrap")
+    with pytest.raises(SandboxUnavailable, match=r"Track broken: .*no_such_module_edc"):
+        canary.check_in_child()
+
+    toml = broken / "task.toml"
+    toml.write_text(toml.read_text().replace('class = "cpu"', 'class = "h100"'))
+    canary.check_in_child()  # not this worker's class: passes

@@ -28,7 +28,7 @@ from edc.services.phases import open_final
 from edc.services.tracks import add_track, get_track, list_tracks
 from edc.status import SubmissionStatus
 from edc.tasks.task import bundled_task_dir
-from edc.worker.evaluation import submission_task_dir
+from edc.worker.evaluation import submission_track
 from tests.services.conftest import LiveServer, People
 from tests.support.competition import add_submission, bearer, metrics
 from tests.support.platform import quick_task
@@ -119,7 +119,7 @@ def test_each_track_is_judged_by_its_task_on_its_class_and_ranked_apart(
         rows = {r.id: r for r in session.scalars(select(Submission))}
         assert (rows[gpu_id].track, rows[gpu_id].hardware_class) == ("gpu", "h100")
         assert (rows[default_id].track, rows[default_id].hardware_class) == ("default", "cpu")
-    assert submission_task_dir(s, gpu_id) == (tmp_path / "gpu").resolve()
+    assert submission_track(s, gpu_id).task_dir == (tmp_path / "gpu").resolve()
 
     # A worker of class h100 takes the gpu track's submission only.
     assert fair_worker.make_worker(s, name="w-h100", hardware_class="h100").work(burst=True)

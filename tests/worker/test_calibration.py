@@ -14,8 +14,11 @@ from rq import Queue
 from edc.config import Settings
 from edc.harness.metrics import PREDICTION_Z, widen_for_run_to_run
 from edc.scheduler import fair_worker, producer
+from edc.services.tracks import TrackInfo
 from edc.worker import calibration, drift
 from tests.worker import jobs
+
+CPU_DEFAULT = calibration.Calibrated("cpu", "default")
 
 
 class RecordingWatch(drift.DriftWatch):
@@ -25,7 +28,7 @@ class RecordingWatch(drift.DriftWatch):
         super().__init__(settings, name, "cpu")
         self.log = log
 
-    def _measure_in_child(self) -> float:
+    def _measure_in_child(self, track: TrackInfo) -> float:
         with self.log.open("a") as fh:
             fh.write(f"check start {time.monotonic()}\n")
         time.sleep(0.2)
@@ -99,27 +102,27 @@ def test_the_spread_is_the_workers_own_then_the_fleets_then_the_tasks(
     sqlite_settings: Settings,
 ) -> None:
     s = sqlite_settings
-    assert calibration.run_to_run_spread(s, "w1", "cpu", prior=0.05).source == "task"
+    assert calibration.run_to_run_spread(s, "w1", CPU_DEFAULT, prior=0.05).source == "task"
     figures = [1.0, 1.1, 0.9]
     for figure in figures:
-        calibration.record(s, "w1", "cpu", figure)
-    own = calibration.run_to_run_spread(s, "w1", "cpu", prior=0.05)
+        calibration.record(s, "w1", CPU_DEFAULT, figure)
+    own = calibration.run_to_run_spread(s, "w1", CPU_DEFAULT, prior=0.05)
     assert own.source == "worker" and own.runs == 3
     cv = statistics.stdev(figures) / statistics.fmean(figures)
     assert own.value == own.measured == pytest.approx(cv)
     # A worker without its own timings yet borrows the fleet's.
-    fleet = calibration.run_to_run_spread(s, "w2", "cpu", prior=0.05)
+    fleet = calibration.run_to_run_spread(s, "w2", CPU_DEFAULT, prior=0.05)
     assert fleet.source == "fleet" and fleet.value == pytest.approx(own.value)
     # Only the recent timings count; the task's prior is a floor under a measured spread.
     for _ in range(calibration.RECENT_RUNS):
-        calibration.record(s, "w1", "cpu", 2.0)
-    steady = calibration.run_to_run_spread(s, "w1", "cpu", prior=0.05)
+        calibration.record(s, "w1", CPU_DEFAULT, 2.0)
+    steady = calibration.run_to_run_spread(s, "w1", CPU_DEFAULT, prior=0.05)
     assert steady.measured == 0.0 and steady.value == 0.05
 
 
 def test_without_redis_the_tasks_prior_still_gives_an_interval(tmp_path: Path) -> None:
     down = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0")
-    spread = calibration.run_to_run_spread(down, "w", "cpu", prior=0.07)
+    spread = calibration.run_to_run_spread(down, "w", CPU_DEFAULT, prior=0.07)
     assert (spread.source, spread.value) == ("task", 0.07)
 
 

@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 from rq import Queue
 
+from edc import db
 from edc.config import Settings
 from edc.scheduler import connection as redis_link
 from edc.scheduler import fair_worker, fleet, producer
-from edc.tasks.task import load_task
-from edc.worker import drift
+from edc.services.tracks import TrackInfo, add_track
+from edc.tasks.task import bundled_task_dir, load_task
+from edc.worker import calibration, drift
+from tests.support.platform import quick_task
 
 
 def test_a_lone_worker_has_nothing_to_drift_from() -> None:
@@ -37,7 +40,7 @@ class _Measured(drift.DriftWatch):
         super().__init__(settings, name, "cpu")
         self.figure = figure
 
-    def _measure_in_child(self) -> float:
+    def _measure_in_child(self, track: TrackInfo) -> float:
         return self.figure
 
 
@@ -84,7 +87,7 @@ def test_the_baseline_is_timed_in_the_sandbox(sqlite_settings: Settings, tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
     env.update(EDC_DATA_DIR=str(tmp_path), EDC_SANDBOX="bwrap")
     done = subprocess.run(
-        [sys.executable, "-m", "edc.worker.drift"],
+        [sys.executable, "-m", "edc.worker.drift", str(task.root)],  # the track's task
         env=env,
         capture_output=True,
         text=True,
@@ -108,3 +111,75 @@ def test_the_worker_list_names_class_devices_and_host(sqlite_settings: Settings)
         worker.register_death()
         fleet.retire_worker(settings, "gpu-worker")
     assert all(s.hardware_class is None for s in fleet.worker_states(settings))
+
+
+class _PerTrack(drift.DriftWatch):
+    """The real watch, each track's timing given instead of run (and which were timed kept)."""
+
+    def __init__(self, settings: Settings, name: str, figures: dict[str, float]) -> None:
+        super().__init__(settings, name, "cpu")
+        self.figures = figures
+        self.timed: list[str] = []
+
+    def _measure_in_child(self, track: TrackInfo) -> float:
+        self.timed.append(track.name)
+        return self.figures[track.name]
+
+
+def _track_with_baseline(folder: Path, hardware_class: str = "cpu") -> Path:
+    root = quick_task(folder)
+    (root / "baseline").symlink_to(bundled_task_dir() / "baseline")
+    toml = root / "task.toml"
+    toml.write_text(toml.read_text().replace('class = "cpu"', f'class = "{hardware_class}"'))
+    return root
+
+
+def test_each_track_of_the_class_is_timed_and_judged_apart(
+    sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    """Baselines are compared only with the same track's on the same class: a worker slow in one
+    track drifts however the others go, and a track of another class is never timed."""
+    with db.session_scope(sqlite_settings) as session:
+        add_track(
+            session, sqlite_settings, name="long", task_dir=_track_with_baseline(tmp_path / "l")
+        )
+        add_track(
+            session,
+            sqlite_settings,
+            name="gpu",
+            task_dir=_track_with_baseline(tmp_path / "g", "h100"),
+        )
+    # Two peers, in line with each other in both tracks (whose figures differ tenfold).
+    for name in ("peer-1", "peer-2"):
+        peer = _PerTrack(sqlite_settings, name, {"default": 1.0, "long": 10.0})
+        while peer.due():
+            peer.check()
+        # Each track timed MIN_RUNS times back to back, alternating, then the interval's pause.
+        assert sorted(peer.timed) == sorted(["default", "long"] * calibration.MIN_RUNS)
+        assert peer.timed[:2] in (["default", "long"], ["long", "default"])
+    key = calibration.figures_key(sqlite_settings, calibration.Calibrated("cpu", "long"))
+    assert set(redis_link.redis_connection(sqlite_settings).hkeys(key)) == {b"peer-1", b"peer-2"}
+
+    # In line in the default track, three times slower in "long": drifting.
+    odd = _PerTrack(sqlite_settings, "odd", {"default": 1.02, "long": 30.0})
+    while odd.due():
+        odd.check()
+    assert "gpu" not in odd.timed
+    assert odd.drifting and odd.drifting_tracks == {"long"}
+    connection = redis_link.redis_connection(sqlite_settings)
+    assert connection.sismember(fleet.drifting_key(sqlite_settings), "odd")
+    # Its spread in each track is its own figures', not the other track's.
+    spread = calibration.run_to_run_spread(
+        sqlite_settings, "odd", calibration.Calibrated("cpu", "default"), prior=0.0
+    )
+    assert spread.source == "worker" and spread.measured == 0.0
+
+    # Back in line in "long": the flag is gone; on its way out its figures leave the fleet.
+    odd.figures["long"] = 10.1
+    while "long" in odd.drifting_tracks:
+        odd.next_check = 0.0  # due now
+        odd.check()
+    assert not odd.drifting
+    assert not connection.sismember(fleet.drifting_key(sqlite_settings), "odd")
+    odd.forget()
+    assert b"odd" not in connection.hkeys(key)

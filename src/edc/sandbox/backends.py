@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
+from pathlib import Path
 
 from edc.config import Settings
 from edc.errors import SandboxUnavailable
@@ -33,9 +35,12 @@ def runtime_backends(runtime: DecoderRuntime | None) -> tuple[str, ...]:
     return ("bwrap",) if runtime.env_dir else ("docker",)
 
 
-def choose_sandbox(settings: Settings, runtime: DecoderRuntime | None = None) -> Sandbox:
+def choose_sandbox(
+    settings: Settings, runtime: DecoderRuntime | None = None, private_dirs: Sequence[Path] = ()
+) -> Sandbox:
     """The backend ``EDC_SANDBOX`` names, or for ``auto`` the first that can run here, set up to
-    offer the decoder ``runtime`` (default: the standard library and numpy)."""
+    offer the decoder ``runtime`` (default: the standard library and numpy) and to keep
+    ``private_dirs`` out of reach."""
     kind = settings.sandbox
     names: tuple[str, ...] = AUTO_ORDER if kind == "auto" else (kind,)
     offering = runtime_backends(runtime)
@@ -51,7 +56,7 @@ def choose_sandbox(settings: Settings, runtime: DecoderRuntime | None = None) ->
         cls = backend_class(name)
         reason = cls.unavailable_reason(settings, runtime)
         if reason is None:
-            return cls.from_settings(settings, runtime)
+            return cls.from_settings(settings, runtime, private_dirs)
         reasons.append(f"{name}: {reason}")
     raise SandboxUnavailable(
         "No sandbox can run submissions on this machine, so none will be run. " + " ".join(reasons)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -137,9 +137,16 @@ class Sandbox(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_settings(cls, settings: Settings, runtime: DecoderRuntime | None = None) -> Sandbox:
+    def from_settings(
+        cls,
+        settings: Settings,
+        runtime: DecoderRuntime | None = None,
+        private_dirs: Sequence[Path] = (),
+    ) -> Sandbox:
         """Build the backend from the platform's settings (image, devices, ...) to offer the
-        decoder ``runtime`` (default: the standard library and numpy)."""
+        decoder ``runtime`` (default: the standard library and numpy). ``private_dirs`` (other
+        tracks' task directories) stay out of reach like the configured task's, where a backend
+        could otherwise show them."""
 
     @property
     @abc.abstractmethod

@@ -157,11 +157,14 @@ class BwrapSandbox(Sandbox):
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, runtime: DecoderRuntime | None = None
+        cls,
+        settings: Settings,
+        runtime: DecoderRuntime | None = None,
+        private_dirs: Sequence[Path] = (),
     ) -> BwrapSandbox:
-        """Hides the data directories and the task directory (the bundled task is inside the
-        package, hidden anyway)."""
-        return cls(private_dirs=_private_dirs(settings), runtime=runtime)
+        """Hides the data directories, the task directory (the bundled task is inside the
+        package, hidden anyway) and ``private_dirs``."""
+        return cls(private_dirs=[*_private_dirs(settings), *private_dirs], runtime=runtime)
 
     @property
     def python(self) -> str:

@@ -26,7 +26,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -141,7 +141,10 @@ class DockerSandbox(Sandbox):
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, runtime: DecoderRuntime | None = None
+        cls,
+        settings: Settings,
+        runtime: DecoderRuntime | None = None,
+        private_dirs: Sequence[Path] = (),  # nothing of the host is shown but what is bound
     ) -> DockerSandbox:
         """Runs start from the task's runtime image, else from ``EDC_SANDBOX_IMAGE``."""
         return cls(image=_image(settings, runtime))

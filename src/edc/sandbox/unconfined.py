@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from edc.config import Settings
@@ -56,7 +57,10 @@ class UnconfinedSandbox(Sandbox):
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, runtime: DecoderRuntime | None = None
+        cls,
+        settings: Settings,
+        runtime: DecoderRuntime | None = None,
+        private_dirs: Sequence[Path] = (),  # nothing of the host is shown but what is bound
     ) -> UnconfinedSandbox:
         return cls()
 

@@ -33,7 +33,8 @@ class HandBackWorker(Worker):
 class Watch(Protocol):
     """A check a worker runs between jobs that can bar it from taking any (the drift watch)."""
 
-    drifting: bool
+    @property
+    def drifting(self) -> bool: ...
 
     def due(self) -> bool: ...
 

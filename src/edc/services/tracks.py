@@ -57,6 +57,11 @@ class TrackInfo:
             self.max_queued_per_user or platform.max_waiting,
         )
 
+    @classmethod
+    def configured(cls, settings: Settings) -> TrackInfo:
+        """The default track as configured, without asking the database (its name and task)."""
+        return cls(name=DEFAULT_TRACK, task_dir=task_dir(settings))
+
     @property
     def is_default(self) -> bool:
         return self.name == DEFAULT_TRACK
@@ -101,7 +106,7 @@ def _default(session: Session, settings: Settings) -> TrackInfo:
     row = session.scalar(select(Track).where(Track.name == DEFAULT_TRACK))
     if row is not None:
         return _info(settings, row)
-    return TrackInfo(name=DEFAULT_TRACK, task_dir=task_dir(settings))
+    return TrackInfo.configured(settings)
 
 
 def list_tracks(session: Session, settings: Settings) -> list[TrackInfo]:

@@ -682,6 +682,11 @@ def hardware_class_of(root: Path) -> str:
     return task_at(root).spec.hardware.kind
 
 
+def worker_class(settings: Settings, task: Task) -> str:
+    """The hardware class a worker serves: ``EDC_HARDWARE_CLASS``, else its configured task's."""
+    return settings.hardware_class or task.spec.hardware.kind
+
+
 def task_at(root: Path) -> Task:
     """The task at ``root``, loaded again only when its task.toml changes: what the portal asks
     of tasks on every upload and page (hardware class, ranking, facts)."""

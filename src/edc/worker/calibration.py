@@ -1,12 +1,14 @@
-"""A worker's calibration: its recent timings of the task's baseline, published in Redis.
+"""A worker's calibration: its recent timings of each track's baseline, published in Redis.
 
-The drift watch (``drift.py``) measures; this module keeps the figures and derives from them the
-worker's **run-to-run spread**: the relative standard deviation (sample CV) of the baseline's
-ranked score over its recent timings. Evaluations widen their interval by it, so the uncertainty
-shown covers the noise between runs, not only the noise within one (``docs/ranking.md``).
+The drift watch (``drift.py``) measures; this module keeps the figures, one set per track and
+hardware class (a track's baseline is timed only against the same baseline on the same class),
+and derives from them the worker's **run-to-run spread** in a track: the relative standard
+deviation (sample CV) of the track's baseline's ranked score over its recent timings. Evaluations
+widen their interval by it, so the uncertainty shown covers the noise between runs, not only the
+noise within one (``docs/ranking.md``).
 
 Which spread an evaluation uses, in order: this worker's own (once it has ``MIN_RUNS`` timings),
-the median of the fleet's (other workers of the class), else the task's stated prior
+the median of the fleet's (other workers of the class, in the track), else the task's stated prior
 (``[hardware] run_to_run_spread``). The prior is also a floor: a CV estimated from a handful of
 baseline timings is itself noisy, and an interval too narrow is worse than one too wide.
 """
@@ -29,8 +31,16 @@ MIN_RUNS = 3
 RECENT_RUNS = 8
 
 
-def figures_key(settings: Settings, hardware_class: str) -> str:
-    return f"edc:{settings.deployment_id}:baseline:{hardware_class}"
+@dataclass(frozen=True)
+class Calibrated:
+    """What a set of baseline figures is of: one track's baseline on one hardware class."""
+
+    hardware_class: str
+    track: str
+
+
+def figures_key(settings: Settings, of: Calibrated) -> str:
+    return f"edc:{settings.deployment_id}:baseline:{of.hardware_class}:{of.track}"
 
 
 @dataclass(frozen=True)
@@ -85,19 +95,19 @@ class WorkerFigures:
         return cls(latest, tuple(float(x) for x in data.get("recent", [latest])), float(data["at"]))
 
 
-def fleet(settings: Settings, hardware_class: str) -> dict[str, WorkerFigures]:
-    """Every worker's published figures (this one's included)."""
+def fleet(settings: Settings, of: Calibrated) -> dict[str, WorkerFigures]:
+    """Every worker's published figures of ``of`` (this one's included)."""
     connection = redis_connection(settings)
     out = {}
-    for name, raw in connection.hgetall(figures_key(settings, hardware_class)).items():
+    for name, raw in connection.hgetall(figures_key(settings, of)).items():
         out[name.decode() if isinstance(name, bytes) else name] = WorkerFigures.decode(raw)
     return out
 
 
-def record(settings: Settings, worker: str, hardware_class: str, figure: float) -> WorkerFigures:
-    """Add a baseline timing to ``worker``'s recent ones and publish them."""
+def record(settings: Settings, worker: str, of: Calibrated, figure: float) -> WorkerFigures:
+    """Add a baseline timing to ``worker``'s recent ones of ``of`` and publish them."""
     connection = redis_connection(settings)
-    key = figures_key(settings, hardware_class)
+    key = figures_key(settings, of)
     raw = connection.hget(key, worker)
     recent = WorkerFigures.decode(raw).recent if raw is not None else ()
     mine = WorkerFigures(figure, (*recent, figure)[-RECENT_RUNS:], time.time())
@@ -105,13 +115,12 @@ def record(settings: Settings, worker: str, hardware_class: str, figure: float) 
     return mine
 
 
-def run_to_run_spread(
-    settings: Settings, worker: str, hardware_class: str, *, prior: float
-) -> Spread:
-    """The spread an evaluation by ``worker`` widens its interval with (see the module doc)."""
+def run_to_run_spread(settings: Settings, worker: str, of: Calibrated, *, prior: float) -> Spread:
+    """The spread an evaluation by ``worker`` in ``of.track`` widens its interval with (see the
+    module doc)."""
     try:
         with redis_errors():
-            figures = fleet(settings, hardware_class)
+            figures = fleet(settings, of)
     except ServiceUnavailable:
         figures = {}  # the queue is down: the result still gets an honest (prior) interval
     own = figures.get(worker)

@@ -5,10 +5,11 @@ The worker writes a canary (a file named and filled at random) into its data dir
 where it may write there, into the task directory; where it may not, an existing task file
 (``task.toml``) stands in. Then one sandbox of the worker's own backend runs a probe that tries
 to read each of them, to list their folders, to read the platform package's ``__init__.py`` and to
-``import edc``, and checks that every module the task's runtime promises does import. Whatever of
-the platform the probe reaches is a leak: the worker names it and refuses to start (as it does
-when a promised module is missing). The canaries are removed
-afterwards, whatever happened.
+``import edc``, and checks that every module the task's runtime promises does import. It does so
+once for each runtime of the tracks of the worker's class (each track's task directory probed
+too, as every run hides them all). Whatever of the platform the probe reaches is a leak: the worker
+names it and refuses to start (as it does when a promised module is missing, naming the track).
+The canaries are removed afterwards, whatever happened.
 
 Like the drift check, the probe runs from a child process (``python -m edc.worker.canary``): the
 worker process never starts a sandbox itself.
@@ -22,16 +23,20 @@ import secrets
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import edc
+from edc import db
 from edc.config import Settings, get_settings
 from edc.errors import EdcError, SandboxUnavailable
+from edc.models import DEFAULT_TRACK
 from edc.sandbox.backends import choose_sandbox
 from edc.sandbox.base import Sandbox, SandboxSpec
-from edc.sandbox.runtime import REQUIRED_IMPORTS
-from edc.tasks.task import TASK_FILE, bundled_task_dir, load_task
+from edc.sandbox.runtime import REQUIRED_IMPORTS, DecoderRuntime
+from edc.services.tracks import list_tracks
+from edc.tasks.task import TASK_FILE, bundled_task_dir, load_task, worker_class
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +76,13 @@ class Probe:
 
 
 def check(
-    settings: Settings, sandbox: Sandbox, promised: tuple[str, ...] = REQUIRED_IMPORTS
+    settings: Settings,
+    sandbox: Sandbox,
+    promised: tuple[str, ...] = REQUIRED_IMPORTS,
+    track_dirs: Sequence[tuple[str, Path]] = (),
 ) -> list[str]:
     """What of the platform a run in ``sandbox`` reaches (empty: nothing); one sandbox start.
+    ``track_dirs`` (track name, task directory) are probed like the configured task's.
 
     Raises SandboxUnavailable when the probe cannot run or a ``promised`` module (what the task's
     runtime offers decoders) does not import.
@@ -83,7 +92,7 @@ def check(
     # Under the data directory: a Docker engine binds host paths, and that one it shares.
     probe_dir = settings.runs_dir.absolute() / f"canary-{token}"
     try:
-        probes = _plant(settings, token, canaries)
+        probes = _plant(settings, token, canaries, track_dirs)
         probe_dir.mkdir(parents=True)
         probe_dir.chmod(0o755)
         imports = [f"import:{name}" for name in promised]
@@ -117,7 +126,12 @@ def check(
     return [p.leaked for p in probes if answers.get(p.arg)]
 
 
-def _plant(settings: Settings, token: str, canaries: list[Path]) -> list[Probe]:
+def _plant(
+    settings: Settings,
+    token: str,
+    canaries: list[Path],
+    track_dirs: Sequence[tuple[str, Path]] = (),
+) -> list[Probe]:
     """Write the canaries (each added to ``canaries`` at once, for the clean-up) and say what
     to probe."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +141,9 @@ def _plant(settings: Settings, token: str, canaries: list[Path]) -> list[Probe]:
     if settings.shared_data_dir is not None:
         folders.append(("shared data directory", settings.shared_data_dir, None))
     folders.append(("task directory", task_dir, TASK_FILE))
+    for name, track_dir in track_dirs:
+        if track_dir.absolute() != task_dir.absolute():
+            folders.append((f"track {name}'s task directory", track_dir, TASK_FILE))
     probes: list[Probe] = []
     for what, raw, stand_in in folders:
         folder = raw.absolute()
@@ -168,19 +185,57 @@ def check_in_child() -> None:
     log.info("sandbox self-test passed: nothing of the platform is visible inside")
 
 
+@dataclass(frozen=True)
+class Served:
+    """What a worker must prove before its first job: the runtimes of the tracks of its class
+    (the configured task's always), and every track's task directory it must not show."""
+
+    runtimes: dict[DecoderRuntime, list[str]]  # each runtime, and the tracks that promise it
+    track_dirs: list[tuple[str, Path]]
+
+
+def served(settings: Settings) -> Served:
+    task = load_task(settings)
+    runtimes: dict[DecoderRuntime, list[str]] = {task.runtime: [DEFAULT_TRACK]}
+    try:
+        with db.database_errors(), db.session_scope(settings) as session:
+            tracks = list_tracks(session, settings)
+    except EdcError as exc:
+        # Each run still hides every track (it reads them itself); here only the configured
+        # task can be proven.
+        log.warning("sandbox self-test: the tracks cannot be read (%s)", exc.message)
+        return Served(runtimes, [])
+    mine = worker_class(settings, task)
+    for track in tracks:
+        if track.is_default:
+            continue
+        other = track.task()
+        if other.spec.hardware.kind == mine:
+            runtimes.setdefault(other.runtime, []).append(track.name)
+    return Served(runtimes, [(track.name, track.task_dir) for track in tracks])
+
+
 def main() -> None:
-    """The child process: exit 0 when nothing leaks, else 1 with the leaks on stderr."""
+    """The child process: exit 0 when nothing leaks and every runtime offers what it promises,
+    else 1 with the reasons on stderr."""
     settings = get_settings()
     try:
-        runtime = load_task(settings).runtime
-        leaks = check(settings, choose_sandbox(settings, runtime), runtime.imports)
+        serving = served(settings)
+        private = [folder for _, folder in serving.track_dirs]
+        leaks: list[str] = []
+        for runtime, names in serving.runtimes.items():
+            sandbox = choose_sandbox(settings, runtime, private_dirs=private)
+            try:
+                leaks += check(settings, sandbox, runtime.imports, serving.track_dirs)
+            except SandboxUnavailable as exc:
+                raise SandboxUnavailable(f"Track {', '.join(names)}: {exc.message}") from exc
     except EdcError as exc:
         print(exc.message, file=sys.stderr)  # noqa: T201 - the parent reads it
         sys.exit(1)
     if leaks:
         print(  # noqa: T201 - the parent reads it
             "The sandbox exposes the platform, so no submission will run here. Reachable "
-            f"inside: {'; '.join(leaks)}.",
+            f"inside: {'; '.join(sorted(set(leaks)))}.",
             file=sys.stderr,
         )
         sys.exit(1)

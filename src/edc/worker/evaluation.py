@@ -25,12 +25,12 @@ from edc.harness.disclosure import public_sentence
 from edc.harness.evaluate import evaluate_submission
 from edc.harness.metrics import widen_for_run_to_run
 from edc.models import DEFAULT_TRACK, Submission
-from edc.sandbox.backends import choose_sandbox
-from edc.services.tracks import get_track
+from edc.services.tracks import TrackInfo, get_track
 from edc.tasks.pool import hidden_pool
-from edc.tasks.task import RequestCounts, Task, load_task
-from edc.worker.calibration import run_to_run_spread
+from edc.tasks.task import RequestCounts, Task, load_task, worker_class
+from edc.worker.calibration import Calibrated, run_to_run_spread
 from edc.worker.provenance import provenance
+from edc.worker.sandboxes import track_sandbox
 
 # Enough to load the model, answer both scenarios and be verified, in a few seconds.
 PUBLIC_CHECK_REQUESTS = RequestCounts(warmup=1, timed=2, throughput=2, repeats=1)
@@ -59,14 +59,15 @@ def public_check_task(task: Task, requests: RequestCounts = PUBLIC_CHECK_REQUEST
 
 
 def run_to_run_interval(
-    settings: Settings, task: Task, metrics: Mapping[str, Any], worker_id: str
+    settings: Settings, track: TrackInfo, metrics: Mapping[str, Any], worker_id: str
 ) -> dict[str, Any]:
-    """The score's interval widened by this worker's run-to-run spread (docs/ranking.md); the
-    interval of the repeats alone is kept as ``score_ci_within``."""
+    """The score's interval widened by this worker's run-to-run spread in ``track``
+    (docs/ranking.md); the interval of the repeats alone is kept as ``score_ci_within``."""
+    task = track.task()
     spread = run_to_run_spread(
         settings,
         worker_id,
-        settings.hardware_class or task.hardware.kind,
+        Calibrated(worker_class(settings, task), track.name),
         prior=task.hardware.run_to_run_spread,
     )
     low, high = widen_for_run_to_run(metrics["score"], metrics["score_ci"], spread.value)
@@ -77,11 +78,11 @@ def run_to_run_interval(
     }
 
 
-def submission_task_dir(settings: Settings, submission_id: int) -> Path:
-    """The task directory of the track the submission competes in."""
+def submission_track(settings: Settings, submission_id: int) -> TrackInfo:
+    """The track the submission competes in."""
     with db.session_scope(settings) as session:
         track = session.scalar(select(Submission.track).where(Submission.id == submission_id))
-        return get_track(session, settings, track or DEFAULT_TRACK).task_dir
+        return get_track(session, settings, track or DEFAULT_TRACK)
 
 
 def evaluate(
@@ -91,11 +92,12 @@ def evaluate(
     run_dir: Path,
     labels: Mapping[str, str],
     worker_id: str,
-    task_dir: Path | None = None,
+    track: TrackInfo | None = None,
 ) -> Evaluation:
-    """Evaluate the submission on the task at ``task_dir`` (default: the configured task)."""
-    task = load_task(settings, task_dir)
-    sandbox = choose_sandbox(settings, task.runtime)
+    """Evaluate the submission on ``track``'s task (default: the configured task's)."""
+    track = track or TrackInfo.configured(settings)
+    task = load_task(settings, track.task_dir)
+    sandbox = track_sandbox(settings, task.runtime)
     # Read first, while the row was just claimed: a database outage during the run then costs
     # nothing (the result is stored with retries at the end), as before the pool existed.
     pool = db.retry_while_unreachable(
@@ -134,7 +136,7 @@ def evaluate(
         raise StageFailed(exc, message=message, public_logs=public_logs) from exc
     metrics = {
         **result.metrics,
-        **run_to_run_interval(settings, task, result.metrics, worker_id),
+        **run_to_run_interval(settings, track, result.metrics, worker_id),
         "provenance": provenance(settings, sandbox=sandbox, task=task, worker_id=worker_id),
     }
     return Evaluation(

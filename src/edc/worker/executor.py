@@ -35,7 +35,7 @@ from edc.observability.prometheus import record_outcome
 from edc.scheduler import producer
 from edc.status import FailureReason, ReviewState, SubmissionStatus
 from edc.worker.archive_source import fetch_archive
-from edc.worker.evaluation import Evaluation, StageFailed, evaluate, submission_task_dir
+from edc.worker.evaluation import Evaluation, StageFailed, evaluate, submission_track
 from edc.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def evaluate_archive(
         archive.unpack(archive_path, submission_dir, archive.ArchiveLimits.from_settings(settings))
         evaluation = evaluate(
             settings,
-            task_dir=submission_task_dir(settings, submission_id),
+            track=submission_track(settings, submission_id),
             submission_dir=submission_dir,
             run_dir=run_dir,
             labels={

@@ -23,7 +23,7 @@ from edc.scheduler.fair_worker import make_worker
 from edc.scheduler.fleet import announce_worker, retire_worker
 from edc.scheduler.reconcile import Reconciler
 from edc.tasks.pool import hidden_pool
-from edc.tasks.task import load_task
+from edc.tasks.task import load_task, worker_class
 from edc.worker import canary, provenance
 from edc.worker import executor as _job  # noqa: F401  (loaded once here, not in each job)
 from edc.worker.drift import DriftWatch
@@ -69,10 +69,8 @@ def prepare(settings: Settings, *, name_suffix: str | None = None) -> ReadyWorke
     db.retry_while_unreachable(
         settings, lambda: hidden_pool(settings, task), what="preparing the hidden prompt pool"
     )
-    hardware_class = settings.hardware_class or task.spec.hardware.kind
-    watch = None
-    if settings.drift_watch and task.baseline_dir is not None:
-        watch = DriftWatch(settings, name, hardware_class)
+    hardware_class = worker_class(settings, task)
+    watch = DriftWatch(settings, name, hardware_class) if settings.drift_watch else None
     announce_worker(settings, name, hardware_class=hardware_class, host=socket.gethostname())
     return ReadyWorker(settings=settings, name=name, hardware_class=hardware_class, watch=watch)
 
