@@ -219,6 +219,36 @@ class TrackOut(BaseModel):
     is_default: bool
 
 
+# A track's limits live in 32-bit integer columns: a larger number is refused, not overflowed.
+TRACK_MAX_LIMIT = 2**31 - 1
+# The tracks table's task_dir column.
+TRACK_MAX_DIR_CHARS = 1024
+
+
+class TrackIn(BaseModel):
+    """A track to register: a task directory on the portal's host, with its own upload window and
+    limits where given (each one left out or null is the platform's)."""
+
+    name: Text = Field(
+        description="1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit."
+    )
+    task_dir: Annotated[Text, StringConstraints(max_length=TRACK_MAX_DIR_CHARS)] = Field(
+        description="Its task directory (holding task.toml), as the portal's host sees it."
+    )
+    opens_at: datetime | None = Field(
+        default=None, description="When its uploads open; a time without a zone is UTC."
+    )
+    closes_at: datetime | None = Field(
+        default=None, description="When its uploads close; a time without a zone is UTC."
+    )
+    submissions_per_day: int | None = Field(
+        default=None, ge=1, le=TRACK_MAX_LIMIT, description="Per participant per 24 hours."
+    )
+    max_queued_per_user: int | None = Field(
+        default=None, ge=1, le=TRACK_MAX_LIMIT, description="Waiting at once per participant."
+    )
+
+
 class FinalIn(BaseModel):
     """A final ranking to start: the top entries of the provisional leaderboard, re-measured."""
 

@@ -59,6 +59,7 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/admin/leaderboard.csv", "admin"),
     ("GET", "/admin/submissions.csv", "admin"),
     ("POST", "/admin/finals", "admin"),
+    ("POST", "/admin/tracks", "admin"),
     ("GET", "/admin/final-leaderboard.csv", "admin"),
     ("GET", "/api/v1/admin/submissions/{id}", "admin"),
     ("POST", "/api/v1/admin/submissions/{id}/rerun", "admin"),
@@ -73,6 +74,7 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/api/v1/admin/submissions.csv", "admin"),
     ("GET", "/api/v1/admin/finals", "admin"),
     ("POST", "/api/v1/admin/finals", "admin"),
+    ("POST", "/api/v1/admin/tracks", "admin"),
     ("GET", "/api/v1/admin/final-leaderboard.csv", "admin"),
     # Workers on other hosts, with EDC_WORKER_TOKEN: no account, admins included, gets in.
     ("GET", "/internal/v1/submissions/{id}/archive", "worker"),

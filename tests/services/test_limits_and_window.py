@@ -147,7 +147,7 @@ def test_each_track_counts_its_own_limits(
             session, rules, "sprint", submissions_per_day=None, max_queued_per_user=None
         )
         assert track.limits(rules) == Limits(per_day=3, max_waiting=2)
-        with pytest.raises(InvalidInput, match="at least 1"):
+        with pytest.raises(InvalidInput, match="from 1 to"):
             set_track_limits(
                 session, rules, "sprint", submissions_per_day=0, max_queued_per_user=None
             )

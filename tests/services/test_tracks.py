@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from edc import db
 from edc.cli.main import app as edc_app
 from edc.config import Settings, get_settings
-from edc.errors import Conflict, InvalidInput, InvalidTask, NotFound
+from edc.errors import Conflict, InvalidInput, NotFound
 from edc.models import DEFAULT_TRACK, Submission, utcnow
 from edc.scheduler import fair_worker
 from edc.services import finals
@@ -62,7 +62,7 @@ def test_a_track_is_a_task_that_loads_under_a_new_name(settings: Settings, tmp_p
     with db.session_scope(settings) as session:
         with pytest.raises(InvalidInput, match="lowercase"):
             add_track(session, settings, name="Big Track", task_dir=gpu)
-        with pytest.raises(InvalidTask, match="not a task directory"):
+        with pytest.raises(InvalidInput, match="not a task directory"):
             add_track(session, settings, name="empty", task_dir=tmp_path)
         with pytest.raises(Conflict, match="already a track 'default'"):
             add_track(session, settings, name=DEFAULT_TRACK, task_dir=gpu)

@@ -21,12 +21,14 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from edc.clock import aware_utc
 from edc.config import Settings
-from edc.errors import Conflict, InvalidInput, NotFound
+from edc.errors import Conflict, InvalidInput, InvalidTask, NotFound
 from edc.models import DEFAULT_TRACK, DEVELOPMENT, Track
+from edc.schemas import TRACK_MAX_LIMIT
 from edc.services.leaderboard import Ranking, ranking_of
 from edc.services.rules import Limits, Window
 from edc.tasks.task import Task, hardware_class_of, task_at, task_dir
@@ -152,7 +154,15 @@ def add_track(
     taken = name == DEFAULT_TRACK or session.scalar(select(Track.id).where(Track.name == name))
     if taken:
         raise Conflict(f"There is already a track {name!r}.")
-    Task.load(root)  # raises InvalidTask, saying what is wrong with it
+    try:
+        Task.load(root)
+    except InvalidTask as exc:
+        # The organiser's folder, not the platform's configured task: theirs to fix.
+        raise InvalidInput(exc.message) from exc
+    except OSError as exc:  # a folder that may not be read, a name too long for the system
+        raise InvalidInput(
+            f"Cannot read the task directory {task_dir}: {exc.strerror or exc}."
+        ) from exc
     row = Track(
         name=name,
         task_dir=str(root),
@@ -161,15 +171,19 @@ def add_track(
         submissions_per_day=submissions_per_day,
         max_queued_per_user=max_queued_per_user,
     )
-    session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError as exc:
+        # Another organiser took the name between the check above and this insert.
+        raise Conflict(f"There is already a track {name!r}.") from exc
     return _info(settings, row)
 
 
 def _check_limits(*limits: int | None) -> None:
     for limit in limits:
-        if limit is not None and limit < 1:
-            raise InvalidInput(f"A track's limit must be at least 1, not {limit}.")
+        if limit is not None and not 1 <= limit <= TRACK_MAX_LIMIT:
+            raise InvalidInput(f"A track's limit must be from 1 to {TRACK_MAX_LIMIT}, not {limit}.")
 
 
 def set_track_limits(

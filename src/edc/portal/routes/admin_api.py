@@ -1,21 +1,29 @@
 """The organisers' API: a submission with its audit record; rerun, cancel, disqualify, restore,
-clear a review flag, baselines; queue, workers, final rankings, exports.
+clear a review flag, baselines; queue, workers, final rankings, exports; adding a track.
 
 Every submission it returns is an :class:`~edc.schemas.AdminSubmissionOut` (with ``audit``).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
+from edc.clock import aware_utc
+from edc.config import Settings
+from edc.errors import InvalidInput
 from edc.portal.auth import AdminIdentity
 from edc.portal.deps import MAX_ROW_ID, SessionDep, SettingsDep, SubmissionId
+from edc.portal.routes.api import track_out
 from edc.portal.views import admin_submission_out, final_board_for, final_out, queue_out
 from edc.scheduler import fleet
 from edc.schemas import (
+    TRACK_MAX_DIR_CHARS,
     AdminSubmissionOut,
     BaselineIn,
     DisqualifyIn,
@@ -23,9 +31,12 @@ from edc.schemas import (
     FinalIn,
     FinalOut,
     QueueOut,
+    TrackIn,
+    TrackOut,
     WorkerOut,
 )
-from edc.services import board_cache, finals, leaderboard, moderation
+from edc.services import board_cache, finals, leaderboard, moderation, tracks
+from edc.services.tracks import TrackInfo
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -223,3 +234,76 @@ def submissions_csv(settings: SettingsDep, _admin: AdminIdentity) -> StreamingRe
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="submissions.csv"'},
     )
+
+
+@router.post(
+    "/tracks",
+    status_code=201,
+    response_model=TrackOut,
+    responses={
+        **_ADMIN,
+        400: {
+            "model": ErrorOut,
+            "description": "An unusable name, window, limit or task directory (not a task).",
+        },
+        409: {"model": ErrorOut, "description": "There is already a track of that name."},
+    },
+)
+def create_track(
+    body: TrackIn, settings: SettingsDep, session: SessionDep, _admin: AdminIdentity
+) -> TrackOut:
+    """Register the task directory ``task_dir`` (on the portal's host) as the track ``name``, with
+    its own upload window and limits per participant where given (else the platform's), as
+    ``edc track add`` does. The directory must load as a task."""
+    track = register_track(
+        session,
+        settings,
+        name=body.name,
+        task_dir=body.task_dir,
+        opens_at=body.opens_at,
+        closes_at=body.closes_at,
+        submissions_per_day=body.submissions_per_day,
+        max_queued_per_user=body.max_queued_per_user,
+    )
+    return track_out(track, settings)
+
+
+def register_track(
+    session: Session,
+    settings: Settings,
+    *,
+    name: str,
+    task_dir: str,
+    opens_at: datetime | None,
+    closes_at: datetime | None,
+    submissions_per_day: int | None,
+    max_queued_per_user: int | None,
+) -> TrackInfo:
+    """Add a track as an organiser asked on the page or the API (a refusal is InvalidInput or
+    Conflict, theirs to fix). Times without a zone are UTC."""
+    if not task_dir.strip():
+        raise InvalidInput("Give the track's task directory.")
+    if len(task_dir) > TRACK_MAX_DIR_CHARS:
+        raise InvalidInput(f"A task directory is at most {TRACK_MAX_DIR_CHARS} characters.")
+    # Relative to the portal's working directory would surprise whoever typed it elsewhere.
+    if not Path(task_dir).is_absolute():
+        raise InvalidInput(f"The task directory must be an absolute path, not {task_dir!r}.")
+    return tracks.add_track(
+        session,
+        settings,
+        name=name,
+        task_dir=Path(task_dir),
+        opens_at=_utc(opens_at),
+        closes_at=_utc(closes_at),
+        submissions_per_day=submissions_per_day,
+        max_queued_per_user=max_queued_per_user,
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    try:
+        return aware_utc(moment)
+    except OverflowError:  # 0001-01-01 east of UTC, say: before the first representable time
+        raise InvalidInput(f"The time {moment.isoformat()} is out of range.") from None

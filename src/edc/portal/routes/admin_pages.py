@@ -1,8 +1,11 @@
-"""The organisers' pages: queue, workers, final rankings, every submission with its actions, CSV
-exports."""
+"""The organisers' pages: queue, workers, final rankings, tracks, every submission with its
+actions, CSV exports."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -16,10 +19,12 @@ from edc.models import utcnow
 from edc.portal.auth import PageAdmin
 from edc.portal.deps import MAX_ROW_ID, Offset, SubmissionId
 from edc.portal.render import checked_form, form_text, render
+from edc.portal.routes.admin_api import register_track
 from edc.portal.views import final_board_for, final_out, queue_out, submissions_out, timings
 from edc.scheduler import fleet
-from edc.services import board_cache, finals, leaderboard, moderation, submissions
+from edc.services import board_cache, finals, leaderboard, moderation, submissions, tracks
 from edc.services.finals import MAX_ROUNDS, MAX_TOP_K
+from edc.services.rules import Limits
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -49,6 +54,7 @@ async def admin_page(request: Request, identity: PageAdmin, offset: Offset = 0) 
                 "workers_error": None,
                 "finals": [final_out(f) for f in finals.summaries(session, limit=10)],
                 "final_limits": (MAX_TOP_K, MAX_ROUNDS),
+                "tracks": [_track_row(t, settings) for t in tracks.list_tracks(session, settings)],
             }
         try:
             context["workers"] = fleet.worker_states(settings)
@@ -58,6 +64,42 @@ async def admin_page(request: Request, identity: PageAdmin, offset: Offset = 0) 
 
     context = await run_in_threadpool(load)
     return render(request, "admin.html", context, identity=identity)
+
+
+@dataclass(frozen=True)
+class TrackRow:
+    """One track as the admin page lists it."""
+
+    name: str
+    is_default: bool
+    phase: str
+    task_dir: str
+    opens_at: datetime | None  # None: always open at this end
+    closes_at: datetime | None
+    limits: Limits  # its own, else the platform's
+    task: str | None = None  # "name version"; None when its task no longer loads
+    hardware_class: str | None = None
+    problem: str | None = None  # why its task no longer loads
+
+
+def _track_row(track: tracks.TrackInfo, settings: Settings) -> TrackRow:
+    window = track.window(settings)
+    row = TrackRow(
+        name=track.name,
+        is_default=track.is_default,
+        phase=track.phase,
+        task_dir=str(track.task_dir),
+        opens_at=window.start,
+        closes_at=window.end,
+        limits=track.limits(settings),
+    )
+    try:
+        task = track.task()
+    except EdcError as exc:  # its folder changed since it was added: list the track anyway
+        return dataclasses.replace(row, problem=exc.message)
+    return dataclasses.replace(
+        row, task=f"{task.name} {task.version}", hardware_class=task.hardware.kind
+    )
 
 
 @router.post("/submissions/{submission_id}/{action}", name="admin_action")
@@ -117,6 +159,51 @@ def _whole_number(text: str, what: str) -> int:
         return int(text.strip())
     except ValueError:
         raise InvalidInput(f"The {what} must be a whole number.") from None
+
+
+@router.post("/tracks", name="admin_add_track")
+async def add_track(request: Request, identity: PageAdmin) -> Response:
+    """The admin page's form: register a task directory as a track (see the API's
+    POST /admin/tracks). An empty optional field is the platform's."""
+    settings: Settings = request.app.state.settings
+    form = await checked_form(request, identity)
+    per_day = form_text(form, "per_day").strip()
+    max_waiting = form_text(form, "max_waiting").strip()
+    name = form_text(form, "name").strip()
+    task_dir = form_text(form, "task_dir").strip()
+    opens_at = _moment(form_text(form, "opens"), "opening time")
+    closes_at = _moment(form_text(form, "closes"), "closing time")
+    submissions_per_day = _whole_number(per_day, "number per day") if per_day else None
+    max_queued = _whole_number(max_waiting, "number waiting") if max_waiting else None
+
+    def run() -> None:
+        with db.database_errors(), db.session_scope(settings) as session:
+            register_track(
+                session,
+                settings,
+                name=name,
+                task_dir=task_dir,
+                opens_at=opens_at,
+                closes_at=closes_at,
+                submissions_per_day=submissions_per_day,
+                max_queued_per_user=max_queued,
+            )
+
+    await run_in_threadpool(run)
+    return RedirectResponse("/admin#tracks", status_code=303)
+
+
+def _moment(text: str, what: str) -> datetime | None:
+    """A datetime-local field's value (or any ISO 8601 time); None when empty. A time without a
+    zone is UTC, as register_track takes it."""
+    if not text.strip():
+        return None
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"The {what} must be a date and time like 2030-01-31T12:00 (UTC), not {text!r}."
+        ) from None
 
 
 @router.get("/final-leaderboard.csv", name="admin_final_leaderboard_csv")
