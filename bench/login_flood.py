@@ -3,12 +3,17 @@
 A real `edc portal` process on PostgreSQL; probes read `/api/v1/me` (with a valid token) and
 `/healthz` every 50 ms, first on a quiet portal, then while 40 clients post `/api/v1/tokens` with
 random names and passwords as fast as they are answered. Prints, for each phase, the probes'
-p50/p95/p99 and the portal's resident memory, and how the flood was answered. The portal trusts
-this host as its reverse proxy, and a third phase ("botnet") sends every guess from a new
-forwarded address, so no address limit applies: only the bound on password checks does.
+p50/p95/p99 and the portal's resident memory, and how the flood was answered (0: no answer). The
+portal trusts this host as its reverse proxy, and a third phase ("botnet") sends every guess from
+a new forwarded address, so no address limit applies: only the bound on password checks does. A
+fourth ("victim") aims the botnet at one real account, which is throttled after
+EDC_LOGIN_MAX_FAILURES_PER_NAME failures, while its owner logs in every half second from an
+address it logged in from before: prints the owner's success rate and log-in times, over the
+phase and since the throttle engaged (until then the botnet's first guesses are real password
+checks, queued one at a time like the owner's).
 
 Goals (the portal-security issue): under the flood, `/api/v1/me` p99 <= 100 ms, `/healthz` p99
-<= 20 ms, portal RSS growth <= 100 MB.
+<= 20 ms, portal RSS growth <= 100 MB; the victim's owner still logs in.
 
 Usage: python bench/login_flood.py [--clients 40] [--seconds 25]
 """
@@ -24,15 +29,25 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import psutil
 from portal_process import REDIS_URL, fresh_database, percentile, portal, probe
+from sqlalchemy import func, select
 
 from edc import db
+from edc.clock import aware_utc
 from edc.config import Settings
+from edc.models import LoginFailure
 from edc.services import accounts
+
+VICTIM = "victim"
+VICTIM_PASSWORD = "the victim's own password"
+VICTIM_HOME = "10.200.0.1"  # where the victim has logged in from before
+VICTIM_EVERY_S = 0.5
 
 
 def flood(
@@ -41,19 +56,24 @@ def flood(
     seconds: float,
     out: multiprocessing.Queue[dict[int, int]],
     spread_addresses: bool,
+    target: str | None,
 ) -> None:
     """In its own process (the probes' timings must not share a GIL with 40 clients): ``clients``
-    concurrent guessers, each posting as soon as it is answered."""
+    concurrent guessers, each posting as soon as it is answered; at ``target`` if given, else at
+    random names."""
 
     async def guesser(
         client: httpx.AsyncClient, deadline: float, answers: collections.Counter[int]
     ) -> None:
         while time.monotonic() < deadline:
-            body = {"name": secrets.token_hex(6), "password": secrets.token_hex(8)}
+            body = {"name": target or secrets.token_hex(6), "password": secrets.token_hex(8)}
             # A botnet behind the trusted proxy: each guess from a new address.
             spread = {"X-Forwarded-For": f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.1"}
             headers = spread if spread_addresses else {}
-            answers[(await client.post(url, json=body, headers=headers)).status_code] += 1
+            try:
+                answers[(await client.post(url, json=body, headers=headers)).status_code] += 1
+            except httpx.TransportError:
+                answers[0] += 1  # no answer (a connection reset under load): counted, not fatal
 
     async def run() -> dict[int, int]:
         answers: collections.Counter[int] = collections.Counter()
@@ -66,21 +86,58 @@ def flood(
     out.put(asyncio.run(run()))
 
 
+@dataclass(frozen=True)
+class LogIn:
+    at: datetime  # when it was sent (UTC)
+    status: int
+    ms: float
+
+
+def victim_logs_in(base: str, stop: threading.Event, out: list[LogIn]) -> None:
+    """The attacked account's owner, from home, every VICTIM_EVERY_S until ``stop``."""
+    body = {"name": VICTIM, "password": VICTIM_PASSWORD}
+    with httpx.Client(timeout=30, headers={"X-Forwarded-For": VICTIM_HOME}) as client:
+        while not stop.is_set():
+            at, began = datetime.now(UTC), time.perf_counter()
+            status = client.post(f"{base}/api/v1/tokens", json=body).status_code
+            out.append(LogIn(at, status, (time.perf_counter() - began) * 1e3))
+            time.sleep(VICTIM_EVERY_S)
+
+
+def throttle_engaged(settings: Settings) -> datetime | None:
+    """When the victim's name got its first throttled check (the database keeps the record)."""
+    key = accounts._check_key(VICTIM)
+    with db.session_scope(settings) as session:
+        first = session.scalar(
+            select(func.min(LoginFailure.failed_at)).where(LoginFailure.key == key)
+        )
+    return aware_utc(first) if first is not None else None
+
+
 def phase(
-    base: str, token: str, pid: int, seconds: float, clients: int, spread: bool = False
+    base: str,
+    token: str,
+    pid: int,
+    seconds: float,
+    clients: int,
+    spread: bool = False,
+    target: str | None = None,
 ) -> dict[str, object]:
     stop = threading.Event()
     me: list[float] = []
     health: list[float] = []
+    victim: list[LogIn] = []
     probes = [
         threading.Thread(
             target=probe, args=(f"{base}/api/v1/me", {"Authorization": f"Bearer {token}"}, stop, me)
         ),
         threading.Thread(target=probe, args=(f"{base}/healthz", {}, stop, health)),
     ]
+    if target is not None:
+        probes.append(threading.Thread(target=victim_logs_in, args=(base, stop, victim)))
     answers: multiprocessing.Queue[dict[int, int]] = multiprocessing.Queue()
     flooder = multiprocessing.Process(
-        target=flood, args=(f"{base}/api/v1/tokens", clients, seconds, answers, spread)
+        target=flood, args=(f"{base}/api/v1/tokens", clients, seconds, answers, spread, target)
     )
     portal = psutil.Process(pid)
     rss_before = portal.memory_info().rss
@@ -105,6 +162,7 @@ def phase(
         "answers": flood_answers,
         "rss_mb": rss_before / 2**20,
         "peak_growth_mb": (peak - rss_before) / 2**20,
+        "victim": victim,
     }
 
 
@@ -119,6 +177,29 @@ def report(name: str, result: dict[str, object]) -> None:
     print(
         f"{name:6} portal RSS {result['rss_mb']:.0f} MB, peak growth "
         f"{result['peak_growth_mb']:.0f} MB; flood answers {result['answers']}"
+    )
+    victim = result["victim"]
+    assert isinstance(victim, list)
+    if victim:
+        report_owner(name, "over the phase", victim)
+    engaged = result.get("throttle_engaged")
+    if victim and isinstance(engaged, datetime):
+        after = [log_in for log_in in victim if log_in.at >= engaged]
+        into = (engaged - victim[0].at).total_seconds()
+        report_owner(name, f"once throttled ({into:+.1f} s)", after)
+
+
+def report_owner(name: str, when: str, log_ins: list[LogIn]) -> None:
+    if not log_ins:
+        print(f"{name:6} owner's log-ins from home {when}: none")
+        return
+    ok = sum(1 for log_in in log_ins if log_in.status == 201)
+    times = [log_in.ms for log_in in log_ins]
+    print(
+        f"{name:6} owner's log-ins from home {when}: {ok}/{len(log_ins)} succeeded "
+        f"({100 * ok / len(log_ins):.0f}%), p50 {statistics.median(times):.1f} ms, "
+        f"p99 {percentile(times, 0.99):.1f} ms; answers "
+        f"{dict(collections.Counter(log_in.status for log_in in log_ins))}"
     )
 
 
@@ -138,14 +219,24 @@ def main() -> None:
         with db.session_scope(settings) as session:
             user = accounts.create_user(session, name="prober")
             token = accounts.issue_api_token(session, user=user, label="bench")
+            accounts.create_user(session, name=VICTIM, password=VICTIM_PASSWORD)
         proxy = {"env": "dev", "trusted_proxies": "127.0.0.1"}  # as behind a reverse proxy
         with portal(Path(tmp), str(settings.database_url), **proxy) as (base, pid):
             quiet = phase(base, token, pid, min(10.0, args.seconds), clients=0)
             flooded = phase(base, token, pid, args.seconds, clients=args.clients)
             botnet = phase(base, token, pid, args.seconds, clients=args.clients, spread=True)
+            # The owner has logged in from home before the attack begins.
+            home = {"X-Forwarded-For": VICTIM_HOME}
+            body = {"name": VICTIM, "password": VICTIM_PASSWORD}
+            httpx.post(f"{base}/api/v1/tokens", json=body, headers=home).raise_for_status()
+            attacked = phase(
+                base, token, pid, args.seconds, args.clients, spread=True, target=VICTIM
+            )
+            attacked["throttle_engaged"] = throttle_engaged(settings)
     report("quiet", quiet)
     report("flood", flooded)
     report("botnet", botnet)
+    report("victim", attacked)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,13 @@ class Settings(BaseSettings):
     # Failed log-ins from one address over every name, per window: spraying guesses across
     # accounts is refused without locking any one account's owner out.
     login_max_failures_per_address: int = Field(default=30, ge=1)
+    # Failed log-ins for one user name over every address, per window (a botnet guessing one
+    # account). Above it the name is throttled, not locked: its password is checked at most once
+    # per interval, whatever the address (the rest get 429 at once, unchecked and uncounted),
+    # except from an address that has logged in as that name before, so its owner still gets in.
+    # Unknown names are counted and throttled alike: the answers reveal no account.
+    login_max_failures_per_name: int = Field(default=20, ge=1)
+    login_throttle_interval_s: float = Field(default=30.0, gt=0)
     # Password checks (argon2id, 64 MiB each) running at once per portal process.
     login_concurrency: int = Field(default=1, ge=1)
     # Live views (server-sent event streams) open at once, per participant and per portal process,
@@ -183,6 +190,11 @@ class Settings(BaseSettings):
     upload_min_bytes_per_s: int = Field(default=16 * 1024, ge=1)
     upload_grace_s: float = Field(default=15.0, ge=0)
     upload_idle_timeout_s: float = Field(default=30.0, gt=0)
+    # Uploads of one participant in progress at once (body being received, then checked); one
+    # more is refused with 429 before its body is read. Counted across the portals in Redis,
+    # each held upload on a lease its portal renews, so a portal that dies frees its slots within
+    # a minute; while Redis does not answer, counted per portal process.
+    uploads_in_flight_per_user: int = Field(default=2, ge=1)
 
     # The participant CLI: the portal to talk to, and a token that overrides the stored one;
     # `edc login` stores both under this folder (unset: the user's config folder, ~/.config/edc).
@@ -208,6 +220,13 @@ class Settings(BaseSettings):
         start, end = self.competition_start, self.competition_end
         if start is not None and end is not None and end <= start:
             raise ValueError("EDC_COMPETITION_END must be after EDC_COMPETITION_START")
+        return self
+
+    @model_validator(mode="after")
+    def _throttle_fits_the_window(self) -> Settings:
+        # Log-in records older than the window are swept; a longer interval would lose its mark.
+        if self.login_throttle_interval_s > self.login_window_s:
+            raise ValueError("EDC_LOGIN_THROTTLE_INTERVAL_S must not exceed EDC_LOGIN_WINDOW_S")
         return self
 
     @model_validator(mode="after")

@@ -188,6 +188,17 @@ class LoginFailure(Base):
     failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class KnownLoginAddress(Base):
+    """An address a user has logged in from (a hash of user name and address): log-ins from it
+    are exempt from the throttle on an attacked name, so the owner is not locked out."""
+
+    __tablename__ = "known_login_addresses"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    last_login_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Submission(Base):
     __tablename__ = "submissions"
 

@@ -1,5 +1,6 @@
-"""Live views are bounded: per participant and per portal, one shared poll per submission, and
-a stream whose client left gives its place back."""
+"""Live views are bounded: per participant and per portal, one shared poll per submission, a
+stream whose client left gives its place back, an idle stream is kept alive by comments, and
+every stream ends after its maximum life."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from edc.config import Settings
+from edc.portal import events
 from edc.portal.app import create_app
 from edc.portal.events import StreamHub
 from edc.status import SubmissionStatus
@@ -106,3 +108,25 @@ def test_streams_of_one_submission_share_one_poll(settings: Settings) -> None:
         elapsed = time.monotonic() - began
         # One poll a second for the submission, not one per stream (six streams: ~18).
         assert polls <= elapsed / hub.poll_s + 2, polls
+
+
+def test_an_idle_stream_sends_keep_alives_and_ends_after_its_maximum_life(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings.model_copy(update={"sse_max_s": 2.5})
+    monkeypatch.setattr(events, "KEEPALIVE_S", 0.2)
+    alice, token = make_user(s, "alice")
+    row = add_submission(s, alice, status=SubmissionStatus.QUEUED)  # it will not move
+    with portal(s) as (app, url), ExitStack() as streams:
+        began = time.monotonic()
+        response = open_stream(streams, url, token, row)
+        assert response.status_code == 200
+        lines = list(response.iter_lines())  # until the portal ends the stream
+        lived = time.monotonic() - began
+        hub: StreamHub = app.state.streams
+        wait_for(lambda: hub.open_streams == 0)
+    assert lines[0] == "retry: 3000"
+    assert "event: submission" in lines
+    assert ": keep-alive" in lines
+    assert "event: end" not in lines  # not final: cut by its age, and the browser reconnects
+    assert s.sse_max_s <= lived < s.sse_max_s + 5

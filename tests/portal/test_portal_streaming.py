@@ -2,7 +2,9 @@
 
 Each client sends only part of a body it announces as larger, then waits: the 413 must arrive
 while the rest was never sent, proving the portal refuses without reading the whole body. A body
-sent a byte at a time, or that stops, is cut off (408) and leaves nothing behind.
+sent a byte at a time, or that stops, is cut off (408) and leaves nothing behind. A participant's
+uploads in progress are capped: one over is refused (429) before its body, and an upload gives
+its slot back however it ends.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
+import redis
+from fastapi import FastAPI
 
 from edc.config import Settings
 from edc.portal.app import create_app
+from edc.portal.upload_slots import UploadSlots, slots_key
 from tests.support.competition import bearer, make_user, zip_of
 from tests.support.threaded_server import serve_in_thread
 
@@ -37,6 +43,7 @@ class Portal:
     port: int
     settings: Settings
     token: str
+    user_id: int = 0
 
 
 @pytest.fixture
@@ -166,3 +173,78 @@ def test_after_a_slow_upload_is_cut_the_participant_can_upload_again(paced: Port
         timeout=30,
     )
     assert response.status_code == 201, response.text
+
+
+@contextmanager
+def capped_portal(settings: Settings, **overrides: object) -> Iterator[tuple[Portal, FastAPI]]:
+    """A portal where a participant may have one upload in progress, paced as ``paced``."""
+    s = settings.model_copy(
+        update={
+            "upload_min_bytes_per_s": 4096,
+            "upload_grace_s": 1.0,
+            "upload_idle_timeout_s": 2.0,
+            "uploads_in_flight_per_user": 1,
+            **overrides,
+        }
+    )
+    app = create_app(s)
+    user_id, token = make_user(s, "uploader")
+    with serve_in_thread(app) as port:
+        yield Portal(port=port, settings=s, token=token, user_id=user_id), app
+
+
+def uploads_in_flight(portal: Portal, app: FastAPI) -> int:
+    """As the portal counts them: in Redis, or in the process when there is none."""
+    if portal.settings.redis_url is None:
+        slots: UploadSlots = app.state.upload_slots
+        return slots._local[portal.user_id]
+    conn = redis.Redis.from_url(portal.settings.redis_url)
+    try:
+        return int(conn.zcard(slots_key(portal.settings, portal.user_id)))
+    finally:
+        conn.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("queue", ["redis", "no redis"])
+def test_an_upload_over_the_cap_is_refused_before_its_body_and_a_cut_one_frees_its_slot(
+    settings: Settings, queue: str
+) -> None:
+    overrides = {"redis_url": None} if queue == "no redis" else {}
+    with capped_portal(settings, **overrides) as (portal, app):
+        began = time.monotonic()
+        slow = send_headers(portal, b"Content-Length: 100000\r\n")
+        slow.sendall(PART_HEAD)  # then nothing: it will be cut off
+        wait_for(lambda: uploads_in_flight(portal, app) == 1)
+        second = send_headers(portal, b"Content-Length: 100000\r\n")  # not a byte of body
+        try:
+            status, body = read_response(second)
+        finally:
+            second.close()
+        assert status == 429, body
+        assert "1 upload in progress" in str(body["detail"])
+        assert_cut_off(portal, slow, began)
+        wait_for(lambda: uploads_in_flight(portal, app) == 0)
+        response = httpx.post(
+            f"http://127.0.0.1:{portal.port}/api/v1/submissions",
+            files={"file": ("s.zip", zip_of(), "application/zip")},
+            headers=bearer(portal.token),
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        assert uploads_in_flight(portal, app) == 0
+
+
+def test_an_upload_whose_client_went_away_gives_its_slot_back(settings: Settings) -> None:
+    with capped_portal(settings, upload_grace_s=60.0, upload_idle_timeout_s=60.0) as (portal, app):
+        sock = send_headers(portal, b"Content-Length: 100000\r\n")
+        sock.sendall(PART_HEAD + bytes(1000))
+        wait_for(lambda: uploads_in_flight(portal, app) == 1)
+        sock.close()  # long before the pace would cut it
+        wait_for(lambda: uploads_in_flight(portal, app) == 0)

@@ -37,6 +37,7 @@ from edc.portal.routes import (
     pages,
 )
 from edc.portal.security_headers import SecurityHeaders
+from edc.portal.upload_slots import UploadSlots
 from edc.services import rescore, submissions
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = make_templates()
     app.state.streams = StreamHub(settings)
     app.state.login_gate = LoginGate(settings.login_concurrency)
+    app.state.upload_slots = UploadSlots(settings)
     app.state.metrics = PortalMetrics(settings)
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)

@@ -5,7 +5,8 @@ read (and written to a temporary file) before any limit applied. Here python-mul
 streaming parser runs on ``request.stream()`` and the file field's bytes go straight to storage;
 the body is refused by its Content-Length before reading, and otherwise the moment the counted
 bytes pass the limit. A body that comes too slowly is cut (:class:`Pace`): a connection cannot be
-held open at a byte a second.
+held open at a byte a second; and one participant holds at most so many uploads at once
+(:class:`~edc.portal.upload_slots.UploadSlots`), so cannot hold many open at the minimum rate.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from edc.config import Settings
 from edc.errors import InvalidUpload, UploadTooLarge, UploadTooSlow
 from edc.models import Submission
+from edc.portal.upload_slots import UploadSlots
 from edc.services import submissions
 
 FILE_FIELD = "file"
@@ -71,12 +73,14 @@ async def receive_submission(
     settings: Settings,
     *,
     owner_id: int,
+    slots: UploadSlots,
     check_fields: Callable[[Mapping[str, str]], None] | None = None,
 ) -> Submission:
     """Stream the request's file field into a new submission; raises the project's errors.
 
-    ``check_fields`` sees the small text fields that came before the file (an HTML form's CSRF
-    token) and may refuse the request before a byte of the file is stored.
+    The upload holds one of the owner's ``slots`` from before its body is read until it ends,
+    however it ends. ``check_fields`` sees the small text fields that came before the file (an
+    HTML form's CSRF token) and may refuse the request before a byte of the file is stored.
     """
     reader = MultipartFileReader(
         request,
@@ -89,14 +93,15 @@ async def receive_submission(
             idle_timeout_s=settings.upload_idle_timeout_s,
         ),
     )
-    await reader.open()
-    if check_fields is not None:
-        check_fields(reader.fields)
-    track = reader.fields.get(TRACK_FIELD) or request.query_params.get(TRACK_FIELD) or None
-    async with aclosing(reader.chunks()) as chunks:
-        return await submissions.create_submission(
-            settings, owner_id=owner_id, filename=reader.filename, chunks=chunks, track=track
-        )
+    async with slots.held(owner_id):
+        await reader.open()
+        if check_fields is not None:
+            check_fields(reader.fields)
+        track = reader.fields.get(TRACK_FIELD) or request.query_params.get(TRACK_FIELD) or None
+        async with aclosing(reader.chunks()) as chunks:
+            return await submissions.create_submission(
+                settings, owner_id=owner_id, filename=reader.filename, chunks=chunks, track=track
+            )
 
 
 @dataclass

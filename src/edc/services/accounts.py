@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from edc import db, security
 from edc.clock import aware_utc, human_duration
 from edc.config import Settings
 from edc.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, RateLimited
-from edc.models import ApiToken, LoginFailure, User, WebSession, utcnow
+from edc.models import ApiToken, KnownLoginAddress, LoginFailure, User, WebSession, utcnow
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{1,39}")
 MIN_PASSWORD_CHARS = 8
@@ -73,16 +74,26 @@ def create_user(
 
 
 def sign_up(
-    session: Session, settings: Settings, *, name: str, password: str, invite_code: str | None
+    session: Session,
+    settings: Settings,
+    *,
+    name: str,
+    password: str,
+    invite_code: str | None,
+    client_address: str | None = None,
 ) -> User:
-    """Sign-up as the configuration allows: open, with the invite code, or not at all."""
+    """Sign-up as the configuration allows: open, with the invite code, or not at all. The
+    address signed up from counts as one the user has logged in from."""
     if settings.signup == "closed":
         raise Forbidden("Sign-up is closed; ask the organisers for an account.")
     if settings.signup == "invite":
         expected = settings.invite_code or ""
         if not invite_code or not hmac.compare_digest(invite_code.strip(), expected):
             raise Forbidden("The invite code is wrong; ask the organisers for one.")
-    return create_user(session, name=name, password=password)
+    user = create_user(session, name=name, password=password)
+    if client_address is not None:
+        _remember_address(session, user=user, client_address=client_address, now=utcnow())
+    return user
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,24 @@ def _address_key(client_address: str) -> str:
     return security.digest(f"*|{client_address}")
 
 
+def _name_key(name: str) -> str:
+    """Failures of one name over every address."""
+    return security.digest(f"per-name:{name.strip().lower()}")
+
+
+def _check_key(name: str) -> str:
+    """Password checks let through while the name is throttled."""
+    return security.digest(f"throttled-check:{name.strip().lower()}")
+
+
+def _known_key(name: str, client_address: str) -> str:
+    return security.digest(f"known:{name.strip().lower()}|{client_address}")
+
+
+# An address a name logged in from stays exempt from the name's throttle this long after.
+KNOWN_ADDRESS_DAYS = 90
+
+
 # Password checks at once, per process: each argon2id check takes 64 MiB and a core for a while,
 # so a flood of guesses must queue here, briefly, rather than take the portal's memory and
 # threads. One semaphore per bound, shared by every app in the process.
@@ -136,33 +165,62 @@ _checks_lock = threading.Lock()
 CHECK_WAIT_S = 0.5  # longer than a check takes; a request waits at most this for a slot
 
 
-# Keys (name|address, *|address) known to be over their limit, with when that ends: a flood from
-# a blocked address is refused from memory, before any database work or thread. Per process, so
-# another portal re-learns it from the database on its first refusal.
-_blocked: dict[str, tuple[float, datetime]] = {}  # key -> (monotonic end, retry time in UTC)
+@dataclass(frozen=True)
+class _Block:
+    ends: float  # time.monotonic()
+    retry_at: datetime  # the same moment in UTC, for the message
+    # For a throttled name: its addresses that logged in before (their _known_key), let through.
+    exempt: frozenset[str] = frozenset()
+
+
+# Keys (name|address, *|address, a throttled name) known to be over their limit, with when that
+# ends: a flood from a blocked address, or at a throttled name, is refused from memory before
+# any database work or thread. Per process, so another portal re-learns it from the database on
+# its first refusal.
+_blocked: dict[str, _Block] = {}
 _blocked_lock = threading.Lock()
 _BLOCKED_MAX = 100_000  # bounded memory under a flood from many addresses
 
 
 def refuse_if_blocked(settings: Settings, *, name: str, client_address: str) -> None:
-    """RateLimited, from memory, when the name or the address is already known to be over its
-    limit; cheap enough to run on the event loop before a log-in takes a thread."""
-    now = time.monotonic()
-    platform = settings.resolved_database_url
+    """RateLimited, from memory, when the name at this address, the address, or the name from
+    anywhere but its known addresses is already known to be over its limit; cheap enough to run
+    on the event loop before a log-in takes a thread."""
+    for key in (_failure_key(name, client_address), _address_key(client_address)):
+        block = _block_for(settings, key)
+        if block is not None:
+            raise _too_many(block.retry_at, _wait_s(block))
+    block = _block_for(settings, _name_key(name))
+    if block is not None and _known_key(name, client_address) not in block.exempt:
+        raise _throttled(block.retry_at, _wait_s(block))
+
+
+def _block_for(settings: Settings, key: str) -> _Block | None:
+    key = f"{settings.resolved_database_url}|{key}"
     with _blocked_lock:
-        for key in (_failure_key(name, client_address), _address_key(client_address)):
-            key = f"{platform}|{key}"
-            ends = _blocked.get(key)
-            if ends is not None and ends[0] > now:
-                raise _too_many(ends[1], max(1, int(ends[0] - now) + 1))
-            _blocked.pop(key, None)
+        block = _blocked.get(key)
+        if block is not None and block.ends > time.monotonic():
+            return block
+        _blocked.pop(key, None)
+    return None
 
 
-def _remember_blocked(settings: Settings, key: str, retry_at: datetime, wait_s: int) -> None:
+def _wait_s(block: _Block) -> int:
+    return max(1, int(block.ends - time.monotonic()) + 1)
+
+
+def _remember_blocked(
+    settings: Settings,
+    key: str,
+    retry_at: datetime,
+    wait_s: int,
+    exempt: frozenset[str] = frozenset(),
+) -> None:
     with _blocked_lock:
         if len(_blocked) >= _BLOCKED_MAX:
             _blocked.clear()
-        _blocked[f"{settings.resolved_database_url}|{key}"] = (time.monotonic() + wait_s, retry_at)
+        block = _Block(time.monotonic() + wait_s, retry_at, exempt)
+        _blocked[f"{settings.resolved_database_url}|{key}"] = block
 
 
 def forget_blocked() -> None:
@@ -177,6 +235,19 @@ def _too_many(retry_at: datetime, wait_s: int) -> RateLimited:
         f"{human_duration(wait_s)} (at {retry_at:%H:%M:%S} UTC).",
         retry_after_s=wait_s,
     )
+
+
+def _throttled(retry_at: datetime, wait_s: int) -> RateLimited:
+    return RateLimited(
+        f"Too many failed log-ins for this user name; try again in {human_duration(wait_s)} "
+        f"(at {retry_at:%H:%M:%S} UTC), or log in from an address you have logged in from "
+        "before.",
+        retry_after_s=wait_s,
+    )
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, int((moment - now).total_seconds()) + 1)
 
 
 def checks_busy() -> RateLimited:
@@ -202,33 +273,42 @@ def log_in(
 
     Failures are counted per (user name, client address) and, over every name, per client address
     (so an address cannot spray guesses across accounts), over ``login_window_s``; a success
-    clears its name's count. Every attempt is recorded *before* it is counted and checked, and
-    the record is removed only on success: so of many parallel guesses at most the limit get
-    through, whatever their timing. The same answers, and the same work, whether or not the name
-    exists. Runs its own transactions, so a failure stays recorded though the call raises.
+    clears its name's count at that address. Every attempt is recorded *before* it is counted and
+    checked, and the record is removed only on success: so of many parallel guesses at most the
+    limit get through, whatever their timing.
+
+    Failures are also counted per name over every address (a botnet guessing one account). Past
+    ``login_max_failures_per_name`` the name is throttled, not locked: one password check per
+    ``login_throttle_interval_s`` from anywhere (see :func:`_pass_name_throttle`), except from an
+    address that has logged in as that name before, which is exempt: the owner still gets in.
+
+    The same answers, and the same work, whether or not the name exists. Runs its own
+    transactions, so a failure stays recorded though the call raises.
     """
     refuse_if_blocked(settings, name=name, client_address=client_address)
     now = now or utcnow()
     key, address_key = _failure_key(name, client_address), _address_key(client_address)
     since = now - timedelta(seconds=settings.login_window_s)
-    with db.session_scope(settings) as session:
-        reserved = [
-            LoginFailure(key=key, failed_at=now),
-            LoginFailure(key=address_key, failed_at=now),
-        ]
-        session.add_all(reserved)
-        session.flush()
-        reserved_ids = [row.id for row in reserved]
+    reserved_ids = _record(settings, [key, address_key, _name_key(name)], now)
     with db.session_scope(settings) as session:
         _refuse_over_limit(session, settings, key, settings.login_max_failures, since, now)
         _refuse_over_limit(
             session, settings, address_key, settings.login_max_failures_per_address, since, now
         )
+    check_id = _pass_name_throttle(
+        settings,
+        name=name,
+        client_address=client_address,
+        reserved_ids=reserved_ids,
+        since=since,
+        now=now,
+    )
+    if check_id is not None:
+        reserved_ids.append(check_id)
     checks = _password_checks(settings.login_concurrency)
     if not checks.acquire(timeout=CHECK_WAIT_S):
         # Not a guess that was checked: it must not count against the name or the address.
-        with db.session_scope(settings) as session:
-            session.execute(delete(LoginFailure).where(LoginFailure.id.in_(reserved_ids)))
+        _unrecord(settings, reserved_ids)
         raise checks_busy()
     try:
         with db.session_scope(settings) as session:
@@ -238,6 +318,7 @@ def log_in(
                 assert user is not None and user.password_hash is not None
                 session.execute(delete(LoginFailure).where(LoginFailure.key == key))
                 session.execute(delete(LoginFailure).where(LoginFailure.id.in_(reserved_ids)))
+                _remember_address(session, user=user, client_address=client_address, now=now)
                 if security.password_needs_rehash(user.password_hash):
                     user.password_hash = security.hash_password(password)
             else:
@@ -251,6 +332,108 @@ def log_in(
     return user
 
 
+def _pass_name_throttle(
+    settings: Settings,
+    *,
+    name: str,
+    client_address: str,
+    reserved_ids: list[int],
+    since: datetime,
+    now: datetime,
+) -> int | None:
+    """Let this attempt's password be checked, or refuse it while its name is throttled.
+
+    None when the name is under its threshold, or the address has logged in as it before.
+    Otherwise the attempt takes the name's one check of the interval and gets that record's id:
+    like a failure, the check is recorded before it is counted, so of parallel attempts at most
+    one gets it (two that collide are both refused, never both checked). A refused attempt was
+    not checked, so it counts for nothing: its records are removed and RateLimited raised.
+    """
+    with db.session_scope(settings) as session:
+        failures = session.scalar(
+            select(func.count()).where(
+                LoginFailure.key == _name_key(name), LoginFailure.failed_at > since
+            )
+        )
+    if (failures or 0) <= settings.login_max_failures_per_name:
+        return None
+    if _is_known_address(settings, name=name, client_address=client_address, now=now):
+        return None
+    check_key, interval = _check_key(name), timedelta(seconds=settings.login_throttle_interval_s)
+    [check_id] = _record(settings, [check_key], now)
+    with db.session_scope(settings) as session:
+        taken, oldest = session.execute(
+            select(func.count(), func.min(LoginFailure.failed_at)).where(
+                LoginFailure.key == check_key, LoginFailure.failed_at > now - interval
+            )
+        ).one()
+    # Either way the name's next check is an interval away: until then, refused from memory,
+    # but for the addresses the name logged in from.
+    retry_at = (aware_utc(oldest) if taken > 1 else now) + interval
+    wait_s = _seconds_until(retry_at, now)
+    exempt = _known_keys(settings, name=name, now=now)
+    _remember_blocked(settings, _name_key(name), retry_at, wait_s, exempt)
+    if taken <= 1:
+        return check_id
+    _unrecord(settings, [*reserved_ids, check_id])
+    raise _throttled(retry_at, wait_s)
+
+
+def _record(settings: Settings, keys: list[str], now: datetime) -> list[int]:
+    """One committed attempt record per key, before any of them is counted."""
+    with db.session_scope(settings) as session:
+        rows = [LoginFailure(key=key, failed_at=now) for key in keys]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]
+
+
+def _unrecord(settings: Settings, ids: list[int]) -> None:
+    with db.session_scope(settings) as session:
+        session.execute(delete(LoginFailure).where(LoginFailure.id.in_(ids)))
+
+
+def _is_known_address(settings: Settings, *, name: str, client_address: str, now: datetime) -> bool:
+    """Whether this name logged in from this address within ``KNOWN_ADDRESS_DAYS``."""
+    with db.session_scope(settings) as session:
+        row = session.get(KnownLoginAddress, _known_key(name, client_address))
+        recent = now - timedelta(days=KNOWN_ADDRESS_DAYS)
+        return row is not None and aware_utc(row.last_login_at) > recent
+
+
+def _known_keys(settings: Settings, *, name: str, now: datetime) -> frozenset[str]:
+    """The known-address keys of ``name``: one query, whether or not the name exists."""
+    recent = now - timedelta(days=KNOWN_ADDRESS_DAYS)
+    with db.session_scope(settings) as session:
+        keys = session.scalars(
+            select(KnownLoginAddress.key)
+            .join(User, User.id == KnownLoginAddress.user_id)
+            .where(User.name == name.strip().lower(), KnownLoginAddress.last_login_at > recent)
+        )
+        return frozenset(keys)
+
+
+def _remember_address(session: Session, *, user: User, client_address: str, now: datetime) -> None:
+    """Mark the address as one ``user`` logs in from; forget the user's long-unused ones."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    # An upsert: two log-ins from one address at once must not collide on the key.
+    upsert = insert(KnownLoginAddress).values(
+        key=_known_key(user.name, client_address), user_id=user.id, last_login_at=now
+    )
+    session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[KnownLoginAddress.key],
+            set_={"user_id": user.id, "last_login_at": now},
+        )
+    )
+    session.execute(
+        delete(KnownLoginAddress).where(
+            KnownLoginAddress.user_id == user.id,
+            KnownLoginAddress.last_login_at < now - timedelta(days=KNOWN_ADDRESS_DAYS),
+        )
+    )
+
+
 def _refuse_over_limit(
     session: Session, settings: Settings, key: str, limit: int, since: datetime, now: datetime
 ) -> None:
@@ -262,7 +445,7 @@ def _refuse_over_limit(
     ).one()
     if count > limit and oldest is not None:
         retry_at = aware_utc(oldest) + timedelta(seconds=settings.login_window_s)
-        wait_s = max(1, int((retry_at - now).total_seconds()) + 1)
+        wait_s = _seconds_until(retry_at, now)
         _remember_blocked(settings, key, retry_at, wait_s)
         raise _too_many(retry_at, wait_s)
 

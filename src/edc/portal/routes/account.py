@@ -109,6 +109,7 @@ async def signup(request: Request, identity: OptionalIdentity) -> Response:
                 name=name,
                 password=password,
                 invite_code=form_text(form, "invite_code") or None,
+                client_address=client_address(request),
             )
             if old_session:
                 accounts.end_web_session(session, old_session)

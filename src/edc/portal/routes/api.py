@@ -74,7 +74,8 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "The upload is over the size limit."},
     429: {
         "model": ErrorOut,
-        "description": "Over a submission limit; `Retry-After` and `detail` say when to retry.",
+        "description": "Over a submission limit, or too many uploads in progress at once; "
+        "`Retry-After` and `detail` say when to retry.",
     },
     503: {"model": ErrorOut, "description": "The database does not answer."},
     507: {"model": ErrorOut, "description": "The upload disk is full."},
@@ -93,7 +94,9 @@ async def create_submission(
     request: Request, settings: SettingsDep, identity: CurrentIdentity
 ) -> SubmissionCreated:
     """Upload a zip (multipart field `file`); it is checked, stored and queued for evaluation."""
-    submission = await receive_submission(request, settings, owner_id=identity.user_id)
+    submission = await receive_submission(
+        request, settings, owner_id=identity.user_id, slots=request.app.state.upload_slots
+    )
     return SubmissionCreated.model_validate(submission)
 
 

@@ -62,7 +62,11 @@ async def submit(request: Request, identity: PageIdentity) -> Response:
 
     try:
         submission = await receive_submission(
-            request, settings, owner_id=identity.user_id, check_fields=check_token
+            request,
+            settings,
+            owner_id=identity.user_id,
+            slots=request.app.state.upload_slots,
+            check_fields=check_token,
         )
     except EdcError as exc:
         context = await run_in_threadpool(_home_context, settings, identity, 0)
