@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     # Per participant; failures that were the platform's fault and cancelled ones do not count.
     submissions_per_day: int = Field(default=10, ge=1)
     max_queued_per_user: int = Field(default=2, ge=1)
+    # Members a team may have (edc.services.teams); they share its limits and leaderboard row.
+    max_team_size: int = Field(default=4, ge=1)
     # The competition window (ISO 8601; a time without a zone is UTC); unset: always open.
     competition_start: datetime | None = None
     competition_end: datetime | None = None

@@ -148,9 +148,24 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Written before the limits are counted, so one participant's uploads are checked in turn.
     last_submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The team it competes in, if any: members share limits and one leaderboard row per track.
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="SET NULL", name="fk_users_team_id"), index=True
+    )
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.name}{' admin' if self.is_admin else ''}>"
+
+
+class Team(Base):
+    """Participants who compete as one (see edc.services.teams)."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    invite_code: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ApiToken(Base):

@@ -387,3 +387,23 @@ class BaselineIn(BaseModel):
     model_config = ConfigDict(strict=True)
 
     baseline: bool = True
+
+
+class TeamOut(BaseModel):
+    """Your team: its members share its limits and one leaderboard row per track."""
+
+    name: str
+    invite_code: str = Field(description="Give it to whoever should join (edc team join CODE).")
+    members: list[str]
+    max_size: int
+
+
+class TeamIn(BaseModel):
+    # edc.services.accounts.NAME_PATTERN, either case (a name is kept lowercase).
+    name: Annotated[Text, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,39}$")] = Field(
+        description="2-40 letters, digits, '.', '-' or '_' (kept lowercase)."
+    )
+
+
+class TeamJoinIn(BaseModel):
+    invite_code: Annotated[Text, StringConstraints(max_length=64)]

@@ -168,6 +168,22 @@ class PortalClient:
         result: dict[str, Any] = self._json("GET", "/api/v1/me")
         return result
 
+    def my_team(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/api/v1/teams/mine")
+        return result
+
+    def create_team(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", "/api/v1/teams", json={"name": name})
+        return result
+
+    def join_team(self, invite_code: str) -> dict[str, Any]:
+        body = {"invite_code": invite_code}
+        result: dict[str, Any] = self._json("POST", "/api/v1/teams/join", json=body)
+        return result
+
+    def leave_team(self) -> None:
+        self._request("POST", "/api/v1/teams/leave")
+
     def submit(
         self,
         archive: Path,

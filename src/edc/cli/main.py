@@ -17,6 +17,7 @@ from edc import __version__, db
 from edc.cli import admin as cli_admin
 from edc.cli import participant as cli_participant
 from edc.cli import runtime as cli_runtime
+from edc.cli import teams as cli_teams
 from edc.cli.configured import refusals_exit, settings_or_exit
 from edc.errors import EdcError
 from edc.lifetime import die_with_parent
@@ -393,6 +394,7 @@ def task_export_pool(
 
 
 cli_participant.register(app)
+cli_teams.register(app)
 cli_admin.register(app)
 cli_runtime.register(app, task_app)
 

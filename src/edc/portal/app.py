@@ -35,6 +35,7 @@ from edc.portal.routes import (
     internal,
     metrics,
     pages,
+    teams,
 )
 from edc.portal.security_headers import SecurityHeaders
 from edc.portal.upload_slots import UploadSlots
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account.router)
     app.include_router(admin_pages.router)
     app.include_router(api.router, prefix="/api/v1")
+    app.include_router(teams.router, prefix="/api/v1")
     app.include_router(admin_api.router, prefix="/api/v1")
     app.include_router(health.router)
     app.include_router(docs.router)

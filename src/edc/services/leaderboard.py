@@ -32,10 +32,11 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -56,7 +57,15 @@ from sqlalchemy.sql.elements import Grouping
 
 from edc.clock import aware_utc
 from edc.config import Settings
-from edc.models import DEFAULT_TRACK, Submission, User, pooled_result, ranked_result, utcnow
+from edc.models import (
+    DEFAULT_TRACK,
+    Submission,
+    Team,
+    User,
+    pooled_result,
+    ranked_result,
+    utcnow,
+)
 from edc.services.exports import csv_document
 from edc.status import ReviewState
 from edc.tasks.task import task_at, task_dir
@@ -376,7 +385,6 @@ def _best_entries_here(session: Session, ranking: Ranking) -> list[Draft]:
     for row in session.execute(
         select(
             *_shown(best),
-            best.user_id,
             best.score,
             best.review,
             _has_company(ranking.track, best.user_id, best.id, best.sha256, best.score).label(
@@ -396,7 +404,34 @@ def _best_entries_here(session: Session, ranking: Ranking) -> list[Draft]:
     return drafts
 
 
-def _best_pooled_here(session: Session, ranking: Ranking, users: list[int]) -> list[Draft]:
+def _as_teams(session: Session, ranking: Ranking, drafts: list[Draft]) -> list[Draft]:
+    """One draft per team in place of its members' own: the team's best pool, runs of one
+    archive pooled whoever of them submitted them, shown under the team's name."""
+    teams: dict[int, str] = {
+        user_id: name
+        for user_id, name in session.execute(
+            select(User.id, Team.name).join(Team, Team.id == User.team_id)
+        )
+    }
+    playing = {teams[row.user_id] for row, _, _ in drafts if row.user_id in teams}
+    if not playing:
+        return drafts
+    members = [user_id for user_id, name in teams.items() if name in playing]
+    as_teams = _best_pooled_here(session, ranking, members, entrant=teams.__getitem__)
+    return [d for d in drafts if d[0].user_id not in teams] + [
+        (SimpleNamespace(**{**row._asdict(), "participant": teams[row.user_id]}), pooled, flag)
+        for row, pooled, flag in as_teams
+    ]
+
+
+def _best_pooled_here(
+    session: Session,
+    ranking: Ranking,
+    users: list[int],
+    entrant: Callable[[int], str] = str,
+) -> list[Draft]:
+    """The best pool of each entrant (by default each of ``users``; ``entrant`` names whose
+    runs a user's are: its team's)."""
     runs = session.execute(
         select(
             Submission.user_id,
@@ -411,8 +446,11 @@ def _best_pooled_here(session: Session, ranking: Ranking, users: list[int]) -> l
         .order_by(Submission.user_id, Submission.sha256, Submission.id)
     )
     sign = 1.0 if ranking.direction == "lower" else -1.0
-    best: dict[int, tuple[float, int, Pooled, bool]] = {}
-    for (user_id, _sha), group in itertools.groupby(runs, key=lambda r: (r.user_id, r.sha256)):
+    best: dict[str, tuple[float, int, Pooled, bool]] = {}
+    ordered = sorted(runs, key=lambda r: (entrant(r.user_id), r.sha256, r.id))
+    for (who, _sha), group in itertools.groupby(
+        ordered, key=lambda r: (entrant(r.user_id), r.sha256)
+    ):
         rows = list(group)
         pooled = pool_of(
             [Run(float(r.score), _number(r.score_ci_low), _number(r.score_ci_high)) for r in rows]
@@ -423,8 +461,8 @@ def _best_pooled_here(session: Session, ranking: Ranking, users: list[int]) -> l
             pooled,
             any(r.review == ReviewState.FLAGGED for r in rows),
         )
-        if user_id not in best or candidate[:2] < best[user_id][:2]:
-            best[user_id] = candidate
+        if who not in best or candidate[:2] < best[who][:2]:
+            best[who] = candidate
     by_first = {first_id: (pooled, flagged) for _, first_id, pooled, flagged in best.values()}
     shown = session.execute(
         select(*_shown())
@@ -439,6 +477,7 @@ def _shown(rows: Any = Submission) -> list[Any]:
     """What an entry shows of its first submission's row."""
     return [
         User.name.label("participant"),
+        rows.user_id,
         rows.id,
         rows.score_ci_low,
         rows.score_ci_high,
@@ -484,7 +523,7 @@ def compute(session: Session, ranking: Ranking) -> Leaderboard:
     baselines = _sorted(ranking, [_entry(row, rank=None) for row in rows])
     return Leaderboard(
         ranking=ranking,
-        entries=_ranked_pools(ranking, _best_pools(session, ranking)),
+        entries=_ranked_pools(ranking, _as_teams(session, ranking, _best_pools(session, ranking))),
         baselines=baselines,
         generated_at=utcnow(),
     )

@@ -5,6 +5,7 @@ sentence saying when the window opens or that it has closed. Admins are not boun
 rerun, and upload baselines, at any time).
 
 **The limits.** So many submissions per rolling day, so many waiting at once, counted per track
+and shared by a team's members
 (a track may set its own; where it does not, the platform's ``EDC_SUBMISSIONS_PER_DAY`` and
 ``EDC_MAX_QUEUED_PER_USER`` apply). What counts: every submission except those cancelled and those
 that failed for an infrastructure reason (the platform's fault, not the participant's). Admins are
@@ -22,7 +23,8 @@ from sqlalchemy.orm import Session
 from edc.clock import aware_utc, human_duration
 from edc.config import Settings
 from edc.errors import CompetitionClosed, RateLimited
-from edc.models import DEFAULT_TRACK, Submission, User, utcnow
+from edc.models import DEFAULT_TRACK, Submission, Team, User, utcnow
+from edc.services.teams import teammates
 from edc.status import FailureReason, SubmissionStatus
 
 DAY = timedelta(days=1)
@@ -127,8 +129,9 @@ def usage(
     now: datetime,
     track: str = DEFAULT_TRACK,
 ) -> Usage:
-    """Where ``user_id`` stands against ``limits`` in ``track``."""
-    mine = (Submission.user_id == user_id, Submission.track == track)
+    """Where ``user_id`` stands against ``limits`` in ``track``: its team's, if it is in one
+    (members share them)."""
+    mine = (Submission.user_id.in_(teammates(user_id)), Submission.track == track)
     waiting = session.scalar(
         select(func.count()).select_from(Submission).where(*mine, Submission.status.in_(WAITING))
     )
@@ -196,9 +199,12 @@ def check_submission_allowed(
 
 
 def hold_user(session: Session, *, user_id: int, now: datetime) -> None:
-    """Take the user's row lock (PostgreSQL) or the write lock (SQLite) before counting.
+    """Take the user's row lock, and its team's (PostgreSQL), or the write lock (SQLite) before
+    counting.
 
-    Two uploads of one participant finishing at once are then counted one after the other,
-    so both cannot slip under the limit.
+    Two uploads of one participant, or of two teammates, finishing at once are then counted one
+    after the other, so both cannot slip under the limit.
     """
     session.execute(update(User).where(User.id == user_id).values(last_submitted_at=now))
+    team = select(User.team_id).where(User.id == user_id).scalar_subquery()
+    session.execute(select(Team.id).where(Team.id == team).with_for_update())

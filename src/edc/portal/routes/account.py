@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -14,6 +14,7 @@ from edc.db import database_errors
 from edc.errors import EdcError, InvalidInput
 from edc.models import User
 from edc.portal.auth import (
+    Identity,
     OptionalIdentity,
     PageIdentity,
     clear_session_cookie,
@@ -24,7 +25,7 @@ from edc.portal.deps import TokenId
 from edc.portal.errors import headers_for, status_for
 from edc.portal.login_gate import LoginGate
 from edc.portal.render import checked_form, form_text, render
-from edc.services import accounts
+from edc.services import accounts, teams
 
 router = APIRouter(include_in_schema=False)
 
@@ -154,6 +155,7 @@ def _account_context(settings: Settings, user_id: int) -> dict[str, Any]:
         assert user is not None
         return {
             "tokens": accounts.list_api_tokens(session, user=user),
+            "team": teams.team_of(session, settings, user_id),
             "new_token": None,
             "error": None,
         }
@@ -203,3 +205,42 @@ async def revoke_token(token_id: TokenId, request: Request, identity: PageIdenti
 
     await run_in_threadpool(run)
     return RedirectResponse("/account", status_code=303)
+
+
+TeamAction = Literal["create", "join", "leave"]
+
+
+async def _team_action(action: TeamAction, request: Request, identity: Identity) -> Response:
+    """Create a team (its name), join one (an invite code) or leave yours; a refusal shows on
+    the error page with its sentence."""
+    settings: Settings = request.app.state.settings
+    form = await checked_form(request, identity)
+
+    def run() -> None:
+        with database_errors(), db.session_scope(settings) as session:
+            user = session.get(User, identity.user_id)
+            assert user is not None
+            if action == "create":
+                teams.create_team(session, settings, user=user, name=form_text(form, "name"))
+            elif action == "join":
+                teams.join_team(session, settings, user=user, code=form_text(form, "invite_code"))
+            else:
+                teams.leave_team(session, user=user)
+
+    await run_in_threadpool(run)
+    return RedirectResponse("/account#team", status_code=303)
+
+
+@router.post("/account/team/create", name="create_team")
+async def create_team(request: Request, identity: PageIdentity) -> Response:
+    return await _team_action("create", request, identity)
+
+
+@router.post("/account/team/join", name="join_team")
+async def join_team(request: Request, identity: PageIdentity) -> Response:
+    return await _team_action("join", request, identity)
+
+
+@router.post("/account/team/leave", name="leave_team")
+async def leave_team(request: Request, identity: PageIdentity) -> Response:
+    return await _team_action("leave", request, identity)

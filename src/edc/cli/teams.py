@@ -1,0 +1,71 @@
+"""`edc team ...`: a participant's team, through the portal's API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from edc.cli.client import PortalError
+from edc.cli.participant import connect, fail
+
+console = Console()
+
+
+def _show(team: dict[str, Any]) -> None:
+    console.print(
+        f"Team [bold]{escape(team['name'])}[/bold]: {escape(', '.join(team['members']))} "
+        f"({len(team['members'])} of at most {team['max_size']})."
+    )
+    console.print(f"Invite code: {escape(team['invite_code'])}")
+    console.print(f"Others join with `edc team join {escape(team['invite_code'])}`.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `edc team` to ``app``."""
+    team_app = typer.Typer(
+        help="Teams: members share limits and one leaderboard row per track.",
+        no_args_is_help=True,
+    )
+    app.add_typer(team_app, name="team")
+
+    @team_app.command("create")
+    def create(name: Annotated[str, typer.Argument(help="The team's name.")]) -> None:
+        """Create a team of you alone and print its invite code."""
+        with connect() as client:
+            try:
+                _show(client.create_team(name))
+            except PortalError as exc:
+                raise fail(exc) from exc
+
+    @team_app.command("join")
+    def join(
+        code: Annotated[str, typer.Argument(help="The invite code a member gave you.")],
+    ) -> None:
+        """Join a team with its invite code."""
+        with connect() as client:
+            try:
+                _show(client.join_team(code))
+            except PortalError as exc:
+                raise fail(exc) from exc
+
+    @team_app.command("show")
+    def show() -> None:
+        """Your team, its members and invite code."""
+        with connect() as client:
+            try:
+                _show(client.my_team())
+            except PortalError as exc:
+                raise fail(exc) from exc
+
+    @team_app.command("leave")
+    def leave() -> None:
+        """Leave your team."""
+        with connect() as client:
+            try:
+                client.leave_team()
+            except PortalError as exc:
+                raise fail(exc) from exc
+        console.print("You have left your team.")
