@@ -317,6 +317,11 @@ class Track(Base):
     # EDC_MAX_QUEUED_PER_USER).
     submissions_per_day: Mapped[int | None] = mapped_column(Integer)
     max_queued_per_user: Mapped[int | None] = mapped_column(Integer)
+    # Told of a new rank 1 and of a published final (edc.services.notifications); None: nobody.
+    # A secret (the URL is the key to a Slack or Discord channel): never shown publicly.
+    webhook_url: Mapped[str | None] = mapped_column(String(1024))
+    # The submission last announced as rank 1, so each leader is announced once.
+    announced_leader: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

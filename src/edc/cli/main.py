@@ -299,6 +299,36 @@ def track_limits(
     console.print(f"Track {escape(track.name)}: {_limits_text(track.limits(settings))}.")
 
 
+@track_app.command("webhook")
+def track_webhook(
+    name: Annotated[str, typer.Argument(help="The track whose notifications change.")],
+    url: Annotated[
+        str | None,
+        typer.Argument(
+            help="An http(s) URL taking JSON (a Slack or Discord webhook).", show_default=False
+        ),
+    ] = None,
+    off: Annotated[
+        bool, typer.Option("--off", help="Send this track's notifications nowhere.")
+    ] = False,
+) -> None:
+    """Post a track's new rank 1 and its published final leaderboard to a webhook URL."""
+    from edc.services.tracks import set_track_webhook
+
+    if off == (url is not None):
+        raise typer.BadParameter("Give either a webhook URL or --off, not both.")
+    settings = settings_or_exit()
+    with (
+        refusals_exit("Cannot set the webhook"),
+        db.database_errors(),
+        db.session_scope(settings) as session,
+    ):
+        track = set_track_webhook(session, settings, name, url=None if off else url)
+    # The URL is a secret: not echoed (it would stay in terminal scrollback and CI logs).
+    state = "posted to its webhook" if track.webhook_url else "sent nowhere"
+    console.print(f"Track {escape(track.name)}: notifications are {state}.")
+
+
 def _limits_text(limits: Limits) -> str:
     return (
         f"{limits.per_day} submissions per participant per 24 hours, "

@@ -1,5 +1,6 @@
 """The worker process's RQ side: one hardware class, participants' queues taken round-robin, and a
-warm shutdown that hands the running submission back."""
+warm shutdown that hands the running submission back. Every worker also delivers notifications
+(:mod:`edc.scheduler.notify_queue`), ahead of any evaluation."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rq import Queue, Worker
 from edc import db
 from edc.config import Settings
 from edc.scheduler.connection import redis_connection
+from edc.scheduler.notify_queue import notification_queue
 from edc.scheduler.position import NO_OWNER, service_order
 from edc.scheduler.producer import class_prefix, our_queues, owner_of, queue_name_for
 from edc.tasks.task import task_hardware_class
@@ -60,7 +62,9 @@ class FairWorker(HandBackWorker):
         self.hardware_class = hardware_class
         self.prefix = class_prefix(settings, hardware_class)
         home = Queue(queue_name_for(settings, hardware_class, NO_OWNER), connection=connection)
-        super().__init__([home], connection=connection, name=name)
+        # Listed for RQ's upkeep (its registries are cleaned like the home queue's).
+        self._notifications = notification_queue(settings, connection)
+        super().__init__([home, self._notifications], connection=connection, name=name)
         self._home = home
         # Never fed: what a barred worker listens on, so it takes no job but stays registered.
         self._parked = Queue(f"{self.prefix}parked", connection=connection)
@@ -79,8 +83,10 @@ class FairWorker(HandBackWorker):
             if self.watch.due() and (self.watch.overdue() or not any(q.count for q in ordered)):
                 self.watch.check()
             if self.watch.drifting:
-                return [self._parked]
-        return ordered
+                # A delivery measures nothing: a barred worker still makes them.
+                return [self._notifications, self._parked]
+        # First: a delivery takes seconds, and must not wait for hours of evaluations.
+        return [self._notifications, *ordered]
 
     @_ordered_queues.setter
     def _ordered_queues(self, _value: list[Queue]) -> None:

@@ -16,9 +16,10 @@ task.toml changes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +46,9 @@ class TrackInfo:
     closes_at: datetime | None = None  # None: the platform's end
     submissions_per_day: int | None = None  # None: the platform's
     max_queued_per_user: int | None = None  # None: the platform's
+    # Told of a new rank 1 and of a published final; None: nobody. A secret (the URL is the key
+    # to a channel): for organisers only, and kept out of the repr, hence out of logs.
+    webhook_url: str | None = field(default=None, repr=False)
 
     def window(self, settings: Settings) -> Window:
         """Its upload window: its own bounds, else the platform's."""
@@ -100,6 +104,7 @@ def _info(settings: Settings, row: Track) -> TrackInfo:
         closes_at=_aware(row.closes_at),
         submissions_per_day=row.submissions_per_day,
         max_queued_per_user=row.max_queued_per_user,
+        webhook_url=row.webhook_url,
     )
 
 
@@ -186,6 +191,16 @@ def _check_limits(*limits: int | None) -> None:
             raise InvalidInput(f"A track's limit must be from 1 to {TRACK_MAX_LIMIT}, not {limit}.")
 
 
+def _own_row(session: Session, settings: Settings, name: str) -> Track:
+    """The track's row, to change its settings; written first for a default track without one."""
+    get_track(session, settings, name)  # NotFound, naming the tracks
+    row = session.scalar(select(Track).where(Track.name == name))
+    if row is None:  # the default track before its row was ever written
+        row = Track(name=DEFAULT_TRACK, task_dir=None)
+        session.add(row)
+    return row
+
+
 def set_track_limits(
     session: Session,
     settings: Settings,
@@ -196,12 +211,40 @@ def set_track_limits(
 ) -> TrackInfo:
     """Give the track ``name`` its own limits per participant (None: the platform's again)."""
     _check_limits(submissions_per_day, max_queued_per_user)
-    get_track(session, settings, name)  # NotFound, naming the tracks
-    row = session.scalar(select(Track).where(Track.name == name))
-    if row is None:  # the default track before its row was ever written
-        row = Track(name=DEFAULT_TRACK, task_dir=None)
-        session.add(row)
+    row = _own_row(session, settings, name)
     row.submissions_per_day = submissions_per_day
     row.max_queued_per_user = max_queued_per_user
     session.flush()
     return _info(settings, row)
+
+
+# The tracks table's webhook_url column.
+WEBHOOK_MAX_CHARS = 1024
+
+
+def set_track_webhook(
+    session: Session, settings: Settings, name: str, *, url: str | None
+) -> TrackInfo:
+    """Send the track ``name``'s notifications to ``url`` (http or https); None: to nobody."""
+    if url is not None:
+        _check_webhook(url)
+    row = _own_row(session, settings, name)
+    row.webhook_url = url
+    session.flush()
+    return _info(settings, row)
+
+
+def _check_webhook(url: str) -> None:
+    # The URL is a secret: a refusal never repeats it.
+    if len(url) > WEBHOOK_MAX_CHARS:
+        raise InvalidInput(f"A webhook URL is at most {WEBHOOK_MAX_CHARS} characters.")
+    if any(c.isspace() for c in url) or not _http_with_host(url):
+        raise InvalidInput("A webhook URL must be an http:// or https:// URL with a host.")
+
+
+def _http_with_host(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a malformed port or IPv6 address
+        return False

@@ -33,6 +33,7 @@ from edc.models import Submission, running_attempt, utcnow
 from edc.observability.logging import log_context
 from edc.observability.prometheus import record_outcome
 from edc.scheduler import producer
+from edc.services import notifications
 from edc.status import FailureReason, ReviewState, SubmissionStatus
 from edc.worker.archive_source import fetch_archive
 from edc.worker.evaluation import Evaluation, StageFailed, evaluate, submission_track
@@ -262,6 +263,8 @@ def _run_submission(
         lambda: store(settings, submission_id, current_attempt, outcome),
         what=f"storing the result of submission {submission_id}",
     )
+    if store is _record and outcome.status is SubmissionStatus.COMPLETED:
+        notifications.announce_leader(settings, submission_id)  # never raises
     return outcome
 
 

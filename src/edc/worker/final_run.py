@@ -22,6 +22,7 @@ from edc import db
 from edc.config import Settings
 from edc.models import Final, Measurement, Submission, utcnow
 from edc.observability.logging import log_context
+from edc.services import notifications
 from edc.status import FailureReason, FinalStatus, MeasurementStatus, SubmissionStatus
 from edc.worker.executor import (
     Outcome,
@@ -70,11 +71,14 @@ def run(settings: Settings, final_id: int, *, worker_id: str) -> FinalStatus | N
                 f"The final stopped on an internal error ({type(exc).__name__}: {exc}); "
                 "the measurements taken are kept."
             )
-        db.retry_while_unreachable(
+        finished = db.retry_while_unreachable(
             settings,
             lambda: _finish(settings, final_id, status, message),
             what=f"recording the end of final {final_id}",
         )
+        # Published: once, by the worker whose UPDATE completed it.
+        if finished and status is FinalStatus.COMPLETED:
+            notifications.announce_final(settings, final_id)  # never raises
         return status
 
 
@@ -94,14 +98,16 @@ def _claim(settings: Settings, final_id: int, worker_id: str) -> bool:
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def _finish(settings: Settings, final_id: int, status: FinalStatus, message: str) -> None:
+def _finish(settings: Settings, final_id: int, status: FinalStatus, message: str) -> bool:
+    """Record how the final ended; False when it was no longer running (someone else ended it)."""
     with db.session_scope(settings) as session:
-        session.execute(
+        result = session.execute(
             update(Final)
             .where(Final.id == final_id, Final.status == FinalStatus.RUNNING)
             .values(status=status, finished_at=utcnow(), message=message)
             .execution_options(synchronize_session=False)
         )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
