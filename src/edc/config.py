@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # Workers on other hosts fetch archives from the portal's internal route with the worker
     # credential; the portal refuses that route (404) while EDC_WORKER_TOKEN is unset.
     portal_url: str | None = None
+    # The portal's address as participants reach it (links in notifications); unset: the
+    # workers' EDC_PORTAL_URL, which may be an internal address.
+    public_url: str | None = None
     worker_token: str | None = None
     # The portal's data directory as mounted on this worker (a shared file system). Unset: this
     # host's own data directory when EDC_PORTAL_URL is unset (one machine), else none.

@@ -321,6 +321,9 @@ def test_names_cannot_format_the_message_or_mention_anyone(settings: Settings) -
     assert (
         notifications.board_link(portal, "gpu-1") == "https://edc.example/leaderboard?track=gpu-1"
     )
+    # The public address, where one is given, over the workers' (maybe internal) one.
+    public = portal.model_copy(update={"public_url": "https://decode.example"})
+    assert notifications.board_link(public, DEFAULT_TRACK) == "https://decode.example/leaderboard"
 
 
 def test_edc_track_webhook_sets_clears_and_refuses(

@@ -271,12 +271,13 @@ def test_edc_admin_rescore_prints_the_counts(new_rules: Settings, tmp_path: Path
     finally:
         get_settings.cache_clear()
     assert first.exit_code == 0, first.output
-    assert f"ranking metric: {NEW}" in first.output
+    assert f"track default, ranked by {NEW}" in first.output
     assert "re-scored from stored figures: 1" in first.output
-    assert "stale (off the leaderboard until rerun): 1" in first.output
+    assert "stale (another ranking rule): 1" in first.output
     assert second.exit_code == 0
     assert "re-scored from stored figures: 0" in second.output
-    assert "stale (off the leaderboard until rerun): 0" in second.output
+    assert "stale (another ranking rule): 0" in second.output
+    assert "stale (another result version): 0" in second.output
 
 
 @pytest.mark.parametrize(

@@ -148,24 +148,40 @@ def register(app: typer.Typer) -> None:
         act(submission_id, "clear-review")
 
     @admin_app.command("rescore")
-    def rescore_command() -> None:
-        """Bring stored results in line with the task's ranking metric (on this server's database).
+    def rescore_command(
+        track: Annotated[
+            str | None,
+            typer.Option(help="Also measure this track's best stale entries again."),
+        ] = None,
+        top: Annotated[
+            int, typer.Option("--top", min=1, help="With --track: how many entries.")
+        ] = 10,
+    ) -> None:
+        """Bring stored results in line with each track's ranking metric and result version (on
+        this server's database); with --track, queue the best stale entries' re-measurements.
 
         Results ranked under another metric are converted from their stored figures where that
-        is exact, else marked stale (off the leaderboard until rerun). Safe to run again.
+        is exact, else marked stale; results of another task content or measurement version are
+        marked stale (off the leaderboard, kept for their owners). Re-measurements run after
+        participants' submissions and count against no limit. Safe to run again.
         """
         settings = settings_or_exit()
         try:
             with db.database_errors():
-                counts = rescore.rescore_configured(settings)
+                for counts in rescore.rescore_configured(settings):
+                    console.print(
+                        f"track {counts.track}, ranked by {counts.metric}\n"
+                        f"  re-scored from stored figures: {counts.rescored}\n"
+                        f"  stale (another ranking rule): {counts.stale}\n"
+                        f"  stale (another result version): {counts.outdated}"
+                    )
+                if track is not None:
+                    queued = rescore.remeasure_stale(settings, track, top_k=top)
+                    listed = ", ".join(str(i) for i in queued) or "none"
+                    console.print(f"re-measurements queued ({len(queued)}): {listed}")
         except EdcError as exc:
             err_console.print(f"[red]{exc.message}[/red]")
             raise typer.Exit(1) from exc
-        console.print(
-            f"ranking metric: {counts.metric}\n"
-            f"re-scored from stored figures: {counts.rescored}\n"
-            f"stale (off the leaderboard until rerun): {counts.stale}"
-        )
 
     @admin_app.command()
     def baseline(

@@ -136,7 +136,16 @@ def result_notices(metrics: Mapping[str, Any] | None, review: ReviewState | None
                 f"than the task's physical floor{bound}.",
             )
         )
-    if metrics.get("stale") is True:
+    if metrics.get("stale") is True and isinstance(metrics.get("stale_version"), str):
+        notices.append(
+            Notice(
+                "warning",
+                "Stale: measured under another version of the task or of the measurement, so "
+                "it is off the leaderboard until it is measured again (organisers re-measure "
+                "the best stale entries).",
+            )
+        )
+    elif metrics.get("stale") is True:
         old = metrics.get("stale_metric")
         under = f" ({old})" if isinstance(old, str) else ""
         notices.append(
@@ -146,6 +155,9 @@ def result_notices(metrics: Mapping[str, Any] | None, review: ReviewState | None
                 "an organiser can re-run it.",
             )
         )
+    failed = metrics.get("remeasure_failed")
+    if isinstance(failed, dict):
+        notices.append(Notice("warning", f"Measured again, it failed: {failed.get('message')}"))
     if "rescored_from" in metrics:
         old = metrics["rescored_from"]
         ranked = old if isinstance(old, str) else "a figure it did not record"

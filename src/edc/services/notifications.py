@@ -183,11 +183,13 @@ def _message(
 
 
 def board_link(settings: Settings, track: str) -> str | None:
-    """The track's leaderboard page, where the portal's address is configured."""
-    if not settings.portal_url:
+    """The track's leaderboard page, where the portal's address is configured (its public one,
+    else the workers')."""
+    base = settings.public_url or settings.portal_url
+    if not base:
         return None
     query = "" if track == DEFAULT_TRACK else "?" + urlencode({"track": track})
-    return f"{settings.portal_url.rstrip('/')}/leaderboard{query}"
+    return f"{base.rstrip('/')}/leaderboard{query}"
 
 
 def _slack(name: str) -> str:

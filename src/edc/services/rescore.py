@@ -21,7 +21,17 @@ per-repeat scores were of the old figure and have no conversion: they are droppe
 leaderboard shows no interval (and claims no tie) for the row.
 
 What a result held before is kept under ``superseded``. It runs at every portal start and from
-``edc admin rescore``; where every result is current it is one query that returns no row.
+``edc admin rescore``, for each track with its own task; where every result is current it is one
+query that returns no row.
+
+**Versions.** Every result records the version it is comparable by (``result_version``: the
+harness's measurement version and the task's content hash, :mod:`edc.harness.measurement`). A
+track's results of another version are marked stale the same way (kept, with what they held,
+visible to their owners; off the board). Results from before versions were recorded take the
+current one at the first pass. ``edc admin rescore --track NAME --top K`` then measures the best
+stale entries again (:func:`remeasure_stale`), newest first among equals, as re-measurements: on
+each class's home queue, served after participants' queues, counted against no limit. A
+published final is never touched: its measurements are its own.
 """
 
 from __future__ import annotations
@@ -37,8 +47,13 @@ from sqlalchemy.orm import Session
 
 from edc import db
 from edc.config import Settings
-from edc.models import Submission
-from edc.tasks.task import Task, load_task
+from edc.errors import EdcError
+from edc.harness.measurement import result_version
+from edc.models import DEFAULT_TRACK, Submission
+from edc.scheduler.remeasure_queue import enqueue_remeasure
+from edc.services.tracks import get_track, list_tracks
+from edc.status import SubmissionStatus
+from edc.tasks.task import Task, content_hash_of, load_task
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +69,15 @@ class RescoreCounts:
     metric: str  # the task's ranking metric the results now agree with
     rescored: int  # given a score under it from their stored figures
     stale: int  # kept off the leaderboard until re-run
+    outdated: int = 0  # of another result version: kept off until measured again
+    track: str = DEFAULT_TRACK
 
 
-def rescore_results(session: Session, *, task: Task) -> RescoreCounts:
-    """Bring every scored result in line with ``task.ranking.metric`` (idempotent)."""
+def rescore_results(
+    session: Session, *, task: Task, track: str = DEFAULT_TRACK, version: str | None = None
+) -> RescoreCounts:
+    """Bring every scored result of ``track`` in line with ``task.ranking.metric`` and, given
+    one, with the result ``version`` (idempotent)."""
     metric = task.ranking.metric
     stored_metric = Submission.result_metrics["score_metric"].as_string()
     rescored = stale = 0
@@ -67,6 +87,7 @@ def rescore_results(session: Session, *, task: Task) -> RescoreCounts:
             select(Submission.id, Submission.attempt, Submission.status, Submission.result_metrics)
             .where(
                 Submission.id > last_id,
+                Submission.track == track,
                 # The generated column: a stale row (score null) is not looked at again.
                 Submission.score.is_not(None),
                 or_(stored_metric.is_(None), stored_metric != metric),
@@ -93,14 +114,69 @@ def rescore_results(session: Session, *, task: Task) -> RescoreCounts:
             )
         stale += _write(session, changes[True])
         rescored += _write(session, changes[False])
-    if rescored or stale:
+    outdated = _outdate(session, track=track, version=version) if version else 0
+    if rescored or stale or outdated:
         log.info(
-            "results brought under %s: %d re-scored from their stored figures, %d stale",
+            "track %s, results brought under %s: %d re-scored from their stored figures, %d "
+            "stale, %d of another version",
+            track,
             metric,
             rescored,
             stale,
+            outdated,
         )
-    return RescoreCounts(metric=metric, rescored=rescored, stale=stale)
+    return RescoreCounts(
+        metric=metric, rescored=rescored, stale=stale, outdated=outdated, track=track
+    )
+
+
+def _outdate(session: Session, *, track: str, version: str) -> int:
+    """Mark ``track``'s scored results of another version stale; stamp those of none with
+    ``version`` (measured before versions were recorded). How many were marked."""
+    stored = Submission.result_metrics["result_version"].as_string()
+    outdated = 0
+    last_id = 0
+    while True:
+        rows = session.execute(
+            select(Submission.id, Submission.attempt, Submission.status, Submission.result_metrics)
+            .where(
+                Submission.id > last_id,
+                Submission.track == track,
+                Submission.score.is_not(None),
+                or_(stored.is_(None), stored != version),
+            )
+            .order_by(Submission.id)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            return outdated
+        last_id = rows[-1].id
+        changes: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        for row in rows:
+            metrics = row.result_metrics
+            if not isinstance(metrics, dict):
+                continue
+            old = metrics.get("result_version")
+            if old is None:
+                converted = {**metrics, "result_version": version}
+            else:
+                converted = {
+                    **metrics,
+                    "superseded": {"version": old, "score": metrics.get("score")},
+                    "score": None,
+                    "stale": True,
+                    "stale_version": old,
+                }
+            changes[old is not None].append(
+                {
+                    "row_id": row.id,
+                    "row_attempt": row.attempt,
+                    "row_status": row.status,
+                    "converted": converted,
+                }
+            )
+        _write(session, changes[False])
+        outdated += _write(session, changes[True])
 
 
 # Unchanged since it was read: a rerun (a new attempt) clears the result and must not get this
@@ -124,11 +200,26 @@ def _write(session: Session, changes: list[dict[str, Any]]) -> int:
     return int(session.execute(_WRITE, changes).rowcount)  # type: ignore[attr-defined]
 
 
-def rescore_configured(settings: Settings) -> RescoreCounts:
-    """:func:`rescore_results` for the configured task, in a transaction of its own."""
-    task = load_task(settings)
+def rescore_configured(settings: Settings) -> list[RescoreCounts]:
+    """:func:`rescore_results` for every track with its own task and current version, each in
+    a transaction of its own."""
     with db.session_scope(settings) as session:
-        return rescore_results(session, task=task)
+        tracks = list_tracks(session, settings)
+    counts = []
+    for track in tracks:
+        try:
+            task = load_task(settings, track.task_dir)
+            version = result_version(content_hash_of(track.task_dir))
+        except (EdcError, OSError) as exc:  # one broken track must not keep the others stale
+            log.warning(
+                "track %s: its task does not load, its results are left as they are: %s",
+                track.name,
+                exc,
+            )
+            continue
+        with db.session_scope(settings) as session:
+            counts.append(rescore_results(session, task=task, track=track.name, version=version))
+    return counts
 
 
 def convert(metrics: dict[str, Any], *, metric: str, max_new_tokens: int) -> dict[str, Any]:
@@ -183,3 +274,68 @@ def _per_token_figures(metrics: dict[str, Any], *, metric: str, n: int) -> dict[
         return None
     figures = {q: v / n for q in _QUANTILES if (v := _number(e2e.get(q))) is not None}
     return figures or None
+
+
+@dataclass(frozen=True)
+class StaleEntry:
+    """A participant's stale runs of one archive, represented by the run to measure again."""
+
+    submission_id: int
+    attempt: int
+    old_score: float | None  # what it scored before it went stale
+    created_at: Any
+
+
+def stale_entries(session: Session, *, track: str, direction: str) -> list[StaleEntry]:
+    """``track``'s stale results, one per participant and archive (its newest run), best old
+    score first and, among equals, newest first."""
+    rows = session.execute(
+        select(
+            Submission.id,
+            Submission.attempt,
+            Submission.user_id,
+            Submission.sha256,
+            Submission.created_at,
+            Submission.result_metrics,
+        )
+        .where(
+            Submission.track == track,
+            Submission.status == SubmissionStatus.COMPLETED,
+            Submission.score.is_(None),
+            Submission.disqualified.is_(False),
+        )
+        .order_by(Submission.created_at.desc(), Submission.id.desc())
+    ).all()
+    newest: dict[tuple[Any, str], StaleEntry] = {}
+    for row in rows:
+        metrics = row.result_metrics
+        if not isinstance(metrics, dict) or metrics.get("stale") is not True:
+            continue
+        superseded = metrics.get("superseded")
+        old = _number(superseded.get("score")) if isinstance(superseded, dict) else None
+        newest.setdefault(
+            (row.user_id, row.sha256), StaleEntry(row.id, row.attempt, old, row.created_at)
+        )
+    sign = 1.0 if direction == "lower" else -1.0
+    # Stable sorts: newest first among equal scores; an entry with no old score last.
+    ordered = sorted(newest.values(), key=lambda e: e.created_at, reverse=True)
+    return sorted(ordered, key=lambda e: (e.old_score is None, sign * (e.old_score or 0.0)))
+
+
+def remeasure_stale(settings: Settings, track_name: str | None, *, top_k: int) -> list[int]:
+    """Bring the track's results in line (:func:`rescore_results`), then queue the best
+    ``top_k`` stale entries' re-measurements; returns their submission ids."""
+    with db.session_scope(settings) as session:
+        track = get_track(session, settings, track_name)
+    task = load_task(settings, track.task_dir)
+    version = result_version(content_hash_of(track.task_dir))
+    with db.session_scope(settings) as session:
+        rescore_results(session, task=task, track=track.name, version=version)
+    with db.session_scope(settings) as session:
+        chosen = stale_entries(session, track=track.name, direction=task.ranking.direction)
+    chosen = chosen[:top_k]
+    for entry in chosen:
+        enqueue_remeasure(
+            settings, entry.submission_id, entry.attempt, hardware_class=task.hardware.kind
+        )
+    return [entry.submission_id for entry in chosen]

@@ -126,7 +126,10 @@ def get_track(session: Session, settings: Settings, name: str | None) -> TrackIn
     """The track called ``name``; with no name, the default one."""
     if name is None or name == DEFAULT_TRACK:
         return _default(session, settings)
-    row = session.scalar(select(Track).where(Track.name == name))
+    # A name no track can have (a NUL byte, say, which PostgreSQL refuses) is not looked up.
+    row = (
+        session.scalar(select(Track).where(Track.name == name)) if TRACK_NAME.match(name) else None
+    )
     if row is None:
         known = ", ".join(t.name for t in list_tracks(session, settings))
         raise NotFound(f"There is no track {name!r}; the tracks are: {known}.")

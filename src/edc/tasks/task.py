@@ -633,6 +633,13 @@ class Task:
 
     # -- the model --
 
+    def content_hash(self) -> str:
+        """sha256 over task.toml and the model (:meth:`model_hash`): the task's identity, which
+        results are comparable by (what a changed prompt count, limit or weight would move)."""
+        digest = hashlib.sha256((self.root / TASK_FILE).read_bytes())
+        digest.update(self.model_hash().encode())
+        return digest.hexdigest()
+
     def model_hash(self) -> str:
         """sha256 over config.json and the weight files, in name order: the reference's identity."""
         digest = hashlib.sha256()
@@ -685,6 +692,21 @@ def hardware_class_of(root: Path) -> str:
 def worker_class(settings: Settings, task: Task) -> str:
     """The hardware class a worker serves: ``EDC_HARDWARE_CLASS``, else its configured task's."""
     return settings.hardware_class or task.spec.hardware.kind
+
+
+def content_hash_of(root: Path) -> str:
+    """:meth:`Task.content_hash` of the task at ``root``, computed again only when task.toml or a
+    model file changes (hashing a real model's weights takes seconds)."""
+    model = task_at(root).model_dir
+    stamps = tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(model.iterdir())
+    )
+    return _content_hash(root, (root / TASK_FILE).stat().st_mtime_ns, stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _content_hash(root: Path, _toml_stamp: int, _model_stamps: tuple[object, ...]) -> str:
+    return task_at(root).content_hash()
 
 
 def task_at(root: Path) -> Task:

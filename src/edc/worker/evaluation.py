@@ -29,7 +29,7 @@ from edc.services.tracks import TrackInfo, get_track
 from edc.tasks.pool import hidden_pool
 from edc.tasks.task import RequestCounts, Task, load_task, worker_class
 from edc.worker.calibration import Calibrated, run_to_run_spread
-from edc.worker.provenance import provenance
+from edc.worker.provenance import provenance, result_version_for
 from edc.worker.sandboxes import track_sandbox
 
 # Enough to load the model, answer both scenarios and be verified, in a few seconds.
@@ -79,10 +79,15 @@ def run_to_run_interval(
 
 
 def submission_track(settings: Settings, submission_id: int) -> TrackInfo:
-    """The track the submission competes in."""
-    with db.session_scope(settings) as session:
-        track = session.scalar(select(Submission.track).where(Submission.id == submission_id))
-        return get_track(session, settings, track or DEFAULT_TRACK)
+    """The track the submission competes in (read again while the database does not answer:
+    an outage just after the claim must not fail the run)."""
+
+    def read() -> TrackInfo:
+        with db.session_scope(settings) as session:
+            track = session.scalar(select(Submission.track).where(Submission.id == submission_id))
+            return get_track(session, settings, track or DEFAULT_TRACK)
+
+    return db.retry_while_unreachable(settings, read, what="reading the submission's track")
 
 
 def evaluate(
@@ -138,6 +143,8 @@ def evaluate(
         **result.metrics,
         **run_to_run_interval(settings, track, result.metrics, worker_id),
         "provenance": provenance(settings, sandbox=sandbox, task=task, worker_id=worker_id),
+        # What the leaderboard compares it by: results of another version are kept off it.
+        "result_version": result_version_for(task),
     }
     return Evaluation(
         metrics=metrics, logs=result.logs, public_logs=public_logs, audit=result.audit

@@ -15,9 +15,10 @@ from edc import __version__
 from edc.config import Settings
 from edc.harness.bandwidth import device_bandwidth_gb_per_s
 from edc.harness.evaluate import run_device
+from edc.harness.measurement import MEASUREMENT_VERSION, result_version
 from edc.harness.protocol import PROTOCOL_VERSION
 from edc.sandbox.base import Sandbox
-from edc.tasks.task import Task
+from edc.tasks.task import TASK_FILE, Task
 
 
 @functools.cache
@@ -58,9 +59,27 @@ def _gpus(devices: tuple[str, ...]) -> tuple[str, str] | None:
     return ", ".join(r[0].strip() for r in rows), rows[0][1].strip()
 
 
+def _task_identity(task: Task) -> dict[str, str]:
+    # Computed again when task.toml changes under a running worker (hashing weights is slow).
+    stamp = (task.root / TASK_FILE).stat().st_mtime_ns
+    return _identity(task.root, task.name, task.version, stamp)
+
+
 @functools.cache
-def _task_identity(root: Path, name: str, version: str) -> dict[str, str]:
-    return {"name": name, "version": version, "model_sha256": Task.load(root).model_hash()}
+def _identity(root: Path, name: str, version: str, _stamp: int) -> dict[str, str]:
+    task = Task.load(root)
+    return {
+        "name": name,
+        "version": version,
+        "model_sha256": task.model_hash(),
+        "content_sha256": task.content_hash(),
+    }
+
+
+def result_version_for(task: Task) -> str:
+    """The version a result measured now on ``task`` is comparable by (see
+    :mod:`edc.harness.measurement`)."""
+    return result_version(_task_identity(task)["content_sha256"])
 
 
 def warm(settings: Settings, task: Task) -> None:
@@ -68,7 +87,7 @@ def warm(settings: Settings, task: Task) -> None:
     (hashing a real model's weights, measuring the memory bandwidth)."""
     _cpu_model()
     _gpus(settings.gpu_ids)
-    _task_identity(task.root, task.name, task.version)
+    _task_identity(task)
     if task.hardware.memory_bandwidth_gbps is None:
         # The roofline's denominator (the GPU's, for a GPU task); measured before any timing.
         device_bandwidth_gb_per_s(run_device(settings, task))
@@ -87,6 +106,10 @@ def provenance(
         "driver": f"nvidia {gpu[1]}" if gpu else f"linux {platform.release()}",
         "gpus": list(devices),
         "sandbox": sandbox.identity(),
-        "task": _task_identity(task.root, task.name, task.version),
-        "harness": {"version": __version__, "protocol": PROTOCOL_VERSION},
+        "task": _task_identity(task),
+        "harness": {
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "measurement": MEASUREMENT_VERSION,
+        },
     }

@@ -29,13 +29,21 @@ def upgrade() -> None:
         sa.Column("invite_code", sa.String(64), nullable=False, unique=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("team_id", sa.Integer(), nullable=True))
-        batch.create_foreign_key(
-            "fk_users_team_id", "teams", ["team_id"], ["id"], ondelete="SET NULL"
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        op.add_column("users", sa.Column("team_id", sa.Integer(), nullable=True))
+        op.create_foreign_key(
+            "fk_users_team_id", "users", "teams", ["team_id"], ["id"], ondelete="SET NULL"
         )
-        batch.create_index("ix_users_team_id", ["team_id"])
-    if op.get_bind().dialect.name == "postgresql":
+    else:
+        # In place: a batch copy of the table would drop 0006's triggers on it. SQLite takes a
+        # REFERENCES clause on a new column whose default is NULL.
+        op.execute(
+            "ALTER TABLE users ADD COLUMN team_id INTEGER "
+            "CONSTRAINT fk_users_team_id REFERENCES teams (id) ON DELETE SET NULL"
+        )
+    op.create_index("ix_users_team_id", "users", ["team_id"])
+    if postgresql:
         op.execute(
             f"""
             CREATE FUNCTION edc_{TRIGGER}() RETURNS trigger AS $$
@@ -65,13 +73,29 @@ def upgrade() -> None:
         )
 
 
+# 0006's triggers on users, which SQLite's batch copy of the table drops with it.
+SQLITE_USER_TRIGGERS = [
+    ("results_on_rename", "UPDATE", "WHEN OLD.name <> NEW.name"),
+    ("results_on_user_delete", "DELETE", ""),
+]
+
+
 def downgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
     op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER}" + (" ON users" if postgresql else ""))
     if postgresql:
         op.execute(f"DROP FUNCTION IF EXISTS edc_{TRIGGER}()")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_index("ix_users_team_id")
-        batch.drop_constraint("fk_users_team_id", type_="foreignkey")
-        batch.drop_column("team_id")
+    op.drop_index("ix_users_team_id", table_name="users")
+    if postgresql:
+        op.drop_constraint("fk_users_team_id", "users", type_="foreignkey")
+        op.drop_column("users", "team_id")
+    else:
+        with op.batch_alter_table("users") as batch:
+            batch.drop_column("team_id")
+        for name, event, when in SQLITE_USER_TRIGGERS:
+            op.execute(
+                f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON users FOR EACH ROW {when} "
+                f"BEGIN INSERT INTO change_counters (name, value) VALUES ('{COUNTER}', "
+                "abs(random())) ON CONFLICT (name) DO UPDATE SET value = value + 1; END"
+            )
     op.drop_table("teams")

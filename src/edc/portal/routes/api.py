@@ -52,6 +52,7 @@ from edc.services import (
     submissions,
     tracks,
 )
+from edc.services.tracks import TRACK_NAME
 from edc.status import FinalStatus
 
 router = APIRouter()
@@ -228,7 +229,8 @@ def me(
     session: SessionDep,
     identity: CurrentIdentity,
     track: Annotated[
-        str | None, Query(max_length=64, description="A track (default: the default one).")
+        str | None,
+        Query(pattern=TRACK_NAME.pattern, description="A track (default: the default one)."),
     ] = None,
 ) -> MeOut:
     """Who you are, where you stand against a track's limits, and whether its uploads are
