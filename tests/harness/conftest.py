@@ -83,11 +83,18 @@ def harness_settings(tmp_path: Path) -> Settings:
     return Settings(sandbox="bwrap", data_dir=tmp_path / "data")
 
 
-def write_task(root: Path, *, hidden: list[dict[str, Any]] | None = None, **overrides: Any) -> Task:
-    """A task directory on the bundled model, with the bundled prompts unless told otherwise."""
+def write_task(
+    root: Path,
+    *,
+    hidden: list[dict[str, Any]] | None = None,
+    extra_toml: str = "",
+    **overrides: Any,
+) -> Task:
+    """A task directory on the bundled model, with the bundled prompts unless told otherwise;
+    ``extra_toml`` adds sections (a ``[serving]`` one, say)."""
     values = {**SMALL_TASK, **overrides}
     root.mkdir(parents=True)
-    (root / "task.toml").write_text(TASK_TOML.format(**values))
+    (root / "task.toml").write_text(TASK_TOML.format(**values) + extra_toml)
     (root / "model").symlink_to(bundled_task_dir() / "model")
     prompts = root / "prompts"
     prompts.mkdir()

@@ -108,3 +108,23 @@ def test_silence_and_end_of_stream(tmp_path: Path) -> None:
     finally:
         channel.close()
         listener.close()
+
+
+def test_a_read_takes_no_more_than_asked_and_leaves_the_rest_queued(tmp_path: Path) -> None:
+    listener = Listener(tmp_path)
+    client = connect(listener.path)
+    channel = accepted(listener)
+    try:
+        client.sendall(b"a" * 100 + b"\n")
+        _, first = channel.receive(5.0, 16)
+        assert first == b"a" * 16
+        rest = bytearray()
+        while len(rest) < 85:
+            _, data = channel.receive(5.0)
+            assert data
+            rest += data
+        assert bytes(rest) == b"a" * 84 + b"\n"
+    finally:
+        channel.close()
+        client.close()
+        listener.close()

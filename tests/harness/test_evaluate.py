@@ -7,6 +7,7 @@ import pytest
 from edc.config import Settings
 from edc.harness.draw import EvaluationSecret, draw_prompts
 from edc.harness.evaluate import draw_session
+from edc.harness.runner import ServingPlan
 from edc.tasks.task import Prompt, Task, bundled_task_dir, load_task
 from edc.tasks.weights import weight_bytes_per_token
 
@@ -133,3 +134,36 @@ def test_each_timed_set_is_a_stratified_sample_by_length() -> None:
         pool, needed=56, secret=EvaluationSecret.fresh(), groups=[4, 12, 12, 12, 16]
     )
     assert {p.id for p in other} != {p.id for p in drawn}
+
+
+def test_the_serving_schedule_comes_from_the_secret_and_replays_with_it() -> None:
+    task = Task.load(bundled_task_dir().parent / "tiny_serving")
+    assert task.serving is not None
+    pool = task.public_prompts()
+    secret = EvaluationSecret.fresh()
+    first, again, other = (
+        draw_session(task, pool, s).plan.serving
+        for s in (secret, EvaluationSecret.from_hex(secret.hex()), EvaluationSecret.fresh())
+    )
+    assert first is not None and again is not None and other is not None
+
+    def schedules(plan: ServingPlan) -> list[list[int]]:
+        # What run_sweep sends by: each listed rate as the round it would be measured in.
+        return [plan.schedule(rate, i) for i, rate in enumerate(plan.rates)]
+
+    def lengths(plan: ServingPlan) -> list[int | None]:
+        return [spec.max_new_tokens for spec in plan.specs]
+
+    # The same secret replays the schedule and the lengths exactly.
+    assert schedules(first) == schedules(again)
+    assert lengths(first) == lengths(again)
+    # Another evaluation's secret: every round's arrival times differ, and so do the lengths.
+    assert all(a != b for a, b in zip(schedules(first), schedules(other), strict=True))
+    assert lengths(first) != lengths(other)
+    # The lengths vary within the task's range, and the schedule is not the sampling seed.
+    low, high = task.serving_lengths
+    assert all(low <= n <= high for n in lengths(first) if n is not None)
+    assert len(set(lengths(first))) > 1
+    assert first.schedule_seed == secret.schedule_seed() != secret.sampling_seed()
+    # Each round draws afresh: a rate measured again does not replay the same arrivals.
+    assert first.schedule(first.rates[0], 0) != first.schedule(first.rates[0], 1)

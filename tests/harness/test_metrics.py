@@ -167,3 +167,35 @@ def test_build_metrics_has_every_name_of_the_contract() -> None:
     low, high = out["score_ci"]
     assert low <= out["score"] <= high
     assert out["roofline"] == pytest.approx(out["latency"]["tpot_ms"]["p50"] / 0.5)
+
+
+def test_ranking_by_throughput_scores_each_repeat_with_a_real_interval() -> None:
+    # Five repeats whose throughput scenarios took 1 s for different token counts.
+    tokens = [100, 130, 90, 120, 110]
+    repeats = [
+        m.RepeatTiming(
+            latency=(timing(0, [10, 20, 30]),),
+            throughput_tokens=n,
+            throughput_start_ns=5 * m.NS_PER_S,
+            throughput_end_ns=6 * m.NS_PER_S,
+        )
+        for n in tokens
+    ]
+    out = m.build_metrics(
+        repeats=repeats,
+        verdict=m.Verdict(
+            tokens_checked=15, max_gap=0.0, exact_match_rate=1.0, first_divergence=None
+        ),
+        load_s=0.1,
+        ranking_metric="throughput.output_tokens_per_s",
+        floor_ms=None,
+        bandwidth_gb_per_s=None,
+    )
+    # One score per repeat, in the order run, each its own tokens per second.
+    assert out["score_repeats"] == pytest.approx([100.0, 130.0, 90.0, 120.0, 110.0])
+    assert out["score"] == pytest.approx(110.0)
+    assert out["throughput"]["output_tokens_per_s"] == pytest.approx(110.0)
+    # Not a one-point interval: the repeats differ, and so do the interval's ends.
+    low, high = out["score_ci"]
+    assert 90.0 <= low < out["score"] < high <= 130.0
+    assert (low, high) == m.bootstrap_ci([100.0, 130.0, 90.0, 120.0, 110.0])

@@ -323,3 +323,51 @@ def test_a_random_system_always_ends_with_a_consistent_result(
     above = {p.rate for p in sweep.points if p.rate > best}
     assert all(any(not p.attained for p in sweep.points if p.rate == r) for r in above)
     assert high == min(above, default=best)
+
+
+# ---- the sweep's time budget --------------------------------------------------------------------
+
+
+def test_a_spent_budget_during_the_ascent_confirms_the_best_rate_so_far() -> None:
+    sweep = RateSweep([1.0, 2.0, 4.0, 8.0], refine_steps=3, confirm=2)
+    for rate in (1.0, 2.0):
+        assert sweep.next_rate() == rate
+        sweep.record(rate, True)
+    assert sweep.stop_searching()
+    # 4 and 8 are never tried, no bisection: 2 is confirmed twice and is the result.
+    drive(sweep, step(100.0))
+    assert [p.rate for p in sweep.points] == [1.0, 2.0, 2.0, 2.0]
+    assert sweep.result() == (2.0, (2.0, 2.0))
+
+
+def test_a_spent_budget_during_the_bisection_keeps_the_bracket_measured() -> None:
+    sweep = RateSweep([2.0, 4.0], refine_steps=5, confirm=1)
+    for rate, held in ((2.0, True), (4.0, False), (3.0, True)):
+        assert sweep.next_rate() == rate
+        sweep.record(rate, held)
+    assert sweep.stop_searching()
+    drive(sweep, step(3.2))
+    assert [p.rate for p in sweep.points] == [2.0, 4.0, 3.0, 3.0]
+    assert sweep.result() == (3.0, (3.0, 4.0))
+
+
+def test_a_miss_while_confirming_after_the_budget_still_moves_the_candidate_down() -> None:
+    sweep = RateSweep([1.0, 2.0, 4.0], refine_steps=2, confirm=1)
+    sweep.record(1.0, True)
+    sweep.record(2.0, True)
+    assert sweep.stop_searching()
+    sweep.record(2.0, False)  # the confirmation of 2 misses: 1 is confirmed instead
+    assert sweep.next_rate() == 1.0
+    assert not sweep.stop_searching()  # already confirming: nothing to cut
+    sweep.record(1.0, True)
+    assert sweep.next_rate() is None
+    assert sweep.result() == (1.0, (1.0, 2.0))
+
+
+def test_a_budget_spent_with_nothing_held_or_the_sweep_over_ends_it() -> None:
+    sweep = RateSweep([2.0, 4.0], refine_steps=3, confirm=2)
+    sweep.record(2.0, False)
+    assert sweep.stop_searching()
+    assert sweep.next_rate() is None
+    assert sweep.result() == (0.0, (0.0, 2.0))
+    assert not sweep.stop_searching()

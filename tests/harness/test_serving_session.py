@@ -34,9 +34,25 @@ STEP_S = 0.005
 SERIAL = serial_sleeper(FIRST_DELAY_S, STEP_S)
 
 
-def plan(rates: tuple[float, ...], per_rate: int = 8) -> SessionPlan:
-    lengths = [4, 6] * (len(rates) * per_rate)
-    specs = tuple(RequestSpec(f"s{i}", (1, 2, 3), lengths[i]) for i in range(len(rates) * per_rate))
+DEFAULT_SLO = Slo(ttft_ms=100, tpot_ms=20)
+
+
+def plan(
+    rates: tuple[float, ...],
+    per_rate: int = 8,
+    *,
+    lengths: tuple[int, ...] = (4, 6),
+    slo: Slo = DEFAULT_SLO,
+    burstiness: float = 1.0,
+    target_share: float = 0.9,
+    refine_steps: int = 0,
+    confirm: int = 0,
+    time_budget_s: float | None = None,
+) -> SessionPlan:
+    """A sweep over ``rates`` with prompts enough for its longest course; the serving requests'
+    ids start with "s", their lengths cycle through ``lengths``."""
+    count = (len(rates) + refine_steps) * (1 + confirm) * per_rate
+    specs = tuple(RequestSpec(f"s{i}", (1, 2, 3), lengths[i % len(lengths)]) for i in range(count))
     return SessionPlan(
         warmup=(),
         latency=((RequestSpec("l0", (4, 5)),),),
@@ -49,12 +65,13 @@ def plan(rates: tuple[float, ...], per_rate: int = 8) -> SessionPlan:
             specs=specs,
             rates=rates,
             requests_per_rate=per_rate,
-            burstiness=1.0,
+            burstiness=burstiness,
             schedule_seed=11,
-            slo=Slo(ttft_ms=100, tpot_ms=20),
-            target_share=0.9,
-            refine_steps=0,
-            confirm=0,
+            slo=slo,
+            target_share=target_share,
+            refine_steps=refine_steps,
+            confirm=confirm,
+            time_budget_s=time_budget_s,
         ),
     )
 
@@ -64,13 +81,14 @@ def serve(
     tmp_path: Path,
     plan: SessionPlan,
     *,
+    body: str = SERIAL,
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
     send_lag_limit_ms: float = DEFAULT_SEND_LAG_LIMIT_MS,
 ) -> SessionResult:
-    """The serial submission through ``plan``."""
+    """A native submission (the serial one unless told otherwise) through ``plan``."""
     return run_session(
         sandbox=sandbox,
-        submission_dir=write_native(tmp_path / "sub", SERIAL),
+        submission_dir=write_native(tmp_path / "sub", body),
         model_dir=bundled_task_dir() / "model",
         run_dir=tmp_path / "run",
         plan=plan,
@@ -131,3 +149,159 @@ def test_quiet_gaps_between_requests_are_not_silence(
     assert [len(r.tokens) for r in only.records] == [4, 6, 4]
     gaps_s = [(b - a) / 1e9 for a, b in itertools.pairwise(only.scheduled_ns)]
     assert max(gaps_s) > 0.4  # the case this test is about did occur (fixed seed)
+
+
+# ---- a sleeper whose every request takes what arithmetic says ---------------------------------
+
+D_FIRST_S = 0.03
+D_STEP_S = 0.015
+TOKENS = 5
+# Once its generate is read, a request takes D_FIRST + (N - 1) · D_STEP: 30 + 4 × 15 = 90 ms.
+SERVICE_MS = (D_FIRST_S + (TOKENS - 1) * D_STEP_S) * 1e3
+
+
+@pytest.mark.parametrize(
+    ("slo", "met"),
+    [
+        # Both bounds 30% above: TTFT 30 <= 39 and E2E 90 <= 39 + 4 × 19.5 = 117.
+        (Slo(ttft_ms=39.0, tpot_ms=19.5), True),
+        # TTFT still 30% above, but the E2E bound 30% below: 90 > 39 + 4 × 6 = 63.
+        (Slo(ttft_ms=39.0, tpot_ms=6.0), False),
+        # Both 30% below: TTFT 30 > 21 (and E2E 90 > 21 + 4 × 10.5 = 63).
+        (Slo(ttft_ms=21.0, tpot_ms=10.5), False),
+    ],
+    ids=["both-above", "e2e-below", "both-below"],
+)
+def test_a_fixed_sleeper_meets_or_misses_the_slo_where_arithmetic_says(
+    bwrap_sandbox: Sandbox, tmp_path: Path, slo: Slo, met: bool
+) -> None:
+    # 4 requests/s, nearly even gaps (burstiness 100: 250 ms ± 10%), so no request waits for
+    # another and each is served alone; every request must meet the SLO for the rate to hold.
+    sweep_plan = plan(
+        (4.0,), per_rate=6, lengths=(TOKENS,), slo=slo, burstiness=100.0, target_share=1.0
+    )
+    result = serve(bwrap_sandbox, tmp_path, sweep_plan, body=serial_sleeper(D_FIRST_S, D_STEP_S))
+    assert result.serving is not None
+    (only,) = result.serving.rounds
+    for before, after in itertools.pairwise(only.records):
+        assert after.sent_ns > before.stamps_ns[-1]  # served one at a time, as the premise says
+    for record in only.records:
+        timing = record.timing()
+        assert timing.tokens == TOKENS
+        # Sleeps never end early; the protocol's overhead is a millisecond, far below 30%.
+        assert D_FIRST_S * 1e3 <= timing.ttft_ns / 1e6 < 1.3 * D_FIRST_S * 1e3
+        assert SERVICE_MS <= timing.e2e_ns / 1e6 < 1.3 * SERVICE_MS
+    assert only.metrics["slo_attainment"] == (1.0 if met else 0.0)
+    assert only.attained is met
+    assert result.serving.max_rate_under_slo == (4.0 if met else 0.0)
+
+
+# ---- the sweep's time budget --------------------------------------------------------------------
+
+
+def test_a_spent_time_budget_confirms_the_best_rate_measured(
+    bwrap_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # Spent by the end of the first round: 4 and 8 are never tried, nor any bisection.
+    sweep_plan = plan((2.0, 4.0, 8.0), per_rate=2, refine_steps=2, confirm=1, time_budget_s=0.001)
+    result = serve(bwrap_sandbox, tmp_path, sweep_plan)
+    assert result.serving is not None
+    assert [served.rate for served in result.serving.rounds] == [2.0, 2.0]
+    assert all(served.attained for served in result.serving.rounds)
+    assert result.serving.budget_spent
+    assert result.serving.max_rate_under_slo == 2.0
+
+
+# ---- a submission flooding the channel cannot make the harness late --------------------------
+
+
+def flooder(piece: str) -> str:
+    """The serial submission with a thread writing ``piece`` (a bytes expression) over and over
+    from the first serving request on; a lock keeps its chunk lines whole."""
+    return f"""\
+import threading
+
+lock = threading.Lock()
+
+
+def send(obj):
+    with lock:
+        sock.sendall((json.dumps(obj) + "\\n").encode())
+
+
+def flood():
+    piece = {piece}
+    while True:
+        with lock:
+            sock.sendall(piece)
+        time.sleep(0.0001)
+
+
+send({{"op": "ready"}})
+flooding = None
+while True:
+    message = receive()
+    if message is None or message["op"] == "shutdown":
+        break
+    if flooding is None and message["id"].startswith("s"):
+        flooding = threading.Thread(target=flood, daemon=True)
+        flooding.start()
+    time.sleep({FIRST_DELAY_S})
+    for i in range(message["max_new_tokens"]):
+        if i:
+            time.sleep({STEP_S})
+        send({{"id": message["id"], "tokens": [65]}})
+    send({{"id": message["id"], "done": True}})
+"""
+
+
+# Valid lines, each serving chunk padded inside its JSON with 200 KB of spaces.
+PADDED = f"""\
+send({{"op": "ready"}})
+while True:
+    message = receive()
+    if message is None or message["op"] == "shutdown":
+        break
+    pad = b" " * 200_000 if message["id"].startswith("s") else b""
+    time.sleep({FIRST_DELAY_S})
+    for i in range(message["max_new_tokens"]):
+        if i:
+            time.sleep({STEP_S})
+        send_raw(b'{{"id": "' + message["id"].encode() + b'", "tokens": [65]' + pad + b"}}\\n")
+    send({{"id": message["id"], "done": True}})
+"""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(flooder('b"\\n" * 65536'), id="blank-lines"),
+        pytest.param(flooder('(b" " * 63 + b"\\n") * 1024'), id="whitespace-lines"),
+        pytest.param(PADDED, id="padded-chunks"),
+    ],
+)
+def test_a_flood_during_the_sweep_is_the_submissions_protocol_error(
+    bwrap_sandbox: Sandbox, tmp_path: Path, body: str
+) -> None:
+    with pytest.raises(RunFailed) as failed:
+        serve(bwrap_sandbox, tmp_path, plan((400.0,)), body=body)
+    # Never the platform's failure (which is retried): the submission's own, counted.
+    assert failed.value.reason is FailureReason.PROTOCOL_ERROR
+    assert "flooded the channel" in failed.value.message
+
+
+# Within the allowance: 768 KiB of blank lines, once, as the sweep's first request arrives.
+BURST_WITHIN_ALLOWANCE = flooder('b"\\n" * (768 * 1024)').replace(
+    "        time.sleep(0.0001)\n", "        return\n"
+)
+
+
+def test_output_within_the_allowance_does_not_delay_the_schedule(
+    bwrap_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # 400/s: the eight sends fall due within ~20 ms, while the harness reads the burst.
+    result = serve(bwrap_sandbox, tmp_path, plan((400.0,)), body=BURST_WITHIN_ALLOWANCE)
+    assert result.serving is not None
+    (only,) = result.serving.rounds
+    assert [len(r.tokens) for r in only.records] == [4, 6] * 4
+    assert only.metrics["send_lag_ms"]["max"] < 5.0, only.metrics["send_lag_ms"]

@@ -7,6 +7,8 @@ import pytest
 
 from edc.config import Settings
 from edc.errors import InvalidTask
+from edc.harness.draw import EvaluationSecret
+from edc.harness.evaluate import draw_session
 from edc.tasks.init import init_task
 from edc.tasks.sampling import SamplingRule
 from edc.tasks.task import Task, bundled_task_dir, task_hardware_class
@@ -120,6 +122,7 @@ def test_broken_toml_is_refused(task_copy: Path) -> None:
         (lambda s: s.replace("output_tokens = [8, 32]", "output_tokens = [8, 65]"), "above"),
         (lambda s: s.replace("output_tokens = [8, 32]", "output_tokens = [9, 8]"), "low <= high"),
         (lambda s: s.replace("target_share = 0.9", "target_share = 0"), "target_share"),
+        (lambda s: s.replace("confirm = 0\n", "confirm = 0\ntime_budget_s = 0\n"), "time_budget"),
         (
             lambda s: (
                 s[: s.index("[serving]")]
@@ -146,6 +149,17 @@ def test_the_serving_task_shares_the_bundled_model_and_public_prompts() -> None:
     assert serving.model_dir == bundled.model_dir
     assert serving.public_prompts() == bundled.public_prompts()
     assert serving.model_hash() == bundled.model_hash()
+
+
+def test_a_serving_time_budget_is_optional_and_reaches_the_plan(task_copy: Path) -> None:
+    assert Task.load(task_copy).serving.time_budget_s is None  # type: ignore[union-attr]
+    toml = task_copy / "task.toml"
+    budgeted = toml.read_text().replace("confirm = 0\n", "confirm = 0\ntime_budget_s = 12.5\n")
+    toml.write_text(budgeted)
+    task = Task.load(task_copy)
+    assert task.serving is not None and task.serving.time_budget_s == 12.5
+    plan = draw_session(task, task.public_prompts(), EvaluationSecret.fresh()).plan
+    assert plan.serving is not None and plan.serving.time_budget_s == 12.5
 
 
 def test_vocab_size_must_match_the_model(task_copy: Path) -> None:

@@ -97,8 +97,9 @@ class Channel:
         self._outbox += data
         self._flush()
 
-    def receive(self, timeout_s: float) -> tuple[int, bytes]:
-        """Bytes and their arrival stamp, or ``(now, b"")`` after ``timeout_s`` of silence."""
+    def receive(self, timeout_s: float, max_bytes: int = _READ_SIZE) -> tuple[int, bytes]:
+        """At most ``max_bytes`` and their arrival stamp, or ``(now, b"")`` after ``timeout_s``
+        of silence."""
         deadline = time.monotonic_ns() + int(timeout_s * 1e9)
         while True:
             left = (deadline - time.monotonic_ns()) / 1e9
@@ -109,7 +110,7 @@ class Channel:
                     self._flush()
                 if events & selectors.EVENT_READ:
                     try:
-                        data = self._sock.recv(_READ_SIZE)
+                        data = self._sock.recv(max_bytes)
                     except BlockingIOError:
                         continue
                     except OSError as exc:

@@ -141,6 +141,7 @@ def draw_session(task: Task, pool: Sequence[Prompt], secret: EvaluationSecret) -
             target_share=serving.target_share,
             refine_steps=serving.refine_steps,
             confirm=serving.confirm,
+            time_budget_s=serving.time_budget_s,
         )
     plan = SessionPlan(
         warmup=specs(split.warmup),
@@ -287,6 +288,8 @@ def serving_metrics(task: Task, session: SessionResult) -> dict[str, Any] | None
         "max_rate_under_slo": sweep.max_rate_under_slo,
         "max_rate_under_slo_bracket": [low, high],
         "send_lag_ms_p99": max(s.metrics["send_lag_ms"]["p99"] for s in sweep.rounds),
+        "time_budget_s": serving.time_budget_s,
+        "budget_spent": sweep.budget_spent,
     }
 
 

@@ -12,6 +12,18 @@ too few tokens, an id outside the vocabulary or silence ends the run at once wit
 :class:`~edc.errors.RunFailed` whose reason and sentence say what happened, and the sandbox's logs.
 Hidden prompts only ever travel as ``generate`` messages; nothing of the task but its model
 directory is mounted.
+
+A submission cannot make the harness late. Every byte it sends costs the harness time to read and
+parse, and blank lines or whitespace inside a valid line cost it nothing to send: flooding the
+channel during the sweep once held the harness inside 256 KiB reads while sends fell due, a lag
+filed as the platform's failure and retried (a free retry, or a denial of service); the flood also
+counted as being heard, so it hid a stalled decoder from the step timeout. So the channel is
+metered: the submission may send :data:`CHANNEL_ALLOWANCE_BYTES` plus
+:data:`CHANNEL_BYTES_PER_TOKEN` per request and per token asked so far (some twenty times what
+honest chunks take), and more is a protocol error, the submission's own. Within that allowance
+the sweep reads at most :data:`SCHEDULE_READ_BYTES` at a time and sends whatever fell due before
+reading again, so the work between two looks at the schedule stays far below the lag limit. What
+lag remains is the harness's or the machine's, and only that is infrastructure.
 """
 
 from __future__ import annotations
@@ -64,6 +76,13 @@ EXIT_GRACE_S = 3.0
 DEFAULT_SEND_LAG_LIMIT_MS = 20.0
 # The sandbox's own wall clock only backs up the harness's deadlines.
 WALL_MARGIN_S = 15.0
+# What the submission may send on the channel (see the module docstring): one longest line (an
+# error, say), then per token asked far more than a chunk line takes (about 50 bytes).
+CHANNEL_ALLOWANCE_BYTES = protocol.MAX_LINE_BYTES
+CHANNEL_BYTES_PER_TOKEN = 1024
+# The sweep's reads: splitting even this much of blank lines takes ~0.3 ms (256 KiB took 20 ms),
+# so no send waits long on one; honest chunk lines (~50 bytes) still come ~80 to a read.
+SCHEDULE_READ_BYTES = 4 * 1024
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,17 @@ class ServingPlan:
     target_share: float
     refine_steps: int
     confirm: int
+    time_budget_s: float | None = None  # then no more ascent or bisection, only confirmation
+
+    def schedule(self, rate: float, round_index: int) -> list[int]:
+        """The send offsets of the ``round_index``-th round, at ``rate``: a fresh draw per round,
+        all of them fixed by the secret seed."""
+        return arrival_offsets_ns(
+            rate=rate,
+            count=self.requests_per_rate,
+            burstiness=self.burstiness,
+            seed=self.schedule_seed + round_index,
+        )
 
 
 @dataclass(frozen=True)
@@ -175,6 +205,7 @@ class ServingSweep:
     rounds: tuple[ServingRound, ...]
     max_rate_under_slo: float
     bracket: tuple[float, float]  # the true maximum lies between a rate held and one missed
+    budget_spent: bool = False  # the time budget ended the search before its steps did
 
 
 @dataclass(frozen=True)
@@ -279,6 +310,8 @@ class DecodeSession:
         self._finished: set[str] = set()
         self._run_deadline_ns: int | None = None
         self._last_stamp_ns = 0
+        self._received_bytes = 0
+        self._allowed_bytes = CHANNEL_ALLOWANCE_BYTES  # grows with every request sent
 
     @property
     def requests_done(self) -> int:
@@ -370,11 +403,12 @@ class DecodeSession:
                 if now >= silent_until:
                     raise self._silence("tokens")
                 wake_ns = min(wake_ns, silent_until)
-            stamp, data = self._channel.receive((wake_ns - now) / 1e9)
+            # A small read, so that parsing it never holds up a send falling due.
+            stamp, data = self._channel.receive((wake_ns - now) / 1e9, SCHEDULE_READ_BYTES)
             if not data:
                 continue
             heard_ns = stamp
-            for line in self._splitter.feed(data):
+            for line in self._lines(data):
                 message = protocol.decode_message(line, vocab_size=self._plan.vocab_size)
                 self._handle(stamp, message)
         return tuple(records), scheduled
@@ -394,6 +428,7 @@ class DecodeSession:
             sampling=self._plan.sampling,
         ).encode()
         self._inflight[spec.request_id] = record
+        self._allowed_bytes += CHANNEL_BYTES_PER_TOKEN * (tokens + 1)  # +1: the done line
         record.sent_ns = time.monotonic_ns()
         self._channel.send(line)
         return record
@@ -416,12 +451,26 @@ class DecodeSession:
             stamp, data = self._channel.receive(left_s)
             if not data:
                 raise self._silence(waiting_for)
-            lines = self._splitter.feed(data)
+            lines = self._lines(data)
             if lines:
                 return [
                     (stamp, protocol.decode_message(line, vocab_size=self._plan.vocab_size))
                     for line in lines
                 ]
+
+    def _lines(self, data: bytes) -> list[bytes]:
+        """The complete lines in ``data``, none parsed before it is counted against the channel's
+        allowance (an over-long line is named as such first)."""
+        lines = self._splitter.feed(data)
+        self._received_bytes += len(data)
+        if self._received_bytes > self._allowed_bytes:
+            raise protocol.violation(
+                f"The submission flooded the channel: {self._received_bytes} bytes, more than "
+                f"the {self._allowed_bytes} its requests so far allow ({CHANNEL_ALLOWANCE_BYTES} "
+                f"plus {CHANNEL_BYTES_PER_TOKEN} per request and per token asked; "
+                "blank lines count)."
+            )
+        return lines
 
     def _silence(self, waiting_for: str) -> RunFailed:
         if waiting_for == "ready":
@@ -650,24 +699,26 @@ def run_sweep(
 
     A round the harness could not send on schedule (send lag p99 above ``send_lag_limit_ms``) is
     the platform's failure, never the submission's result: the run fails as infrastructure and
-    is retried.
+    is retried. The submission cannot cause it (the module docstring says why): a flood of its
+    output ends the run as its own protocol error first.
+
+    Once ``plan.time_budget_s`` has passed since the sweep began, it searches no further: the
+    best rate held so far is confirmed as usual, and that is the result.
     """
     sweep = RateSweep(plan.rates, refine_steps=plan.refine_steps, confirm=plan.confirm)
     rounds: list[ServingRound] = []
     specs = iter(plan.specs)
     most = len(plan.specs) // plan.requests_per_rate
+    budget_ends_ns = (
+        time.monotonic_ns() + int(plan.time_budget_s * 1e9) if plan.time_budget_s else None
+    )
+    budget_spent = False
     report("serving", 0, most)
     while (rate := sweep.next_rate()) is not None:
         if len(rounds) == most:
             raise AssertionError("the serving sweep outran the prompts drawn for it")
         batch = [next(specs) for _ in range(plan.requests_per_rate)]
-        offsets = arrival_offsets_ns(
-            rate=rate,
-            count=len(batch),
-            burstiness=plan.burstiness,
-            seed=plan.schedule_seed + len(rounds),
-        )
-        records, scheduled = session.on_schedule(batch, offsets)
+        records, scheduled = session.on_schedule(batch, plan.schedule(rate, len(rounds)))
         served = [
             ServedRequest(scheduled_ns=at, timing=r.timing())
             for at, r in zip(scheduled, records, strict=True)
@@ -685,8 +736,10 @@ def run_sweep(
         sweep.record(rate, held)
         rounds.append(ServingRound(rate, records, scheduled, figures, held))
         report("serving", len(rounds), most)
+        if budget_ends_ns is not None and time.monotonic_ns() >= budget_ends_ns:
+            budget_spent = sweep.stop_searching() or budget_spent
     best, bracket = sweep.result()
-    return ServingSweep(tuple(rounds), best, bracket)
+    return ServingSweep(tuple(rounds), best, bracket, budget_spent)
 
 
 def _done(session: DecodeSession | None) -> int:

@@ -19,6 +19,8 @@ back and sends them at once has a TPOT of 0, and would meet a TPOT bound for fre
 
 The maximum rate under the SLO is found by ``RateSweep``: ascend a list of rates, bisect between the
 last one held and the first one missed, then confirm the best rate held with fresh measurements.
+A task's time budget may stop the ascent or bisection early (``RateSweep.stop_searching``); the
+confirmation still runs.
 """
 
 from __future__ import annotations
@@ -156,6 +158,14 @@ class RateSweep:
             raise ValueError(f"the sweep asked for rate {self._next}, not {rate}")
         self._points.append(SweepPoint(rate, attained))
         self._next = self._advance(rate, attained)
+
+    def stop_searching(self) -> bool:
+        """Measure no more new rates: go straight to confirming the best rate held so far (the
+        sweep's time budget is spent). True when this cut the search short."""
+        if self._next is None or self._phase == "confirm":
+            return False
+        self._next = self._start_confirming()
+        return True
 
     @property
     def points(self) -> tuple[SweepPoint, ...]:

@@ -72,6 +72,7 @@ Layout of ``task.toml`` (every key shown; ``description``, ``[hardware]`` bandwi
     refine_steps = 2                 # bisections between the last rate held and the first missed
     confirm = 1                      # re-runs of the best rate held
     output_tokens = [16, 64]         # each request's length, drawn in this range
+    time_budget_s = 30               # optional: then only the best rate held is confirmed
 
 Prompt files are JSON lines ``{"id": "...", "text": "..."}`` (or ``"tokens": [...]`` for
 ``tokenizer = "ids"``); ids are unique. Anything wrong raises :class:`edc.errors.InvalidTask`
@@ -211,7 +212,9 @@ class ServingSection(_Strict):
     at the best rate held check it. ``burstiness`` is the shape of the gamma gaps (1: Poisson;
     lower: burstier). Each request decodes between ``output_tokens`` tokens (inclusive; at most
     ``decode.max_new_tokens``). A request meets the SLO when its first token arrives within
-    ``ttft_slo_ms`` and its last within ``ttft_slo_ms + (N - 1) * tpot_slo_ms``.
+    ``ttft_slo_ms`` and its last within ``ttft_slo_ms + (N - 1) * tpot_slo_ms``. Once
+    ``time_budget_s`` (optional) has passed since the sweep began, no new rate is tried: the best
+    rate held so far is confirmed and is the result, so a slow submission cannot stretch the sweep.
     """
 
     rates: list[float] = Field(min_length=1, max_length=32)
@@ -223,6 +226,7 @@ class ServingSection(_Strict):
     refine_steps: int = Field(default=2, ge=0, le=10)
     confirm: int = Field(default=1, ge=0, le=5)
     output_tokens: tuple[int, int] | None = None
+    time_budget_s: float | None = Field(default=None, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _rising_positive_rates(self) -> ServingSection:
