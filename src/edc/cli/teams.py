@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edc.cli.client import PortalError
+from edc.cli.client import PortalClient, PortalError
 from edc.cli.participant import connect, fail
 
 console = Console()
+T = TypeVar("T")
 
 
 def _show(team: dict[str, Any]) -> None:
@@ -34,38 +36,31 @@ def register(app: typer.Typer) -> None:
     @team_app.command("create")
     def create(name: Annotated[str, typer.Argument(help="The team's name.")]) -> None:
         """Create a team of you alone and print its invite code."""
-        with connect() as client:
-            try:
-                _show(client.create_team(name))
-            except PortalError as exc:
-                raise fail(exc) from exc
+        _show(_asked(lambda client: client.create_team(name)))
 
     @team_app.command("join")
     def join(
         code: Annotated[str, typer.Argument(help="The invite code a member gave you.")],
     ) -> None:
         """Join a team with its invite code."""
-        with connect() as client:
-            try:
-                _show(client.join_team(code))
-            except PortalError as exc:
-                raise fail(exc) from exc
+        _show(_asked(lambda client: client.join_team(code)))
 
     @team_app.command("show")
     def show() -> None:
         """Your team, its members and invite code."""
-        with connect() as client:
-            try:
-                _show(client.my_team())
-            except PortalError as exc:
-                raise fail(exc) from exc
+        _show(_asked(lambda client: client.my_team()))
 
     @team_app.command("leave")
     def leave() -> None:
         """Leave your team."""
-        with connect() as client:
-            try:
-                client.leave_team()
-            except PortalError as exc:
-                raise fail(exc) from exc
+        _asked(lambda client: client.leave_team())
         console.print("You have left your team.")
+
+
+def _asked(call: Callable[[PortalClient], T]) -> T:
+    """``call`` on the configured portal; a refusal is printed and ends the command."""
+    with connect() as client:
+        try:
+            return call(client)
+        except PortalError as exc:
+            raise fail(exc) from exc

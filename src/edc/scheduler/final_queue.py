@@ -8,15 +8,8 @@ final's id, so a final never has two live jobs.
 
 from __future__ import annotations
 
-from contextlib import suppress
-
-from rq import Queue
-from rq.exceptions import DuplicateJobError
-
 from edc.config import Settings
-from edc.scheduler.connection import redis_connection, redis_errors
-from edc.scheduler.position import NO_OWNER
-from edc.scheduler.producer import FAILURE_TTL_S, live_job_ids, queue_name_for
+from edc.scheduler.producer import enqueue_on_home, live_job_ids
 
 JOB_FUNCTION = "edc.worker.final_run.run_final"
 
@@ -29,25 +22,16 @@ def enqueue_final(
     settings: Settings, final_id: int, *, hardware_class: str, measurements: int
 ) -> str:
     """Put the final on its class's home queue; returns the job id. A second call is a no-op."""
-    job_id = job_id_for(final_id)
-    with redis_errors():
-        home = Queue(
-            queue_name_for(settings, hardware_class, NO_OWNER),
-            connection=redis_connection(settings),
-        )
-        with suppress(DuplicateJobError):
-            home.enqueue_call(
-                JOB_FUNCTION,
-                args=(final_id,),
-                job_id=job_id,
-                # RQ's kill switch: each measurement is one evaluation, bounded like a job.
-                timeout=settings.job_timeout_s * max(1, measurements),
-                result_ttl=0,
-                failure_ttl=FAILURE_TTL_S,
-                description=f"final ranking {final_id} ({measurements} measurements)",
-                unique=True,
-            )
-    return job_id
+    return enqueue_on_home(
+        settings,
+        hardware_class,
+        JOB_FUNCTION,
+        args=(final_id,),
+        job_id=job_id_for(final_id),
+        # RQ's kill switch: each measurement is one evaluation, bounded like a job.
+        timeout=settings.job_timeout_s * max(1, measurements),
+        description=f"final ranking {final_id} ({measurements} measurements)",
+    )
 
 
 def final_job_is_live(settings: Settings, final_id: int) -> bool:

@@ -85,6 +85,38 @@ def submission_queue(
     )
 
 
+def enqueue_on_home(
+    settings: Settings,
+    hardware_class: str,
+    function: str,
+    *,
+    args: tuple[int, ...],
+    job_id: str,
+    timeout: int,
+    description: str,
+) -> str:
+    """Put an organisers' job (a final, a re-measurement) on its class's home queue, which every
+    worker of the class serves after the participants' queues; returns the job id. A second call
+    while it waits is a no-op."""
+    with redis_errors():
+        home = Queue(
+            queue_name_for(settings, hardware_class, NO_OWNER),
+            connection=redis_connection(settings),
+        )
+        with suppress(DuplicateJobError):
+            home.enqueue_call(
+                function,
+                args=args,
+                job_id=job_id,
+                timeout=timeout,
+                result_ttl=0,
+                failure_ttl=FAILURE_TTL_S,
+                description=description,
+                unique=True,
+            )
+    return job_id
+
+
 def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
     try:
         return Job.fetch(job_id, connection=connection)

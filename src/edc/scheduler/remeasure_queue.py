@@ -9,15 +9,8 @@ live re-measurement at most.
 
 from __future__ import annotations
 
-from contextlib import suppress
-
-from rq import Queue
-from rq.exceptions import DuplicateJobError
-
 from edc.config import Settings
-from edc.scheduler.connection import redis_connection, redis_errors
-from edc.scheduler.position import NO_OWNER
-from edc.scheduler.producer import FAILURE_TTL_S, queue_name_for
+from edc.scheduler.producer import enqueue_on_home
 
 JOB_FUNCTION = "edc.worker.remeasure.remeasure_result"
 
@@ -31,21 +24,12 @@ def enqueue_remeasure(
 ) -> str:
     """Put the re-measurement on its class's home queue; returns the job id (a second call while
     it waits is a no-op)."""
-    job_id = job_id_for(submission_id, attempt)
-    with redis_errors():
-        home = Queue(
-            queue_name_for(settings, hardware_class, NO_OWNER),
-            connection=redis_connection(settings),
-        )
-        with suppress(DuplicateJobError):
-            home.enqueue_call(
-                JOB_FUNCTION,
-                args=(submission_id, attempt),
-                job_id=job_id,
-                timeout=settings.job_timeout_s,
-                result_ttl=0,
-                failure_ttl=FAILURE_TTL_S,
-                description=f"re-measurement of submission {submission_id}",
-                unique=True,
-            )
-    return job_id
+    return enqueue_on_home(
+        settings,
+        hardware_class,
+        JOB_FUNCTION,
+        args=(submission_id, attempt),
+        job_id=job_id_for(submission_id, attempt),
+        timeout=settings.job_timeout_s,
+        description=f"re-measurement of submission {submission_id}",
+    )

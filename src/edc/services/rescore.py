@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -79,42 +80,22 @@ def rescore_results(
     """Bring every scored result of ``track`` in line with ``task.ranking.metric`` and, given
     one, with the result ``version`` (idempotent)."""
     metric = task.ranking.metric
-    stored_metric = Submission.result_metrics["score_metric"].as_string()
-    rescored = stale = 0
-    last_id = 0
-    while True:
-        rows = session.execute(
-            select(Submission.id, Submission.attempt, Submission.status, Submission.result_metrics)
-            .where(
-                Submission.id > last_id,
-                Submission.track == track,
-                # The generated column: a stale row (score null) is not looked at again.
-                Submission.score.is_not(None),
-                or_(stored_metric.is_(None), stored_metric != metric),
-            )
-            .order_by(Submission.id)
-            .limit(BATCH)
-        ).all()
-        if not rows:
-            break
-        last_id = rows[-1].id
-        changes: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-        for row in rows:
-            metrics = row.result_metrics
-            if not isinstance(metrics, dict) or metrics.get("score_metric") == metric:
-                continue
-            converted = convert(metrics, metric=metric, max_new_tokens=task.max_new_tokens)
-            changes[converted.get("stale") is True].append(
-                {
-                    "row_id": row.id,
-                    "row_attempt": row.attempt,
-                    "row_status": row.status,
-                    "converted": converted,
-                }
-            )
-        stale += _write(session, changes[True])
-        rescored += _write(session, changes[False])
-    outdated = _outdate(session, track=track, version=version) if version else 0
+    rescored, stale = _bring_in_line(
+        session,
+        track=track,
+        key="score_metric",
+        current=metric,
+        change=lambda metrics: convert(metrics, metric=metric, max_new_tokens=task.max_new_tokens),
+    )
+    outdated = 0
+    if version is not None:
+        _, outdated = _bring_in_line(
+            session,
+            track=track,
+            key="result_version",
+            current=version,
+            change=lambda metrics: versioned(metrics, version=version),
+        )
     if rescored or stale or outdated:
         log.info(
             "track %s, results brought under %s: %d re-scored from their stored figures, %d "
@@ -130,11 +111,18 @@ def rescore_results(
     )
 
 
-def _outdate(session: Session, *, track: str, version: str) -> int:
-    """Mark ``track``'s scored results of another version stale; stamp those of none with
-    ``version`` (measured before versions were recorded). How many were marked."""
-    stored = Submission.result_metrics["result_version"].as_string()
-    outdated = 0
+def _bring_in_line(
+    session: Session,
+    *,
+    track: str,
+    key: str,
+    current: str,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[int, int]:
+    """``change`` every scored result of ``track`` whose ``metrics[key]`` is not ``current``, in
+    batches; returns how many stayed ranked and how many went stale."""
+    stored = Submission.result_metrics[key].as_string()
+    written = {False: 0, True: 0}  # by: went stale
     last_id = 0
     while True:
         rows = session.execute(
@@ -142,32 +130,23 @@ def _outdate(session: Session, *, track: str, version: str) -> int:
             .where(
                 Submission.id > last_id,
                 Submission.track == track,
+                # The generated column: a stale row (score null) is not looked at again.
                 Submission.score.is_not(None),
-                or_(stored.is_(None), stored != version),
+                or_(stored.is_(None), stored != current),
             )
             .order_by(Submission.id)
             .limit(BATCH)
         ).all()
         if not rows:
-            return outdated
+            return written[False], written[True]
         last_id = rows[-1].id
         changes: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
         for row in rows:
             metrics = row.result_metrics
-            if not isinstance(metrics, dict):
+            if not isinstance(metrics, dict) or metrics.get(key) == current:
                 continue
-            old = metrics.get("result_version")
-            if old is None:
-                converted = {**metrics, "result_version": version}
-            else:
-                converted = {
-                    **metrics,
-                    "superseded": {"version": old, "score": metrics.get("score")},
-                    "score": None,
-                    "stale": True,
-                    "stale_version": old,
-                }
-            changes[old is not None].append(
+            converted = change(metrics)
+            changes[converted.get("stale") is True].append(
                 {
                     "row_id": row.id,
                     "row_attempt": row.attempt,
@@ -175,8 +154,23 @@ def _outdate(session: Session, *, track: str, version: str) -> int:
                     "converted": converted,
                 }
             )
-        _write(session, changes[False])
-        outdated += _write(session, changes[True])
+        for went_stale, batch in changes.items():
+            written[went_stale] += _write(session, batch)
+
+
+def versioned(metrics: dict[str, Any], *, version: str) -> dict[str, Any]:
+    """The result under the current ``version``: stale when it recorded another; stamped with it
+    when it recorded none (measured before versions were recorded)."""
+    old = metrics.get("result_version")
+    if old is None:
+        return {**metrics, "result_version": version}
+    return {
+        **metrics,
+        "superseded": {"version": old, "score": metrics.get("score")},
+        "score": None,
+        "stale": True,
+        "stale_version": old,
+    }
 
 
 # Unchanged since it was read: a rerun (a new attempt) clears the result and must not get this
