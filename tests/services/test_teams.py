@@ -173,3 +173,20 @@ def test_the_account_page_creates_joins_and_leaves(app_client: TestClient, peopl
             "/account/team/leave", data={"csrf_token": bob_csrf}, follow_redirects=False
         )
         assert left.status_code == 303 and "Create a team" in bob.get("/account").text
+
+
+def test_a_team_without_shared_archives_shows_its_best_members_entry(
+    app_client: TestClient, rules: Settings, people: People
+) -> None:
+    (alice, alice_token), (bob, bob_token) = people.alice, people.bob
+    team = _create(app_client, alice_token, "apart")
+    assert _join(app_client, bob_token, team["invite_code"]).status_code == 200
+    add_submission(rules, alice, result_metrics=metrics(2.0, (1.9, 2.1)))
+    best = add_submission(rules, bob, result_metrics=metrics(1.5, (1.4, 1.6)))
+    shared = "cd" * 32  # bob's two runs of one archive pool, as anyone's do
+    add_submission(rules, bob, sha256=shared, result_metrics=metrics(1.8, (1.7, 1.9)))
+    add_submission(rules, bob, sha256=shared, result_metrics=metrics(1.9, (1.8, 2.0)))
+    board = app_client.get("/api/v1/leaderboard").json()["entries"]
+    assert [(e["participant"], e["submission_id"], e["runs"]) for e in board] == [
+        ("apart", best, 1)
+    ]

@@ -406,7 +406,12 @@ def _best_entries_here(session: Session, ranking: Ranking) -> list[Draft]:
 
 def _as_teams(session: Session, ranking: Ranking, drafts: list[Draft]) -> list[Draft]:
     """One draft per team in place of its members' own: the team's best pool, runs of one
-    archive pooled whoever of them submitted them, shown under the team's name."""
+    archive pooled whoever of them submitted them, shown under the team's name.
+
+    Where no archive was run by two of a team's members, its pools are its members' pools, so
+    its best is the best of their best entries, already drafted. Only a team with an archive
+    shared between members has its pools computed again over all their runs.
+    """
     teams: dict[int, str] = {
         user_id: name
         for user_id, name in session.execute(
@@ -416,11 +421,40 @@ def _as_teams(session: Session, ranking: Ranking, drafts: list[Draft]) -> list[D
     playing = {teams[row.user_id] for row, _, _ in drafts if row.user_id in teams}
     if not playing:
         return drafts
-    members = [user_id for user_id, name in teams.items() if name in playing]
-    as_teams = _best_pooled_here(session, ranking, members, entrant=teams.__getitem__)
+    shared = set(
+        session.scalars(
+            select(Team.name)
+            .select_from(Submission)
+            .join(User, User.id == Submission.user_id)
+            .join(Team, Team.id == User.team_id)
+            .where(Submission.track == ranking.track, pooled_result())
+            .group_by(Team.name, Submission.sha256)
+            .having(func.count(func.distinct(Submission.user_id)) > 1)
+        )
+    )
+    sign = 1.0 if ranking.direction == "lower" else -1.0
+    best: dict[str, Draft] = {}
+    for draft in drafts:
+        team = teams.get(draft[0].user_id)
+        if team is None or team in shared:
+            continue
+        held = best.get(team)
+        if held is None or (sign * draft[1].median, draft[0].id) < (
+            sign * held[1].median,
+            held[0].id,
+        ):
+            best[team] = draft
+    members = [user_id for user_id, name in teams.items() if name in shared & playing]
+    if members:
+        best.update(
+            (teams[row.user_id], (row, pooled, flag))
+            for row, pooled, flag in _best_pooled_here(
+                session, ranking, members, entrant=teams.__getitem__
+            )
+        )
     return [d for d in drafts if d[0].user_id not in teams] + [
-        (SimpleNamespace(**{**row._asdict(), "participant": teams[row.user_id]}), pooled, flag)
-        for row, pooled, flag in as_teams
+        (SimpleNamespace(**{**row._asdict(), "participant": team}), pooled, flag)
+        for team, (row, pooled, flag) in best.items()
     ]
 
 
