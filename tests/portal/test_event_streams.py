@@ -18,6 +18,7 @@ from edc.portal.app import create_app
 from edc.portal.events import StreamHub
 from edc.status import SubmissionStatus
 from tests.support.competition import add_submission, bearer, make_user
+from tests.support.databases import postgres_only
 from tests.support.threaded_server import serve_in_thread
 
 
@@ -110,6 +111,7 @@ def test_streams_of_one_submission_share_one_poll(settings: Settings) -> None:
         assert polls <= elapsed / hub.poll_s + 2, polls
 
 
+@postgres_only
 def test_an_idle_stream_sends_keep_alives_and_ends_after_its_maximum_life(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

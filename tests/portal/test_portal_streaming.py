@@ -25,6 +25,7 @@ from edc.config import Settings
 from edc.portal.app import create_app
 from edc.portal.upload_slots import UploadSlots, slots_key
 from tests.support.competition import bearer, make_user, zip_of
+from tests.support.databases import postgres_only
 from tests.support.threaded_server import serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -141,6 +142,7 @@ def assert_cut_off(portal: Portal, sock: socket.socket, began: float) -> None:
     assert [p.name for p in portal.settings.uploads_dir.iterdir()] == []
 
 
+@postgres_only
 def test_a_body_trickling_in_is_cut_off(paced: Portal) -> None:
     began = time.monotonic()
     sock = send_headers(paced, b"Content-Length: 100000\r\n")
@@ -154,6 +156,7 @@ def test_a_body_trickling_in_is_cut_off(paced: Portal) -> None:
     assert_cut_off(paced, sock, began)
 
 
+@postgres_only
 def test_a_body_that_stops_is_cut_off_after_the_idle_timeout(paced: Portal) -> None:
     began = time.monotonic()
     sock = send_headers(paced, b"Content-Length: 100000\r\n")

@@ -17,6 +17,7 @@ from edc.status import SubmissionStatus
 from tests.portal.security.routes import endpoints
 from tests.support.browser import watched_page
 from tests.support.competition import PASSWORD, add_submission, make_user, metrics
+from tests.support.databases import postgres_only
 from tests.support.threaded_server import serve_in_thread
 
 HEADERS = {
@@ -70,6 +71,7 @@ def test_docs_are_served_from_the_platform_only(client: TestClient) -> None:
 
 
 @pytest.mark.slow
+@postgres_only
 def test_a_browser_sees_no_policy_violation_on_any_page(settings: Settings) -> None:
     user_id, _ = make_user(settings, "viewer")
     mine = add_submission(settings, user_id, result_metrics=metrics(3.0), logs="some output\n")

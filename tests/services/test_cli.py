@@ -23,6 +23,7 @@ from edc.portal.events import POLL_S
 from edc.status import SubmissionStatus
 from tests.services.conftest import LiveServer, People
 from tests.support.competition import PASSWORD, add_submission, metrics
+from tests.support.databases import postgres_only
 
 
 @pytest.fixture
@@ -54,6 +55,7 @@ def run(
     return result.exit_code, result.output
 
 
+@postgres_only
 def test_login_submit_follow_status_logs_leaderboard(
     edc: typer.Typer, env: dict[str, str], live_server: LiveServer, people: People, tmp_path: Path
 ) -> None:

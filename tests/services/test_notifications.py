@@ -37,6 +37,7 @@ from edc.worker.executor import Outcome
 from tests.harness.conftest import example_source
 from tests.services.conftest import People
 from tests.support.competition import add_submission, make_user, metrics
+from tests.support.databases import postgres_only
 from tests.support.platform import free_port, quick_task
 
 # The part of a webhook URL that is the key to the channel: it must never reach a log.
@@ -136,6 +137,7 @@ def worker_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.mark.usefixtures("worker_environment")
+@postgres_only
 def test_a_result_that_takes_rank_1_is_announced_once_retried_until_taken(
     worker_settings: Settings, make_receiver: Any
 ) -> None:
@@ -224,6 +226,7 @@ def test_two_workers_finishing_at_once_announce_the_leader_once(
 
 
 @pytest.mark.usefixtures("worker_environment")
+@postgres_only
 def test_a_webhook_that_refuses_connections_never_fails_the_submission(
     worker_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

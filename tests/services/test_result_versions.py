@@ -24,6 +24,7 @@ from edc.status import SubmissionStatus
 from edc.tasks.task import bundled_task_dir, content_hash_of
 from tests.services.conftest import LiveServer, People
 from tests.support.competition import bearer
+from tests.support.databases import postgres_only
 from tests.support.platform import kvcache_zip, quick_task
 
 
@@ -61,6 +62,7 @@ def _row(settings: Settings, submission_id: int) -> Submission:
 
 
 @pytest.mark.usefixtures("worker_environment")
+@postgres_only
 def test_a_changed_task_makes_results_stale_and_rescore_measures_them_again(
     live_server: LiveServer, worker_settings: Settings, people: People
 ) -> None:

@@ -31,6 +31,7 @@ from edc.tasks.task import bundled_task_dir
 from edc.worker.evaluation import submission_track
 from tests.services.conftest import LiveServer, People
 from tests.support.competition import add_submission, bearer, metrics
+from tests.support.databases import postgres_only
 from tests.support.platform import quick_task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,6 +101,7 @@ def worker_settings(live_server: LiveServer, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.mark.usefixtures("worker_environment")
+@postgres_only
 def test_each_track_is_judged_by_its_task_on_its_class_and_ranked_apart(
     live_server: LiveServer, worker_settings: Settings, people: People, tmp_path: Path
 ) -> None:

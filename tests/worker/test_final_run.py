@@ -28,6 +28,7 @@ from edc.status import FailureReason, FinalStatus, MeasurementStatus
 from edc.worker import final_run
 from tests.harness.conftest import example_source, write_task
 from tests.support.competition import add_submission, make_user, metrics
+from tests.support.databases import postgres_only
 
 SLEEPY = (
     example_source("baseline")
@@ -85,6 +86,7 @@ def _rows(settings: Settings) -> dict[int, dict[str, Any]]:
 
 
 @pytest.mark.usefixtures("worker_environment")
+@postgres_only
 def test_a_final_remeasures_side_by_side_and_ranks_by_the_pooled_medians(
     worker_settings: Settings,
 ) -> None:
@@ -150,7 +152,9 @@ def test_a_final_remeasures_side_by_side_and_ranks_by_the_pooled_medians(
     honest_entry, sleepy_entry = (st.entry for st in board.ranked)
     assert honest_entry is not None and sleepy_entry is not None
     assert honest_entry.runs == sleepy_entry.runs == 2
-    assert sleepy_entry.score >= 30.0 > honest_entry.score  # a sleep of 30–50 ms per token
+    # A sleep of 30–50 ms per token is a floor; the honest decoder's own time is the machine's
+    # (over 30 ms on a loaded one), so only the order above speaks for it.
+    assert sleepy_entry.score >= 30.0
     scores = {
         sid: sorted(m.score for m in measurements if m.submission_id == sid and m.score)
         for sid in (lucky, honest)

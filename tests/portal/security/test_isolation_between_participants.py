@@ -29,6 +29,7 @@ from edc.portal.routes.admin_pages import Action
 from tests.portal.security.conftest import BOBS_SECRET, People
 from tests.portal.security.routes import Endpoint, endpoints
 from tests.support.competition import PASSWORD, bearer, csrf_from, web_login
+from tests.support.databases import postgres_only
 
 # Ids no row has: the answer for bob's ids must read exactly like these.
 MISSING_IDS = (MAX_ROW_ID, 987_654)
@@ -157,6 +158,7 @@ def test_no_route_reads_or_changes_another_participants_things(
     assert me.status_code == 200 and me.json()["user"]["name"] == "bob"
 
 
+@postgres_only
 def test_no_listing_or_page_shows_another_participants_things(
     app: FastAPI, people: People, callers: list[Caller]
 ) -> None:
