@@ -25,6 +25,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # One engine per (URL, process): a forked RQ work-horse must not reuse its parent's connections.
 _engines: dict[tuple[str, int], Engine] = {}
+# Each engine's session class, made once: a sessionmaker per unit of work made a new Session
+# subclass each time, whose event bookkeeping cost more than a query.
+_session_makers: dict[Engine, sessionmaker[Session]] = {}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -62,7 +65,11 @@ def get_engine(settings: Settings) -> Engine:
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(settings), expire_on_commit=False)
+    engine = get_engine(settings)
+    maker = _session_makers.get(engine)
+    if maker is None:
+        maker = _session_makers[engine] = sessionmaker(engine, expire_on_commit=False)
+    return maker
 
 
 @contextmanager
@@ -129,6 +136,7 @@ def dispose_engines() -> None:
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
+    _session_makers.clear()
 
 
 @contextmanager

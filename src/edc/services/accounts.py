@@ -463,14 +463,19 @@ def issue_api_token(session: Session, *, user: User, label: str) -> str:
 
 
 def user_for_api_token(session: Session, token: str, *, now: datetime | None = None) -> User | None:
-    row = session.scalar(select(ApiToken).where(ApiToken.digest == security.digest(token)))
-    if row is None:
+    found = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.digest == security.digest(token))
+    ).one_or_none()
+    if found is None:
         return None
+    row, user = found
     now = now or utcnow()
     last = row.last_used_at
     if last is None or (now - aware_utc(last)).total_seconds() > TOKEN_TOUCH_S:
         row.last_used_at = now
-    return session.get(User, row.user_id)
+    return user
 
 
 def list_api_tokens(session: Session, *, user: User) -> list[ApiToken]:

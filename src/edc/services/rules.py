@@ -132,25 +132,23 @@ def usage(
     """Where ``user_id`` stands against ``limits`` in ``track``: its team's, if it is in one
     (members share them)."""
     mine = (Submission.user_id.in_(teammates(user_id)), Submission.track == track)
-    waiting = session.scalar(
-        select(func.count()).select_from(Submission).where(*mine, Submission.status.in_(WAITING))
-    )
-    # Counted in the database: a participant with thousands of uploads today costs one
-    # aggregate, not thousands of rows read back, on each of the two checks of every upload.
-    today = (
-        *mine,
-        Submission.created_at > now - DAY,
-        counts_against_limit(),
-    )
-    used_today = int(
-        session.scalar(select(func.count()).select_from(Submission).where(*today)) or 0
-    )
+    today = (Submission.created_at > now - DAY, counts_against_limit())
+    # Counted in the database, both in one pass: a participant with thousands of uploads today
+    # costs one aggregate, not thousands of rows read back, on each of the two checks of every
+    # upload.
+    waiting, used = session.execute(
+        select(
+            func.count().filter(Submission.status.in_(WAITING)),
+            func.count().filter(*today),
+        ).where(*mine, or_(Submission.status.in_(WAITING), Submission.created_at > now - DAY))
+    ).one()
+    used_today = int(used or 0)
     next_allowed_at = None
     if used_today >= limits.per_day:
         # Room comes back when enough of the oldest leave the 24-hour window.
         oldest_to_leave = session.scalar(
             select(Submission.created_at)
-            .where(*today)
+            .where(*mine, *today)
             .order_by(Submission.created_at)
             .offset(used_today - limits.per_day)
             .limit(1)
@@ -198,13 +196,21 @@ def check_submission_allowed(
         )
 
 
-def hold_user(session: Session, *, user_id: int, now: datetime) -> None:
+def hold_user(session: Session, *, user_id: int, now: datetime) -> User | None:
     """Take the user's row lock, and its team's (PostgreSQL), or the write lock (SQLite) before
-    counting.
+    counting; returns the user (None when the account is gone).
 
     Two uploads of one participant, or of two teammates, finishing at once are then counted one
-    after the other, so both cannot slip under the limit.
+    after the other, so both cannot slip under the limit. The team is read under the user's lock,
+    which joining or leaving one needs too.
     """
-    session.execute(update(User).where(User.id == user_id).values(last_submitted_at=now))
-    team = select(User.team_id).where(User.id == user_id).scalar_subquery()
-    session.execute(select(Team.id).where(Team.id == team).with_for_update())
+    owner = session.scalar(
+        update(User)
+        .where(User.id == user_id)
+        .values(last_submitted_at=now)
+        .returning(User)
+        .execution_options(synchronize_session=False)
+    )
+    if owner is not None and owner.team_id is not None:
+        session.execute(select(Team.id).where(Team.id == owner.team_id).with_for_update())
+    return owner

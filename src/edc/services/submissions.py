@@ -9,7 +9,6 @@ reconciler re-enqueues queued rows that no queue holds.
 
 from __future__ import annotations
 
-import functools
 import logging
 import unicodedata
 from collections.abc import AsyncIterable, Iterable
@@ -54,23 +53,29 @@ async def create_submission(
     """
     await anyio.to_thread.run_sync(_check_rules, settings, owner_id, track)
     stored = await storage.store_upload(settings, chunks)
+    return await anyio.to_thread.run_sync(
+        _accept_stored, settings, stored, sanitize_filename(filename), owner_id, track
+    )
+
+
+def _accept_stored(
+    settings: Settings,
+    stored: storage.StoredUpload,
+    original_filename: str,
+    owner_id: int,
+    track: str | None,
+) -> Submission:
+    """Inspect the stored archive, insert its row and put it on the queue, in one call off the
+    event loop: no cancellation can fall between the row's commit and the file's fate."""
     try:
-        await anyio.to_thread.run_sync(
-            inspect_archive, stored.path, ArchiveLimits.from_settings(settings)
-        )
-        submission = await anyio.to_thread.run_sync(
-            _insert_queued, settings, stored, sanitize_filename(filename), owner_id, track
-        )
+        inspect_archive(stored.path, ArchiveLimits.from_settings(settings))
+        submission = _insert_queued(settings, stored, original_filename, owner_id, track)
     except BaseException:
         storage.delete_upload(settings, stored.relative_path)
         raise
     try:
         route = (submission.hardware_class, submission.user_id)
-        await anyio.to_thread.run_sync(
-            functools.partial(
-                enqueue_submission, settings, submission.id, submission.attempt, route=route
-            )
-        )
+        enqueue_submission(settings, submission.id, submission.attempt, route=route)
     except ServiceUnavailable as exc:
         log.warning(
             "submission %d is stored and queued in the database but not on the job queue "
@@ -96,24 +101,19 @@ def check_rules(
 
 
 def _admitted(
-    session: Session, settings: Settings, owner_id: int, track_name: str | None, now: datetime
+    session: Session, settings: Settings, owner: User | None, track_name: str | None, now: datetime
 ) -> TrackInfo:
-    """The track an upload of ``owner_id`` goes to, once the rules let it in."""
-    track = get_track(session, settings, track_name)
-    check_rules(session, settings, owner=_owner(session, owner_id), now=now, track=track)
-    return track
-
-
-def _owner(session: Session, owner_id: int) -> User:
-    owner = session.get(User, owner_id)
+    """The track an upload of ``owner`` goes to, once the rules let it in."""
     if owner is None:
         raise NotAuthenticated("Your account no longer exists; log in again.")
-    return owner
+    track = get_track(session, settings, track_name)
+    check_rules(session, settings, owner=owner, now=now, track=track)
+    return track
 
 
 def _check_rules(settings: Settings, owner_id: int, track: str | None) -> None:
     with db.database_errors(), db.session_scope(settings) as session:
-        _admitted(session, settings, owner_id, track, utcnow())
+        _admitted(session, settings, session.get(User, owner_id), track, utcnow())
 
 
 def _insert_queued(
@@ -125,8 +125,8 @@ def _insert_queued(
 ) -> Submission:
     with db.database_errors(), db.session_scope(settings) as session:
         now = utcnow()
-        rules.hold_user(session, user_id=owner_id, now=now)
-        track = _admitted(session, settings, owner_id, track_name, now)
+        owner = rules.hold_user(session, user_id=owner_id, now=now)
+        track = _admitted(session, settings, owner, track_name, now)
         submission = Submission(
             status=SubmissionStatus.QUEUED,
             file_path=stored.relative_path,
