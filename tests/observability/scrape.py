@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,3 +30,15 @@ def value(samples: Samples, name: str, **labels: str) -> float:
         f"no series {name}{labels}; have {sorted(k for k in samples if k[0] == name)}"
     )
     return samples[key]
+
+
+def scrape_until(
+    client: TestClient, settled: Callable[[Samples], bool], *, timeout_s: float = 20.0
+) -> Samples:
+    """Scrape until ``settled`` holds: the histograms follow a change in the background."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        samples = scrape(client)
+        if settled(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -16,12 +18,13 @@ from sqlalchemy import update
 from edc import db
 from edc.config import Settings
 from edc.models import Submission, utcnow
+from edc.observability import prometheus
 from edc.portal.app import create_app
 from edc.scheduler.fair_worker import make_worker
 from edc.scheduler.fleet import drifting_key
 from edc.scheduler.producer import enqueue_submission, job_id_for
 from edc.status import FailureReason, SubmissionStatus
-from tests.observability.scrape import scrape, value
+from tests.observability.scrape import scrape, scrape_until, value
 
 
 def add(
@@ -167,23 +170,21 @@ def test_values_follow_the_database(settings: Settings, client: TestClient) -> N
     assert value(again, "edc_submissions", status="processing", reason="") == 2
 
 
+def completed_count(samples: Any) -> float:
+    return value(
+        samples, "edc_evaluation_duration_seconds_count", hardware_class="cpu", status="completed"
+    )
+
+
 def test_histograms_follow_every_finished_result(settings: Settings, client: TestClient) -> None:
     # Kept between scrapes, they must still move with each finished result, whoever writes it.
-    def count(samples: Any) -> float:
-        return value(
-            samples,
-            "edc_evaluation_duration_seconds_count",
-            hardware_class="cpu",
-            status="completed",
-        )
-
     def load_sum(samples: Any) -> float:
         return value(samples, "edc_submission_load_seconds_sum", hardware_class="cpu")
 
     first = add(settings, SubmissionStatus.COMPLETED, ran_s=3, metrics={"load_s": 0.5})
-    assert count(scrape(client)) == 1
+    assert completed_count(scrape(client)) == 1
     running = add(settings, SubmissionStatus.PROCESSING, ran_s=1)
-    assert count(scrape(client)) == 1
+    assert completed_count(scrape(client)) == 1
 
     with db.session_scope(settings) as session:  # the worker's result
         session.execute(
@@ -191,8 +192,8 @@ def test_histograms_follow_every_finished_result(settings: Settings, client: Tes
             .where(Submission.id == running)
             .values(status=SubmissionStatus.COMPLETED, result_metrics={"load_s": 2.0})
         )
-    samples = scrape(client)
-    assert count(samples) == 2
+    samples = scrape_until(client, lambda s: completed_count(s) == 2)
+    assert completed_count(samples) == 2
     assert load_sum(samples) == pytest.approx(2.5)
 
     with db.session_scope(settings) as session:  # an organiser's rerun takes one out
@@ -201,9 +202,34 @@ def test_histograms_follow_every_finished_result(settings: Settings, client: Tes
             .where(Submission.id == first)
             .values(status=SubmissionStatus.QUEUED, started_at=None, finished_at=None)
         )
-    samples = scrape(client)
-    assert count(samples) == 1
+    samples = scrape_until(client, lambda s: completed_count(s) == 1)
+    assert completed_count(samples) == 1
     assert load_sum(samples) == pytest.approx(2.0)
+
+
+def test_a_scrape_does_not_wait_for_histograms_being_computed_again(
+    settings: Settings, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 100k rows a pass takes a few hundred milliseconds: a scrape answers with the last
+    histograms meanwhile, and the next ones follow once the pass is done."""
+
+    add(settings, SubmissionStatus.COMPLETED, ran_s=3)
+    assert completed_count(scrape(client)) == 1
+    computed = prometheus._compute_histograms
+    slow_pass = threading.Event()
+
+    def held_back(*args: Any) -> Any:
+        slow_pass.wait(timeout=30)
+        return computed(*args)
+
+    monkeypatch.setattr(prometheus, "_compute_histograms", held_back)
+    add(settings, SubmissionStatus.COMPLETED, ran_s=5)
+    started = time.monotonic()
+    assert completed_count(scrape(client)) == 1  # the last ones, not a wait for the pass
+    assert completed_count(scrape(client)) == 1  # one pass at a time: still that one
+    assert time.monotonic() - started < 10
+    slow_pass.set()
+    assert completed_count(scrape_until(client, lambda s: completed_count(s) == 2)) == 2
 
 
 def test_an_empty_platform_reports_zeros(settings: Settings, client: TestClient) -> None:

@@ -16,11 +16,15 @@ Prometheus reads as a counter reset), and ``rate()`` and ``histogram_quantile()`
 histogram. Each is one aggregate query (a bucket is ``SUM(CASE WHEN value <= le ...)``), so no
 row leaves the database; the three are kept between scrapes until a finished result changes
 (``edc.changes``), while the queue, the counts by status and the uploads are read at each scrape.
+After a change they are computed again off the scrape, in the background (a pass over 100k rows
+takes a few hundred milliseconds): a scrape waits for that at most ``HISTOGRAMS_WAIT_S`` and
+otherwise answers with the last ones computed, behind by one computation.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -58,6 +62,8 @@ log = logging.getLogger(__name__)
 EVALUATION_BUCKETS_S = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1800, 3600)
 SANDBOX_START_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 LOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+# How long a scrape waits for histograms being computed again before it answers with the last.
+HISTOGRAMS_WAIT_S = 0.02
 HTTP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 # Keys of result_metrics read by the histograms. ``sandbox_start_s``: from starting the sandbox
@@ -147,6 +153,10 @@ class _Histogram:
         return family
 
 
+# Evaluation time, sandbox start, load.
+_Histograms = tuple[_Histogram, _Histogram, _Histogram]
+
+
 @dataclass
 class _DatabaseFigures:
     depth: dict[str, int]
@@ -184,9 +194,10 @@ class FleetCollector:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         # (change counter, default class, histograms): see _histograms.
-        self._cached_histograms: (
-            tuple[int, str, tuple[_Histogram, _Histogram, _Histogram]] | None
-        ) = None
+        self._cached_histograms: tuple[int, str, _Histograms] | None = None
+        # The computation in the background, while there is one (at most one at a time).
+        self._computing: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing is read at registration
@@ -236,43 +247,48 @@ class FleetCollector:
             log.warning("metrics: %s", exc.message)
             return None
 
-    def _histograms(
-        self, session: Session, default_class: str
-    ) -> tuple[_Histogram, _Histogram, _Histogram]:
+    def _histograms(self, session: Session, default_class: str) -> _Histograms:
         """Evaluation time, sandbox start and load, over every finished submission: the scrape's
-        costly part (a pass over every result), so kept until a finished result changes."""
+        costly part (a pass over every result), so kept until a finished result changes, and
+        then computed again in the background while the scrape answers."""
         version = changes.counter(session)
         cached = self._cached_histograms
-        if version is not None and cached is not None and cached[:2] == (version, default_class):
-            return cached[2]
-        finished = Submission.status.in_(FINISHED)
-        completed = Submission.status == SubmissionStatus.COMPLETED
-        duration = _histogram(
-            session,
-            _SecondsBetween(Submission.started_at.expression, Submission.finished_at.expression),
-            EVALUATION_BUCKETS_S,
-            where=(finished, Submission.started_at.is_not(None)),
-            by_status=True,
-            default_class=default_class,
-        )
-        sandbox_start, load = (
-            _histogram(
-                session,
-                MetricNumber(key),
-                buckets,
-                where=(completed,),
-                by_status=False,
-                default_class=default_class,
-            )
-            for key, buckets in (
-                (SANDBOX_START_KEY, SANDBOX_START_BUCKETS_S),
-                (LOAD_KEY, LOAD_BUCKETS_S),
-            )
-        )
-        histograms = (duration, sandbox_start, load)
+        if version is None or cached is None or cached[1] != default_class:
+            # Nothing to answer with yet (or nothing ever finished): computed here.
+            histograms = _compute_histograms(session, default_class)
+            if version is not None:
+                self._cached_histograms = (version, default_class, histograms)
+            return histograms
+        if cached[0] != version:
+            self._compute_in_background(default_class).join(HISTOGRAMS_WAIT_S)
+        current = self._cached_histograms
+        assert current is not None
+        return current[2]
+
+    def _compute_in_background(self, default_class: str) -> threading.Thread:
+        with self._lock:
+            if self._computing is None or not self._computing.is_alive():
+                self._computing = threading.Thread(
+                    target=self._compute, args=(default_class,), name="edc-histograms", daemon=True
+                )
+                self._computing.start()
+            return self._computing
+
+    def _compute(self, default_class: str) -> None:
+        try:
+            with database_errors(), db.session_scope(self.settings) as session:
+                # The counter first: a change during the pass moves it again, and the next
+                # scrape computes once more.
+                version = changes.counter(session)
+                histograms = _compute_histograms(session, default_class)
+        except ServiceUnavailable as exc:
+            log.warning("metrics: histograms not computed again: %s", exc.message)
+            return
+        except Exception:
+            log.exception("metrics: histograms not computed again")
+            return
         if version is not None:
             self._cached_histograms = (version, default_class, histograms)
-        return histograms
 
     # -- the worker registry --
 
@@ -297,6 +313,34 @@ class FleetCollector:
             if getattr(state, "drifting", False):
                 figures.drifting[klass] += 1
         return figures
+
+
+def _compute_histograms(session: Session, default_class: str) -> _Histograms:
+    finished = Submission.status.in_(FINISHED)
+    completed = Submission.status == SubmissionStatus.COMPLETED
+    duration = _histogram(
+        session,
+        _SecondsBetween(Submission.started_at.expression, Submission.finished_at.expression),
+        EVALUATION_BUCKETS_S,
+        where=(finished, Submission.started_at.is_not(None)),
+        by_status=True,
+        default_class=default_class,
+    )
+    sandbox_start, load = (
+        _histogram(
+            session,
+            MetricNumber(key),
+            buckets,
+            where=(completed,),
+            by_status=False,
+            default_class=default_class,
+        )
+        for key, buckets in (
+            (SANDBOX_START_KEY, SANDBOX_START_BUCKETS_S),
+            (LOAD_KEY, LOAD_BUCKETS_S),
+        )
+    )
+    return duration, sandbox_start, load
 
 
 def _queue(session: Session, default_class: str) -> tuple[dict[str, int], dict[str, datetime]]:
