@@ -5,7 +5,10 @@ cancelled, a few disqualified and baselines), starts `edc portal` on it, then ti
 in the same run from one client over HTTP:
 - `GET /api/v1/leaderboard` as it mostly is asked: nothing changed since the last request;
 - `GET /api/v1/leaderboard` right after a result changed (a completed row updated in SQL, as a
-  worker or an organiser would), so the board is computed afresh;
+  worker or an organiser would): a small board is computed afresh for it, a large one is computed
+  again in the background while this read gets the last one (edc.services.board_cache);
+- how long that change takes to show: from the write to the first read of a board generated
+  after it;
 - the trivial `GET /healthz`.
 Prints p50/p99 of each and their ratio to /healthz (goal: p99 under 100 ms). With ``--teams T``
 (default 100), participants 2 to 3T+1 compete in T teams of three (one row each on the board).
@@ -160,7 +163,8 @@ def main() -> None:
     )
 
     cached, changed, health = "leaderboard, unchanged", "leaderboard, after a change", "healthz"
-    timings: dict[str, list[float]] = {cached: [], changed: [], health: []}
+    shown = "a change, write to shown"
+    timings: dict[str, list[float]] = {cached: [], changed: [], shown: [], health: []}
     with (
         tempfile.TemporaryDirectory() as tmp,
         portal(Path(tmp), url) as (base, _pid),
@@ -178,11 +182,15 @@ def main() -> None:
             for name, path in ((cached, "/api/v1/leaderboard"), (health, "/healthz")):
                 timings[name].append(timed_get(client, path))
             # A result changes (what a worker's write does to the board), then the board is read.
+            written, began = datetime.now(UTC), time.perf_counter()
             writer.execute(
                 "UPDATE submissions SET failure_message = NULL WHERE id = %s",
                 (completed[n % len(completed)],),
             )
             timings[changed].append(timed_get(client, "/api/v1/leaderboard"))
+            while datetime.fromisoformat(board_at(client)) < written:
+                time.sleep(0.005)
+            timings[shown].append((time.perf_counter() - began) * 1000)
 
     print(
         f"leaderboard: {len(board['entries'])} ranked participants, "
@@ -198,7 +206,14 @@ def main() -> None:
             f"{ratio:17.1f}x"
         )
     worst = max(percentile(timings[cached], 0.99), percentile(timings[changed], 0.99))
+    # The poll's own reads count in "shown" but not in the goal, which is about answering.
     print(f"goal: leaderboard p99 <= 100 ms: {'met' if worst <= 100 else 'NOT met'} ({worst:.1f})")
+
+
+def board_at(client: httpx.Client) -> str:
+    """When the board the portal answers with was generated."""
+    generated: str = client.get("/api/v1/leaderboard").json()["generated_at"]
+    return generated
 
 
 def timed_get(client: httpx.Client, path: str) -> float:

@@ -3,7 +3,13 @@ database's triggers move the counter, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from edc import changes, db
 from edc.config import Settings
@@ -92,3 +98,54 @@ def test_emptied_tables_never_bring_back_a_cached_board(settings: Settings) -> N
     add_submission(settings, bob, result_metrics=metrics(9.0))
     assert counter(settings) not in (None, old)
     assert [e.participant for e in current(settings).entries] == ["bob"]
+
+
+def test_a_large_board_is_computed_again_in_the_background(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a thousand participants a computation takes tens of milliseconds: readers of a large
+    board get the last one meanwhile, one computation at a time, and then the new one."""
+    monkeypatch.setattr(board_cache, "LARGE_BOARD_ENTRIES", 2)
+    alice = make_user(settings, "alice", password=None)[0]
+    bob = make_user(settings, "bob", password=None)[0]
+    add_submission(settings, alice, result_metrics=metrics(3.0))
+    add_submission(settings, bob, result_metrics=metrics(4.0))
+    board = current(settings)
+    assert [e.participant for e in board.entries] == ["alice", "bob"]
+
+    computed = board_cache.compute
+    release = threading.Event()
+    computations = []
+
+    def held_back(session: Session, ranking: Ranking) -> Leaderboard:
+        computations.append(ranking)
+        release.wait(timeout=30)
+        return computed(session, ranking)
+
+    monkeypatch.setattr(board_cache, "compute", held_back)
+    faster = add_submission(settings, bob, result_metrics=metrics(1.0))
+    assert current(settings) is board  # the last one, not a wait for the computation
+    assert eventually(lambda: len(computations) == 1)
+    assert current(settings) is board
+    assert len(computations) == 1  # one at a time
+    release.set()
+    assert eventually(lambda: current(settings) is not board)
+    leader = current(settings).entries[0]
+    assert (leader.participant, leader.submission_id) == ("bob", faster)
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_small_board_is_always_current(settings: Settings) -> None:
+    alice = make_user(settings, "alice", password=None)[0]
+    add_submission(settings, alice, result_metrics=metrics(3.0))
+    assert len(current(settings).entries) < board_cache.LARGE_BOARD_ENTRIES
+    better = add_submission(settings, alice, result_metrics=metrics(1.0))
+    assert [e.submission_id for e in current(settings).entries] == [better]
