@@ -2,12 +2,14 @@
 
 1. Throughput of submissions whose run is dominated by waiting (each spends LOAD_S loading, so the
    two cores are not the limit) through a real `edc up` with 1, 2 and 4 workers, all measured in
-   this run; prints submissions/s and the speed-up over one worker (goal: within 10% of linear).
+   this run, on SQLite and on PostgreSQL; prints submissions/s and the speed-up over one worker
+   (goal: within 10% of linear). Each worker owns a core of its own (the task's limits.cpus is 1),
+   so a machine runs as many workers as it has cores: the counts it cannot hold are left out.
 2. Fairness: one participant queues 50 submissions, then another queues one. Counts how many jobs
    workers take before the single one, with the round-robin rule (the platform's workers) and
    without it (one first-come-first-served RQ queue), dequeuing through real Redis.
 
-Usage: python bench/scale.py [--submissions 12] [--load-s 8]
+Usage: python bench/scale.py [--submissions 12] [--load-s 8] [--databases sqlite postgresql]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rq import Queue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from portal_process import fresh_database
 from tests.support.platform import kvcache_zip, start_platform, stop_platform
 
 from edc import db
@@ -38,12 +41,18 @@ from edc.worker import executor
 REDIS_URL = os.environ.get("EDC_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 
 
-def throughput(workers: int, submissions: int, load_s: float, scratch: Path) -> float:
+def throughput(
+    workers: int, submissions: int, load_s: float, scratch: Path, database: str
+) -> float:
     redis.Redis.from_url(REDIS_URL).flushdb()
+    on_postgres = []
+    if database == "postgresql":
+        on_postgres = [("EDC_DATABASE_URL", fresh_database("edc_bench_scale"))]
     platform = start_platform(
-        scratch / f"w{workers}",
+        scratch / f"{database}-w{workers}",
         ("EDC_REDIS_URL", REDIS_URL),
         ("EDC_PUBLIC_CHECK", "false"),
+        *on_postgres,
         workers=workers,
     )
     try:
@@ -118,17 +127,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--submissions", type=int, default=12)
     parser.add_argument("--load-s", type=float, default=8.0)
+    parser.add_argument(
+        "--databases", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"]
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        rates = {n: throughput(n, args.submissions, args.load_s, scratch) for n in (1, 2, 4)}
+        cores = len(os.sched_getaffinity(0))
+        counts = [n for n in (1, 2, 4) if n <= cores]
         print(f"1. {args.submissions} submissions, each waiting {args.load_s:g} s in load:")
-        for n, rate in rates.items():
-            speedup = rate / rates[1]
-            print(
-                f"   {n} worker(s): {rate:.3f} submissions/s, speed-up {speedup:.2f} "
-                f"({100 * speedup / n:.0f}% of linear)"
-            )
+        if len(counts) < 3:
+            print(f"   (this machine has {cores} cores: {counts[-1]} workers at most)")
+        for database in args.databases:
+            rates = {
+                n: throughput(n, args.submissions, args.load_s, scratch, database) for n in counts
+            }
+            for n, rate in rates.items():
+                speedup = rate / rates[1]
+                print(
+                    f"   {database}, {n} worker(s): {rate:.3f} submissions/s, speed-up "
+                    f"{speedup:.2f} ({100 * speedup / n:.0f}% of linear)"
+                )
         fair = wait_in_jobs(True, scratch)
         fifo = wait_in_jobs(False, scratch)
         print(

@@ -94,6 +94,7 @@ def test_a_stream_whose_client_left_gives_its_place_back(bounded: Settings) -> N
             wait_for(lambda: hub.open_streams == 0)
 
 
+@postgres_only
 def test_streams_of_one_submission_share_one_poll(settings: Settings) -> None:
     s = settings.model_copy(update={"sse_per_user": 10})
     alice, token = make_user(s, "alice")

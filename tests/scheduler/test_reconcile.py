@@ -12,6 +12,7 @@ from edc.models import utcnow
 from edc.scheduler import producer, reconcile
 from edc.status import FailureReason, SubmissionStatus
 from edc.worker import heartbeat
+from tests.support.databases import postgres_only
 from tests.support.rows import get_submission, insert_submission
 
 
@@ -120,6 +121,7 @@ def test_the_lock_is_free_again_by_the_time_a_heartbeat_goes_stale(settings: Set
         assert ttl <= max(timeout, interval + 1)  # a dead holder's lock expires by then
 
 
+@postgres_only
 def test_a_dead_reconcilers_lock_delays_no_recovery(settings: Settings) -> None:
     """The worker killed mid-run may be the one that held the lock: its job must still be back in
     the queue within heartbeat timeout + reconcile interval (the defaults' 2:1 proportions)."""

@@ -21,6 +21,7 @@ from edc.status import SubmissionStatus
 from edc.worker.heartbeat import beat
 from tests.services.conftest import LiveServer, People
 from tests.support.competition import add_submission, bearer, metrics, upload
+from tests.support.databases import postgres_only
 
 
 def test_queue_positions_follow_the_order_and_cancel_takes_a_job_off(
@@ -134,6 +135,7 @@ def test_submissions_csv_lists_everyone(
     ]
 
 
+@postgres_only
 def test_events_stream_each_change_until_the_end(live_server: LiveServer, people: People) -> None:
     settings = live_server.settings
     row = add_submission(settings, people.alice[0], status=SubmissionStatus.QUEUED)
