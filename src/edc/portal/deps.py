@@ -14,7 +14,9 @@ from edc.config import Settings
 from edc.db import database_errors
 
 
-def get_app_settings(request: Request) -> Settings:
+# Plain lookups are coroutines: FastAPI runs a dependency declared with `def` on its thread pool,
+# a thread hop per request for one attribute.
+async def get_app_settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
@@ -30,7 +32,7 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_templates(request: Request) -> Jinja2Templates:
+async def get_templates(request: Request) -> Jinja2Templates:
     return cast(Jinja2Templates, request.app.state.templates)
 
 

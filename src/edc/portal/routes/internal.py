@@ -21,7 +21,7 @@ from edc.services import submissions
 SHA256_HEADER = "X-Edc-Sha256"
 
 
-def require_worker(request: Request, settings: SettingsDep) -> None:
+async def require_worker(request: Request, settings: SettingsDep) -> None:
     expected = settings.worker_token
     if not expected:
         raise HTTPException(status_code=404)  # the same answer as an unknown path
