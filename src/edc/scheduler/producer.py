@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextlib import suppress
 
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlalchemy import select
@@ -94,15 +94,22 @@ def enqueue_on_home(
     job_id: str,
     timeout: int,
     description: str,
+    retries: int = 0,
+    replace_dead: bool = False,
 ) -> str:
     """Put an organisers' job (a final, a re-measurement) on its class's home queue, which every
     worker of the class serves after the participants' queues; returns the job id. A second call
-    while it waits is a no-op."""
+    while it waits is a no-op. With ``retries``, a job whose worker died (or that raised) goes
+    back on the queue that many times: RQ's registry cleanup requeues an abandoned job while it
+    has retries left. ``replace_dead`` first deletes a finished or failed job of the same id
+    (RQ keeps a failed one for days, and would refuse the id as taken)."""
     with redis_errors():
         home = Queue(
             queue_name_for(settings, hardware_class, NO_OWNER),
             connection=redis_connection(settings),
         )
+        if replace_dead:
+            _delete_if_dead(settings, home.connection, job_id)
         with suppress(DuplicateJobError):
             home.enqueue_call(
                 function,
@@ -113,8 +120,17 @@ def enqueue_on_home(
                 failure_ttl=FAILURE_TTL_S,
                 description=description,
                 unique=True,
+                retry=Retry(max=retries) if retries else None,
             )
     return job_id
+
+
+def _delete_if_dead(settings: Settings, connection: redis.Redis, job_id: str) -> None:
+    """Delete the job ``job_id`` unless it waits in a queue or is being worked on."""
+    if job_id not in live_job_ids(settings):
+        old = fetch_job(connection, job_id)
+        if old is not None:
+            old.delete()
 
 
 def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
@@ -164,10 +180,8 @@ def enqueue_submission(
     job_id = job_id_for(submission_id, attempt)
     with redis_errors():
         queue = submission_queue(settings, submission_id, route)
-        if replace_dead and job_id not in live_job_ids(settings):
-            old = fetch_job(queue.connection, job_id)
-            if old is not None:
-                old.delete()
+        if replace_dead:
+            _delete_if_dead(settings, queue.connection, job_id)
         with suppress(DuplicateJobError):
             queue.enqueue_call(
                 JOB_FUNCTION,
