@@ -23,8 +23,8 @@ otherwise answers with the last ones computed, behind by one computation.
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from edc import changes, db
+from edc.background import BackgroundRuns
 from edc.config import Settings
 from edc.db import database_errors
 from edc.errors import EdcError, ServiceUnavailable
@@ -195,9 +196,7 @@ class FleetCollector:
         self.settings = settings
         # (change counter, default class, histograms): see _histograms.
         self._cached_histograms: tuple[int, str, _Histograms] | None = None
-        # The computation in the background, while there is one (at most one at a time).
-        self._computing: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._recomputations = BackgroundRuns("edc-histograms")
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing is read at registration
@@ -260,19 +259,11 @@ class FleetCollector:
                 self._cached_histograms = (version, default_class, histograms)
             return histograms
         if cached[0] != version:
-            self._compute_in_background(default_class).join(HISTOGRAMS_WAIT_S)
+            run = functools.partial(self._compute, default_class)
+            self._recomputations.start(None, run).join(HISTOGRAMS_WAIT_S)
         current = self._cached_histograms
         assert current is not None
         return current[2]
-
-    def _compute_in_background(self, default_class: str) -> threading.Thread:
-        with self._lock:
-            if self._computing is None or not self._computing.is_alive():
-                self._computing = threading.Thread(
-                    target=self._compute, args=(default_class,), name="edc-histograms", daemon=True
-                )
-                self._computing.start()
-            return self._computing
 
     def _compute(self, default_class: str) -> None:
         try:

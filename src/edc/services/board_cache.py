@@ -14,6 +14,7 @@ computed in milliseconds, are always current.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from edc import changes
+from edc.background import BackgroundRuns
 from edc.services.leaderboard import Leaderboard, Ranking, compute
 
 LARGE_BOARD_ENTRIES = 200
@@ -29,10 +31,8 @@ LARGE_BOARD_ENTRIES = 200
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-# Guards _computing (not held while computing).
-_background_lock = threading.Lock()
-# (database, ranking) -> the background computation of a large board, while there is one
-_computing: dict[tuple[str, Ranking], threading.Thread] = {}
+# Large boards' computations, one per (database, ranking) at a time.
+_recomputations = BackgroundRuns("edc-board")
 # (database, ranking) -> (the counter's value it was computed at, the board)
 _boards: dict[tuple[str, Ranking], tuple[int, Leaderboard]] = {}
 # (database, ranking) -> (a board, its rendering: the API's JSON)
@@ -49,7 +49,8 @@ def current(session: Session, ranking: Ranking) -> Leaderboard:
     if cached is not None and cached[0] == version:
         return cached[1]
     if cached is not None and len(cached[1].entries) >= LARGE_BOARD_ENTRIES:
-        _in_background(session.get_bind().engine, key, ranking)
+        engine = session.get_bind().engine
+        _recomputations.start(key, functools.partial(_recompute, engine, key, ranking))
         return _boards[key][1]
     with _lock:
         cached = _boards.get(key)
@@ -58,17 +59,6 @@ def current(session: Session, ranking: Ranking) -> Leaderboard:
         board = compute(session, ranking)
         _boards[key] = (version, board)
         return board
-
-
-def _in_background(engine: Engine, key: tuple[str, Ranking], ranking: Ranking) -> None:
-    """Compute ``ranking``'s board in the background, unless that is under way."""
-    with _background_lock:
-        thread = _computing.get(key)
-        if thread is None or not thread.is_alive():
-            thread = _computing[key] = threading.Thread(
-                target=_recompute, args=(engine, key, ranking), name="edc-board", daemon=True
-            )
-            thread.start()
 
 
 def _recompute(engine: Engine, key: tuple[str, Ranking], ranking: Ranking) -> None:
