@@ -102,35 +102,59 @@ def enqueue_on_home(
     while it waits is a no-op. With ``retries``, a job whose worker died (or that raised) goes
     back on the queue that many times: RQ's registry cleanup requeues an abandoned job while it
     has retries left. ``replace_dead`` first deletes a finished or failed job of the same id
-    (RQ keeps a failed one for days, and would refuse the id as taken)."""
+    (see :func:`_enqueue_once`)."""
     with redis_errors():
         home = Queue(
             queue_name_for(settings, hardware_class, NO_OWNER),
             connection=redis_connection(settings),
         )
-        if replace_dead:
-            _delete_if_dead(settings, home.connection, job_id)
-        with suppress(DuplicateJobError):
-            home.enqueue_call(
-                function,
-                args=args,
-                job_id=job_id,
-                timeout=timeout,
-                result_ttl=0,
-                failure_ttl=FAILURE_TTL_S,
-                description=description,
-                unique=True,
-                retry=Retry(max=retries) if retries else None,
-            )
+        # Its jobs never live on another queue: that one alone says whether the id is live.
+        live = _job_ids_on(home) if replace_dead else None
+        _enqueue_once(
+            home,
+            function,
+            args=args,
+            job_id=job_id,
+            timeout=timeout,
+            description=description,
+            retries=retries,
+            replace_if_not_in=live,
+        )
     return job_id
 
 
-def _delete_if_dead(settings: Settings, connection: redis.Redis, job_id: str) -> None:
-    """Delete the job ``job_id`` unless it waits in a queue or is being worked on."""
-    if job_id not in live_job_ids(settings):
-        old = fetch_job(connection, job_id)
+def _enqueue_once(
+    queue: Queue,
+    function: str,
+    *,
+    args: tuple[int, ...],
+    job_id: str,
+    timeout: int,
+    description: str,
+    kwargs: dict[str, int] | None = None,
+    retries: int = 0,
+    replace_if_not_in: set[str] | None = None,
+) -> None:
+    """Enqueue ``job_id`` unless a job of that id exists (RQ's ``unique``). Given the live ids,
+    an existing job not among them (finished, failed, stopped, or lost from its queue) is
+    deleted first: RQ keeps a failed one for days and would refuse the id as taken."""
+    if replace_if_not_in is not None and job_id not in replace_if_not_in:
+        old = fetch_job(queue.connection, job_id)
         if old is not None:
             old.delete()
+    with suppress(DuplicateJobError):
+        queue.enqueue_call(
+            function,
+            args=args,
+            kwargs=kwargs,
+            job_id=job_id,
+            timeout=timeout,
+            result_ttl=0,
+            failure_ttl=FAILURE_TTL_S,
+            description=description,
+            unique=True,
+            retry=Retry(max=retries) if retries else None,
+        )
 
 
 def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
@@ -149,14 +173,20 @@ def live_job_ids(settings: Settings) -> set[str]:
     with redis_errors():
         ids: set[str] = set()
         for q in our_queues(settings, redis_connection(settings)):
-            ids.update(q.get_job_ids())
-            for registry in (
-                q.started_job_registry,
-                q.deferred_job_registry,
-                q.scheduled_job_registry,
-            ):
-                ids.update(registry.get_job_ids())
+            ids |= _job_ids_on(q)
         return ids
+
+
+def _job_ids_on(queue: Queue) -> set[str]:
+    """Ids waiting in ``queue`` or being worked on, deferred or scheduled from it."""
+    ids = set(queue.get_job_ids())
+    for registry in (
+        queue.started_job_registry,
+        queue.deferred_job_registry,
+        queue.scheduled_job_registry,
+    ):
+        ids.update(registry.get_job_ids())
+    return ids
 
 
 def job_is_live(settings: Settings, submission_id: int, attempt: int) -> bool:
@@ -180,20 +210,17 @@ def enqueue_submission(
     job_id = job_id_for(submission_id, attempt)
     with redis_errors():
         queue = submission_queue(settings, submission_id, route)
-        if replace_dead:
-            _delete_if_dead(settings, queue.connection, job_id)
-        with suppress(DuplicateJobError):
-            queue.enqueue_call(
-                JOB_FUNCTION,
-                args=(submission_id,),
-                kwargs={"attempt": attempt},
-                job_id=job_id,
-                timeout=settings.job_timeout_s,
-                result_ttl=0,
-                failure_ttl=FAILURE_TTL_S,
-                description=f"evaluate submission {submission_id} (attempt {attempt})",
-                unique=True,
-            )
+        _enqueue_once(
+            queue,
+            JOB_FUNCTION,
+            args=(submission_id,),
+            kwargs={"attempt": attempt},
+            job_id=job_id,
+            timeout=settings.job_timeout_s,
+            description=f"evaluate submission {submission_id} (attempt {attempt})",
+            # Every queue is read, as the reconciler has always done: live wherever it waits.
+            replace_if_not_in=live_job_ids(settings) if replace_dead else None,
+        )
     return job_id
 
 
