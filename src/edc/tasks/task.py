@@ -640,9 +640,7 @@ class Task:
     def content_hash(self) -> str:
         """sha256 over task.toml and the model (:meth:`model_hash`): the task's identity, which
         results are comparable by (what a changed prompt count, limit or weight would move)."""
-        digest = hashlib.sha256((self.root / TASK_FILE).read_bytes())
-        digest.update(self.model_hash().encode())
-        return digest.hexdigest()
+        return _content_digest(self.root, self.model_hash())
 
     def model_hash(self) -> str:
         """sha256 over config.json and the weight files, in name order: the reference's identity."""
@@ -699,18 +697,30 @@ def worker_class(settings: Settings, task: Task) -> str:
 
 
 def content_hash_of(root: Path) -> str:
-    """:meth:`Task.content_hash` of the task at ``root``, computed again only when task.toml or a
-    model file changes (hashing a real model's weights takes seconds)."""
+    """:meth:`Task.content_hash` of the task at ``root``, its model's hash kept until a model file
+    changes (hashing a real model's weights takes seconds)."""
+    return _content_digest(root, model_hash_of(root))
+
+
+def model_hash_of(root: Path) -> str:
+    """:meth:`Task.model_hash` of the task at ``root``, computed again only when a model file
+    changes."""
     model = task_at(root).model_dir
     stamps = tuple(
         (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(model.iterdir())
     )
-    return _content_hash(root, (root / TASK_FILE).stat().st_mtime_ns, stamps)
+    return _model_hash(root, stamps)
 
 
 @functools.lru_cache(maxsize=16)
-def _content_hash(root: Path, _toml_stamp: int, _model_stamps: tuple[object, ...]) -> str:
-    return task_at(root).content_hash()
+def _model_hash(root: Path, _model_stamps: tuple[object, ...]) -> str:
+    return task_at(root).model_hash()
+
+
+def _content_digest(root: Path, model_hash: str) -> str:
+    digest = hashlib.sha256((root / TASK_FILE).read_bytes())
+    digest.update(model_hash.encode())
+    return digest.hexdigest()
 
 
 def task_at(root: Path) -> Task:

@@ -18,7 +18,7 @@ from edc.harness.evaluate import run_device
 from edc.harness.measurement import MEASUREMENT_VERSION, result_version
 from edc.harness.protocol import PROTOCOL_VERSION
 from edc.sandbox.base import Sandbox
-from edc.tasks.task import TASK_FILE, Task
+from edc.tasks.task import Task, content_hash_of, model_hash_of
 
 
 @functools.cache
@@ -60,26 +60,19 @@ def _gpus(devices: tuple[str, ...]) -> tuple[str, str] | None:
 
 
 def _task_identity(task: Task) -> dict[str, str]:
-    # Computed again when task.toml changes under a running worker (hashing weights is slow).
-    stamp = (task.root / TASK_FILE).stat().st_mtime_ns
-    return _identity(task.root, task.name, task.version, stamp)
-
-
-@functools.cache
-def _identity(root: Path, name: str, version: str, _stamp: int) -> dict[str, str]:
-    task = Task.load(root)
+    # The hashes are kept until a model file changes (hashing weights is slow).
     return {
-        "name": name,
-        "version": version,
-        "model_sha256": task.model_hash(),
-        "content_sha256": task.content_hash(),
+        "name": task.name,
+        "version": task.version,
+        "model_sha256": model_hash_of(task.root),
+        "content_sha256": content_hash_of(task.root),
     }
 
 
 def result_version_for(task: Task) -> str:
     """The version a result measured now on ``task`` is comparable by (see
     :mod:`edc.harness.measurement`)."""
-    return result_version(_task_identity(task)["content_sha256"])
+    return result_version(content_hash_of(task.root))
 
 
 def warm(settings: Settings, task: Task) -> None:
