@@ -213,12 +213,18 @@ def _run_submission(
             "submission %s attempt %s: not queued for us; nothing to do", submission_id, attempt
         )
         return None
-    with db.session_scope(settings) as session:
-        row = session.get(Submission, submission_id)
-        assert row is not None
-        file_path, sha256 = row.file_path, row.sha256
-        current_attempt = row.attempt
 
+    def read_claimed() -> tuple[str, str, int]:
+        with db.session_scope(settings) as session:
+            row = session.get(Submission, submission_id)
+            assert row is not None
+            return row.file_path, row.sha256, row.attempt
+
+    # Read again while the database does not answer: an outage just after the claim must not
+    # cost the submission an attempt.
+    file_path, sha256, current_attempt = db.retry_while_unreachable(
+        settings, read_claimed, what=f"reading claimed submission {submission_id}"
+    )
     run_dir = settings.runs_dir / f"{submission_id}-{current_attempt}-{uuid.uuid4().hex[:8]}"
     try:
         with Heartbeat.for_submission(settings, submission_id, current_attempt, on_lost=_stopper()):
