@@ -1,4 +1,5 @@
-"""Shared fixtures: real PostgreSQL, real Redis, real SQLite, cleaned per test.
+"""Shared fixtures: real PostgreSQL, real Redis, real SQLite, cleaned per test; and the portal
+with its users and on a live server (tests/support/live_server.py).
 
 Several test runs may share this machine's servers at once, so each run takes its own PostgreSQL
 database (created here, dropped at the end) and its own Redis database index (claimed with a key).
@@ -21,6 +22,9 @@ from edc import db
 from edc.config import Settings, get_settings
 from edc.models import Base
 from edc.services import accounts
+
+# Fixtures more than one folder uses, kept in tests/support so no folder imports another's conftest.
+pytest_plugins = ["tests.support.live_server"]
 
 PG_ADMIN_DSN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST_URL = os.environ.get("EDC_TEST_REDIS", "redis://127.0.0.1:6379")

@@ -1,5 +1,3 @@
-# The services' fixtures are imported by name; tests taking them as arguments redefine the names.
-# ruff: noqa: F811
 """What a new user meets first: a taken port, the first admin, a refused archive, a baseline's
 status, the log-in's help, and what `edc up` leaves in the temporary folder."""
 
@@ -36,15 +34,6 @@ from edc.models import Submission
 from edc.portal.app import create_app
 from edc.services import accounts
 from edc.status import SubmissionStatus
-
-# The services' fixtures: a portal on a real server, its settings, alice, bob and root.
-from tests.services.conftest import (  # noqa: F401 - fixtures, used by name
-    LiveServer,
-    People,
-    live_server,
-    people,
-    rules,
-)
 from tests.support.competition import (
     PASSWORD,
     add_submission,
@@ -53,6 +42,7 @@ from tests.support.competition import (
     metrics,
     web_login,
 )
+from tests.support.live_server import LiveServer, People
 from tests.support.platform import REPO, free_port
 from tests.support.threaded_server import serve_in_thread
 

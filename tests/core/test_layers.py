@@ -1,7 +1,8 @@
 """The layering rule of docs/architecture.md, as import-linter contracts over the real import graph.
 
 The second test breaks the rule on a copy of the package, so the check is known to fail when it
-should (a contract that cannot fail would pass on anything).
+should (a contract that cannot fail would pass on anything). The third keeps the core contract's
+hand-written list of root modules equal to the root's modules, so a new one cannot escape it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,3 +49,15 @@ def test_a_lower_room_importing_an_upper_one_is_caught(tmp_path: Path) -> None:
     assert "edc.tasks.corpus -> edc.harness.verify" in result.stdout, result.stdout
     assert "edc.status -> edc.services.leaderboard" in result.stdout, result.stdout
     assert "0 kept, 2 broken" in result.stdout
+
+
+def test_the_core_contract_names_every_module_at_the_root() -> None:
+    with (REPO / "pyproject.toml").open("rb") as fh:
+        contracts = tomllib.load(fh)["tool"]["importlinter"]["contracts"]
+    (core,) = [c for c in contracts if c["name"] == "The core at the package root imports no room"]
+    at_the_root = {
+        f"edc.{path.stem}"
+        for path in (REPO / "src" / "edc").glob("*.py")
+        if path.stem not in {"__init__", "__main__"}
+    }
+    assert set(core["source_modules"]) == at_the_root

@@ -1,55 +1,15 @@
-"""Fixtures for the competition's tests: the app on both databases, users, a live server."""
+"""The competition's fixtures (the app on both databases, users, a live server) live in
+``tests/support/live_server.py`` and are registered for every folder by ``tests/conftest.py``.
 
-from __future__ import annotations
+The names stay importable from here for the modules that still import them from this file; new
+code imports the records from ``tests.support.live_server`` and takes the fixtures by name.
+"""
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-
-import pytest
-from fastapi.testclient import TestClient
-
-from edc.config import Settings
-from edc.portal.app import create_app
-from tests.support.competition import make_user
-from tests.support.threaded_server import serve_in_thread
-
-
-@pytest.fixture
-def rules(settings: Settings) -> Settings:
-    """The shared settings with small, explicit limits."""
-    return settings.model_copy(update={"submissions_per_day": 3, "max_queued_per_user": 2})
-
-
-@pytest.fixture
-def app_client(rules: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(rules)) as client:
-        yield client
-
-
-@dataclass
-class People:
-    alice: tuple[int, str]
-    bob: tuple[int, str]
-    root: tuple[int, str]
-
-
-@pytest.fixture
-def people(rules: Settings) -> People:
-    return People(
-        alice=make_user(rules, "alice"),
-        bob=make_user(rules, "bob"),
-        root=make_user(rules, "root", admin=True, password=None),
-    )
-
-
-@dataclass
-class LiveServer:
-    url: str
-    settings: Settings
-
-
-@pytest.fixture
-def live_server(rules: Settings) -> Iterator[LiveServer]:
-    """The portal on a real uvicorn server in a thread (for clients that speak real HTTP)."""
-    with serve_in_thread(create_app(rules)) as port:
-        yield LiveServer(url=f"http://127.0.0.1:{port}", settings=rules)
+from tests.support.live_server import (  # noqa: F401 - re-exported for older imports
+    LiveServer,
+    People,
+    app_client,
+    live_server,
+    people,
+    rules,
+)

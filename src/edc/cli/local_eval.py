@@ -180,7 +180,7 @@ def result_table(evaluation: Evaluation, *, task_name: str, prompt_set: str) -> 
     low, high = m["score_ci"]
     summary.add_row("score", f"{m['score']:.4g} ({m['score_metric']})")
     summary.add_row("score 95% interval", f"{low:.4g} – {high:.4g}")
-    summary.add_row("output tokens/s", f"{m['throughput']['output_tokens_per_s']:.1f}")
+    summary.add_row("output tok/s", f"{m['throughput']['output_tokens_per_s']:.1f}")
     serving = m.get("serving")
     if serving:
         summary.add_row("max rate under SLO", _max_rate(serving))

@@ -151,7 +151,7 @@ def result_table(submission: dict[str, Any]) -> Table:
         ("TTFT p50 (ms)", ("latency", "ttft_ms", "p50")),
         ("ITL p99 (ms)", ("latency", "itl_ms", "p99")),
         ("E2E p50 (ms)", ("latency", "e2e_ms", "p50")),
-        ("throughput (tokens/s)", ("throughput", "output_tokens_per_s")),
+        ("throughput (tok/s)", ("throughput", "output_tokens_per_s")),
         ("load (s)", ("load_s",)),
         ("wall (s)", ("wall_s",)),
         ("exit code", ("exit_code",)),
@@ -176,7 +176,7 @@ def public_table(entry: dict[str, Any]) -> Table:
         ("score 95% interval", "score_ci"),
         ("TPOT p50 (ms)", "tpot_p50_ms"),
         ("TTFT p50 (ms)", "ttft_p50_ms"),
-        ("throughput (tokens/s)", "output_tokens_per_s"),
+        ("throughput (tok/s)", "output_tokens_per_s"),
         ("runs", "runs"),
     ):
         if entry.get(key) is not None:

@@ -33,8 +33,8 @@ from edc.portal.routes import (
     docs,
     health,
     internal,
-    metrics,
     pages,
+    scrape,
     teams,
 )
 from edc.portal.security_headers import SecurityHeaders
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_api.router, prefix="/api/v1")
     app.include_router(health.router)
     app.include_router(docs.router)
-    app.include_router(metrics.router)
+    app.include_router(scrape.router)
     app.include_router(internal.router, prefix="/internal/v1")
     openapi.install(app)
     return app

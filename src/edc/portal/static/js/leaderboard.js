@@ -58,7 +58,7 @@
         y: { title: { display: true, text: data.label + ", " + data.direction + " is better" } }
       },
       plugins: {
-        tooltip: { callbacks: { label: function (c) { return c.raw.who + " (#" + c.raw.id + "): " + value(c.raw.y); },
+        tooltip: { callbacks: { label: function (c) { return c.raw.who + ", submission " + c.raw.id + ": " + value(c.raw.y); },
                                 title: function (items) { return iso(items[0].raw.x).slice(0, 19).replace("T", " ") + " UTC"; } } }
       }
     }

@@ -21,9 +21,9 @@ from edc.config import Settings, get_settings
 from edc.models import Submission, User, utcnow
 from edc.portal.events import POLL_S
 from edc.status import SubmissionStatus
-from tests.services.conftest import LiveServer, People
 from tests.support.competition import PASSWORD, add_submission, metrics
 from tests.support.databases import postgres_only
+from tests.support.live_server import LiveServer, People
 
 
 @pytest.fixture
@@ -113,6 +113,7 @@ def test_login_submit_follow_status_logs_leaderboard(
     assert "position 1 in the queue" in out
     assert "processing on w9" in out
     assert "completed" in out and "3.5" in out and "3.4 – 3.6" in out
+    assert "throughput (tok/s)" in out  # the pages' unit
     with db.session_scope(settings) as session:
         row = session.scalars(select(Submission)).one()
         archive = settings.data_dir / row.file_path
