@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,8 +18,8 @@ from edc.portal.app import create_app
 from edc.services.rules import Limits
 from edc.services.tracks import add_track, set_track_limits
 from edc.status import FailureReason, SubmissionStatus
-from tests.services.conftest import People
 from tests.support.competition import add_submission, bearer, upload, web_login
+from tests.support.live_server import People
 from tests.support.platform import quick_task
 
 
@@ -152,6 +154,30 @@ def test_each_track_counts_its_own_limits(
                 session, rules, "sprint", submissions_per_day=0, max_queued_per_user=None
             )
     assert upload(app_client, token, track="sprint").status_code == 201
+
+
+def test_a_tracks_page_and_starter_kit_state_its_own_limits(
+    app_client: TestClient, rules: Settings, tmp_path: Path
+) -> None:
+    with db.session_scope(rules) as session:
+        add_track(
+            session,
+            rules,
+            name="sprint",
+            task_dir=quick_task(tmp_path / "sprint"),
+            submissions_per_day=7,
+            max_queued_per_user=5,
+        )
+    own = "7 per participant per 24 hours (rolling), 5 waiting or running at once"
+    platform = "3 per participant per 24 hours (rolling), 2 waiting or running at once"
+    page = app_client.get("/task?track=sprint")
+    assert page.status_code == 200 and own in page.text and platform not in page.text
+    kit = app_client.get("/starter-kit.zip?track=sprint")
+    assert kit.status_code == 200
+    readme = zipfile.ZipFile(io.BytesIO(kit.content)).read("README.md").decode()
+    assert f"- Submissions: {own};" in readme
+    # A track that sets none states the platform's.
+    assert platform in app_client.get("/task").text
 
 
 def _windowed(rules: Settings, **window: object) -> TestClient:

@@ -32,12 +32,12 @@ from edc.services import finals, notifications
 from edc.services.leaderboard import Entry, Ranking
 from edc.services.tracks import TrackInfo, get_track, set_track_webhook
 from edc.status import FinalStatus, SubmissionStatus
-from edc.worker import final_run
+from edc.worker import final_run, remeasure
 from edc.worker.executor import Outcome
 from tests.harness.conftest import example_source
-from tests.services.conftest import People
 from tests.support.competition import add_submission, make_user, metrics
 from tests.support.databases import postgres_only
+from tests.support.live_server import People
 from tests.support.platform import free_port, quick_task
 
 # The part of a webhook URL that is the key to the channel: it must never reach a log.
@@ -381,3 +381,29 @@ def test_edc_track_webhook_sets_clears_and_refuses(
     assert result.exit_code == 0, result.output
     assert "Track default: notifications are sent nowhere." in result.output
     assert track().webhook_url is None
+
+
+def test_a_remeasured_result_that_takes_rank_1_is_announced(
+    settings: Settings, people: People, make_receiver: Any, worker_environment: None
+) -> None:
+    s = settings
+    receiver = make_receiver()
+    _hook(s, receiver.url)
+    leader = add_submission(s, people.bob[0], result_metrics=metrics(5.0))
+    notifications.announce_leader(s, leader)
+    # Alice's result went stale (the task changed, see edc.services.rescore): off the board.
+    stale = {**metrics(9.0), "score": None, "stale": True, "stale_version": "v-old"}
+    alice = add_submission(s, people.alice[0], result_metrics=stale)
+    _deliver_all(s)
+    assert [m["participant"] for m in receiver.taken] == ["bob"]
+
+    # Measured again, it takes rank 1: announced, as after a submission's result.
+    assert remeasure._store(s, alice, 1, stale, _measured(2.0))
+    _deliver_all(s)
+    assert [(m["participant"], m["score"]) for m in receiver.taken] == [
+        ("bob", 5.0),
+        ("alice", 2.0),
+    ]
+    with db.session_scope(s) as session:
+        announced = session.scalar(select(Track.announced_leader).where(Track.name == "default"))
+    assert announced == alice

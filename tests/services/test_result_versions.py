@@ -22,9 +22,9 @@ from edc.scheduler import fair_worker
 from edc.services import finals, rescore, rules
 from edc.status import SubmissionStatus
 from edc.tasks.task import bundled_task_dir, content_hash_of
-from tests.services.conftest import LiveServer, People
 from tests.support.competition import bearer
 from tests.support.databases import postgres_only
+from tests.support.live_server import LiveServer, People
 from tests.support.platform import kvcache_zip, quick_task
 
 
@@ -85,10 +85,15 @@ def test_a_changed_task_makes_results_stale_and_rescore_measures_them_again(
         published = finals.latest_board(session)
     assert published is not None and [e.submission_id for e in published.ranked] == [first]
 
-    # The organisers change the task: the result is of another version now, off the board.
+    # The organisers change the task and bump its version: the result is of another version
+    # now, off the board. The bump alone would do it (the content hash covers task.toml).
     toml = task_dir / "task.toml"
+    assert 'version = "1"' in toml.read_text()
+    toml.write_text(toml.read_text().replace('version = "1"', 'version = "2"'))
+    bumped = result_version(content_hash_of(task_dir))
+    assert bumped != current
     toml.write_text(toml.read_text().replace("timed = 2", "timed = 3"))
-    assert result_version(content_hash_of(task_dir)) != current
+    assert result_version(content_hash_of(task_dir)) not in (current, bumped)
     (counts,) = rescore.rescore_configured(s)
     assert counts.outdated == 1
     board = httpx.get(f"{live_server.url}/api/v1/leaderboard").json()

@@ -4,19 +4,20 @@ phase opens. Over the API, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from edc import db
 from edc.cli.main import app as edc_app
 from edc.config import Settings, get_settings
-from edc.models import FINAL_PHASE, Team, Track
+from edc.models import FINAL_PHASE, Team
 from edc.portal.app import create_app
-from edc.services.tracks import add_track
-from tests.services.conftest import LiveServer, People
+from edc.services import phases
+from edc.services.tracks import add_track, get_track
 from tests.support.competition import (
     add_submission,
     bearer,
@@ -26,6 +27,7 @@ from tests.support.competition import (
     upload,
     web_login,
 )
+from tests.support.live_server import LiveServer, People
 from tests.support.platform import quick_task
 
 
@@ -36,7 +38,7 @@ def _create(client: TestClient, token: str, name: str) -> dict[str, object]:
     return body
 
 
-def _join(client: TestClient, token: str, code: object) -> object:
+def _join(client: TestClient, token: str, code: object) -> Any:
     return client.post("/api/v1/teams/join", json={"invite_code": code}, headers=bearer(token))
 
 
@@ -103,12 +105,15 @@ def test_joining_is_refused_when_full_unknown_taken_or_already_in_one(
 def test_teams_are_fixed_once_a_final_phase_opens(
     app_client: TestClient, rules: Settings, people: People, tmp_path: Path
 ) -> None:
-    (_, alice_token), (_, bob_token) = people.alice, people.bob
+    (alice, alice_token), (_, bob_token) = people.alice, people.bob
     team = _create(app_client, alice_token, "finalists")
     with db.session_scope(rules) as session:
         add_track(session, rules, name="sprint", task_dir=quick_task(tmp_path / "sprint"))
+    add_submission(rules, alice, track="sprint", result_metrics=metrics(2.0, (1.9, 2.1)))
+    # The organisers open the sprint's final phase (its final is queued, not run here).
+    phases.open_final(rules, "sprint", top_k=1, rounds=1, requested_by="root")
     with db.session_scope(rules) as session:
-        session.execute(update(Track).where(Track.name == "sprint").values(phase=FINAL_PHASE))
+        assert get_track(session, rules, "sprint").phase == FINAL_PHASE
     refused = _join(app_client, bob_token, team["invite_code"])
     assert refused.status_code == 403
     assert "final phase of the track 'sprint'" in refused.json()["detail"]
@@ -190,3 +195,20 @@ def test_a_team_without_shared_archives_shows_its_best_members_entry(
     assert [(e["participant"], e["submission_id"], e["runs"]) for e in board] == [
         ("apart", best, 1)
     ]
+
+
+def test_the_record_history_names_a_team_members_record_by_the_team(
+    app_client: TestClient, rules: Settings, people: People
+) -> None:
+    (alice, alice_token), (bob, _) = people.alice, people.bob
+    _create(app_client, alice_token, "record-setters")
+    first = add_submission(rules, bob, result_metrics=metrics(3.0, (2.9, 3.1)))
+    record = add_submission(rules, alice, result_metrics=metrics(2.0, (1.9, 2.1)))
+    history = app_client.get("/api/v1/leaderboard/history").json()
+    # As on the live board: alice's record is her team's; bob, in no team, keeps his name.
+    assert [(r["submission_id"], r["participant"]) for r in history] == [
+        (first, "bob"),
+        (record, "record-setters"),
+    ]
+    board = app_client.get("/api/v1/leaderboard").json()["entries"]
+    assert board[0]["participant"] == "record-setters"

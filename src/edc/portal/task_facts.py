@@ -12,7 +12,7 @@ from edc.config import Settings
 from edc.harness.protocol import MAX_LINE_BYTES, PROTOCOL_VERSION
 from edc.harness.runner import DEFAULT_STEP_TIMEOUT_S, SHUTDOWN_GRACE_S
 from edc.portal.presentation import metric_label, score_explanation, when
-from edc.services.rules import Window
+from edc.services.rules import Limits, Window
 from edc.tasks.task import Task
 
 
@@ -141,16 +141,19 @@ def _ranking_facts(task: Task) -> list[Fact]:
     ]
 
 
-def _competition_facts(settings: Settings, now: datetime, window: Window | None) -> list[Fact]:
+def _competition_facts(
+    settings: Settings, now: datetime, window: Window | None, limits: Limits | None
+) -> list[Fact]:
     window = window or Window.from_settings(settings)
+    limits = limits or Limits.from_settings(settings)
     return [
         Fact("Window", window.describe(now)),
         Fact("Opens", when(window.start) or "no start set"),
         Fact("Closes", when(window.end) or "no end set"),
         Fact(
             "Submissions",
-            f"{settings.submissions_per_day} per participant per 24 hours (rolling), "
-            f"{settings.max_queued_per_user} waiting or running at once; cancelled ones and "
+            f"{limits.per_day} per participant per 24 hours (rolling), "
+            f"{limits.max_waiting} waiting or running at once; cancelled ones and "
             "failures that were the platform's fault do not count",
         ),
     ]
@@ -178,9 +181,15 @@ def _upload_facts(settings: Settings) -> list[Fact]:
 
 
 def task_facts(
-    task: Task, settings: Settings, *, now: datetime, window: Window | None = None
+    task: Task,
+    settings: Settings,
+    *,
+    now: datetime,
+    window: Window | None = None,
+    limits: Limits | None = None,
 ) -> TaskFacts:
-    """``window``: the track's upload window (default: the platform's)."""
+    """``window``: the track's upload window, ``limits``: each participant's allowance in it
+    (default: the platform's)."""
     sampling: dict[str, Any] = {"rule": task.sampling.kind}
     if task.sampling.kind == "gumbel":
         sampling["temperature"] = task.sampling.temperature
@@ -196,7 +205,7 @@ def task_facts(
             ("Decoding", _decoding_facts(task)),
             ("Limits", _limit_facts(task, settings)),
             ("Ranking", _ranking_facts(task)),
-            ("Competition", _competition_facts(settings, now, window)),
+            ("Competition", _competition_facts(settings, now, window, limits)),
             ("Submission", _upload_facts(settings)),
         ],
     )

@@ -412,12 +412,7 @@ def _as_teams(session: Session, ranking: Ranking, drafts: list[Draft]) -> list[D
     its best is the best of their best entries, already drafted. Only a team with an archive
     shared between members has its pools computed again over all their runs.
     """
-    teams: dict[int, str] = {
-        user_id: name
-        for user_id, name in session.execute(
-            select(User.id, Team.name).join(Team, Team.id == User.team_id)
-        )
-    }
+    teams = _team_names(session)
     playing = {teams[row.user_id] for row, _, _ in drafts if row.user_id in teams}
     if not playing:
         return drafts
@@ -462,6 +457,16 @@ def _as_teams(session: Session, ranking: Ranking, drafts: list[Draft]) -> list[D
         (SimpleNamespace(**{**row._asdict(), "participant": team}), pooled, flag)
         for team, (row, pooled, flag) in best.items()
     ]
+
+
+def _team_names(session: Session) -> dict[int, str]:
+    """The name each team member's entries go by: their team's (users in no team are absent)."""
+    return {
+        user_id: name
+        for user_id, name in session.execute(
+            select(User.id, Team.name).join(Team, Team.id == User.team_id)
+        )
+    }
 
 
 def _best_pooled_here(
@@ -689,7 +694,8 @@ class Record:
 
 
 def history(session: Session, ranking: Ranking) -> list[Record]:
-    """The best score over time: each eligible submission that beat every earlier one."""
+    """The best score over time: each eligible submission that beat every earlier one, named
+    as the board names its entry (a team member's under the team's name)."""
     aggregate = func.min if ranking.direction == "lower" else func.max
     # The best among strictly earlier submissions (NULL for the first).
     previous_best = aggregate(Submission.score).over(
@@ -712,17 +718,18 @@ def history(session: Session, ranking: Ranking) -> list[Record]:
         else scored.c.score > scored.c.previous_best
     )
     rows = session.execute(
-        select(scored.c.id, scored.c.created_at, scored.c.score, User.name)
+        select(scored.c.id, scored.c.created_at, scored.c.score, scored.c.user_id, User.name)
         .join(User, User.id == scored.c.user_id, isouter=True)
         .where(scored.c.previous_best.is_(None) | improves)
         .order_by(scored.c.created_at, scored.c.id)
-    )
+    ).all()
+    teams = _team_names(session) if rows else {}
     return [
         Record(
             at=aware_utc(row.created_at),
             score=float(row.score),
             submission_id=row.id,
-            participant=row.name or "(no owner)",
+            participant=teams.get(row.user_id) or row.name or "(no owner)",
         )
         for row in rows
     ]

@@ -4,7 +4,8 @@ The submission's archive is fetched and evaluated again as for a submission, und
 and harness; a correct result replaces the stale one. The row stays ``completed`` throughout (it
 never waits or runs as a submission, so it counts against no limit), and the new result is
 written only while the row is still the same attempt and still stale: a rerun or a second
-re-measurement in between wins. A failed re-measurement leaves the result stale, with why.
+re-measurement in between wins. A failed re-measurement leaves the result stale, with why. A
+fresh result written is ranked again, so a rank 1 it takes is announced, as after a submission's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from edc import db
 from edc.config import Settings
 from edc.models import Submission, utcnow
 from edc.observability.logging import log_context
+from edc.services import notifications
 from edc.status import SubmissionStatus
 from edc.worker.executor import Outcome, evaluate_archive, finite_json, work_horse_context
 
@@ -107,4 +109,6 @@ def _store(
         if written
         else "discarded (the row changed meanwhile)",
     )
+    if fresh and written:
+        notifications.announce_leader(settings, submission_id)  # never raises
     return fresh and written

@@ -21,7 +21,7 @@ from edc.portal.errors import headers_for, status_for
 from edc.portal.render import checked_form, render
 from edc.portal.routes.api import final_board_out, leaderboard_out
 from edc.portal.starter_kit import starter_kit
-from edc.portal.task_facts import task_facts
+from edc.portal.task_facts import TaskFacts, task_facts
 from edc.portal.upload import receive_submission
 from edc.portal.views import (
     openable,
@@ -32,6 +32,7 @@ from edc.portal.views import (
 )
 from edc.schemas import RecordOut
 from edc.services import board_cache, finals, leaderboard, moderation, rules, submissions, tracks
+from edc.tasks.task import Task
 
 router = APIRouter(include_in_schema=False)
 
@@ -211,8 +212,7 @@ async def starter_kit_download(request: Request, track: TrackName = None) -> Res
         with db.database_errors(), db.session_scope(settings) as session:
             chosen = tracks.get_track(session, settings, track)
         task = chosen.task()
-        facts = task_facts(task, settings, now=utcnow(), window=chosen.window(settings))
-        return chosen.name, starter_kit(chosen.name, task, facts)
+        return chosen.name, starter_kit(chosen.name, task, _track_facts(chosen, task, settings))
 
     name, body = await run_in_threadpool(build)
     return Response(
@@ -234,8 +234,20 @@ async def task_page(
         with db.database_errors(), db.session_scope(settings) as session:
             chosen = tracks.get_track(session, settings, track)
             names = [t.name for t in tracks.list_tracks(session, settings)]
-        facts = task_facts(chosen.task(), settings, now=utcnow(), window=chosen.window(settings))
+        facts = _track_facts(chosen, chosen.task(), settings)
         return {"task": facts, "track": chosen.name, "tracks": names}
 
     context = await run_in_threadpool(load)
     return render(request, "task.html", context, identity=identity)
+
+
+def _track_facts(chosen: tracks.TrackInfo, task: Task, settings: Settings) -> TaskFacts:
+    """The facts of ``chosen``'s task under the track's own window and limits (where it sets
+    none, the platform's): what its task page and its starter kit's README say."""
+    return task_facts(
+        task,
+        settings,
+        now=utcnow(),
+        window=chosen.window(settings),
+        limits=chosen.limits(settings),
+    )
