@@ -9,6 +9,7 @@
     ├── RateLimited               over a limit; ``retry_after_s`` says when to try again
     ├── CompetitionClosed         outside the competition window: uploads are refused
     ├── Conflict                  clashes with the current state (a name taken, a final status)
+    │   └── FinalPublished        the track's final is published: it is never changed
     ├── InvalidInput              a form field or request value is unusable
     ├── InvalidUpload             the upload is refused; ``code`` says which rule
     │   └── UploadTooLarge        over EDC_MAX_UPLOAD_MB, refused while streaming
@@ -57,6 +58,19 @@ class CompetitionClosed(EdcError):
 
 class Conflict(EdcError):
     pass
+
+
+class FinalPublished(Conflict):
+    """The track already has a completed final: a published final leaderboard never changes, so
+    no second final of the track is started."""
+
+    def __init__(self, track: str, final_id: int) -> None:
+        super().__init__(
+            f"The track {track!r} has a published final leaderboard (final {final_id}); "
+            "a published final is never changed."
+        )
+        self.track = track
+        self.final_id = final_id
 
 
 class InvalidInput(EdcError):

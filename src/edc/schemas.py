@@ -250,8 +250,12 @@ class TrackIn(BaseModel):
 
 
 class FinalIn(BaseModel):
-    """A final ranking to start: the top entries of the provisional leaderboard, re-measured."""
+    """A track's final phase to open: its uploads close, and the top entries of its provisional
+    leaderboard are re-measured into its final leaderboard."""
 
+    track: Annotated[Text, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="The track (left out or null: the default one)."
+    )
     top_k: int = Field(
         default=10, ge=1, le=FINAL_MAX_TOP_K, description="How many entries to re-measure."
     )

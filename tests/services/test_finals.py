@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import typer
 from fastapi.testclient import TestClient
@@ -22,11 +24,14 @@ from typer.testing import CliRunner
 from edc import db
 from edc.cli import admin as cli_admin
 from edc.config import Settings, get_settings
-from edc.errors import Conflict
-from edc.models import Final, Measurement, Submission, utcnow
+from edc.errors import Conflict, FinalPublished
+from edc.models import DEFAULT_TRACK, Final, Measurement, Submission, User, utcnow
 from edc.scheduler import connection, final_queue, producer
+from edc.scheduler.notify_queue import notification_queue
 from edc.scheduler.position import NO_OWNER
-from edc.services import accounts, finals, rules
+from edc.services import accounts, finals, rules, teams
+from edc.services.phases import open_final
+from edc.services.tracks import add_track, list_tracks, set_track_webhook
 from edc.status import FailureReason, FinalStatus, SubmissionStatus
 from edc.worker import final_run
 from edc.worker.executor import Outcome
@@ -39,8 +44,11 @@ from tests.support.competition import (
     csrf_from,
     make_user,
     metrics,
+    upload,
     web_login,
+    zip_of,
 )
+from tests.support.platform import quick_task
 
 
 def _home_queue(settings: Settings) -> Queue:
@@ -315,16 +323,21 @@ def _usage(settings: Settings, user_ids: list[int]) -> list[rules.Usage]:
         ]
 
 
-def test_the_admin_page_button_starts_a_final_with_a_csrf_form(
-    app_client: TestClient, rules: Settings, people: People
-) -> None:
-    _three_entries(rules, people)
-    with db.session_scope(rules) as session:
+def _admin_page(app_client: TestClient, settings: Settings) -> str:
+    """The admin page, for root logged in on the web with a password."""
+    with db.session_scope(settings) as session:
         root = accounts.user_by_name(session, "root")
         assert root is not None
         root.password_hash = _hash_of(PASSWORD)
     web_login(app_client, "root")
-    page = app_client.get("/admin").text
+    return app_client.get("/admin").text
+
+
+def test_the_admin_page_button_starts_a_final_with_a_csrf_form(
+    app_client: TestClient, rules: Settings, people: People
+) -> None:
+    _three_entries(rules, people)
+    page = _admin_page(app_client, rules)
     assert 'id="finals"' in page and "/admin/finals" in page
     forged = app_client.post(
         "/admin/finals",
@@ -345,14 +358,15 @@ def test_the_admin_page_button_starts_a_final_with_a_csrf_form(
     assert f'id="final-{final.id}"' in listing and "queued" in listing
 
 
-def test_edc_admin_finalize_and_finals(
-    live_server: LiveServer, people: People, tmp_path: Path
-) -> None:
-    settings = live_server.settings
-    _three_entries(settings, people)
+def _admin_cli(server: LiveServer, tmp_path: Path) -> Callable[..., Any]:
+    """``run(token, *args)``: ``edc admin *args`` against ``server`` with that token."""
     app = typer.Typer()
     cli_admin.register(app)
-    env = {"EDC_CLI_CONFIG_DIR": str(tmp_path / "cli"), "EDC_SERVER": live_server.url}
+    env = {
+        "EDC_CLI_CONFIG_DIR": str(tmp_path / "cli"),
+        "EDC_SERVER": server.url,
+        "COLUMNS": "200",  # a sentence on one line
+    }
 
     def run(token: str, *args: str) -> Any:
         get_settings.cache_clear()  # the settings come from the environment of each run
@@ -361,14 +375,234 @@ def test_edc_admin_finalize_and_finals(
         finally:
             get_settings.cache_clear()
 
+    return run
+
+
+def test_edc_admin_finalize_and_finals(
+    live_server: LiveServer, people: People, tmp_path: Path
+) -> None:
+    settings = live_server.settings
+    _three_entries(settings, people)
+    run = _admin_cli(live_server, tmp_path)
     refused = run(people.alice[1], "finalize", "--top", "2", "--rounds", "2")
     assert refused.exit_code == 1 and "(admins) only" in refused.output
     started = run(people.root[1], "finalize", "--top", "2", "--rounds", "2")
     assert started.exit_code == 0, started.output
     (final,) = _finals(settings)
     assert f"Final {final.id} queued" in started.output
+    assert "Track default is in its final phase: uploads are closed." in started.output
     listed = run(people.root[1], "finals")
     assert listed.exit_code == 0, listed.output
     assert "queued" in listed.output and "0/4" in listed.output
     again = run(people.root[1], "finalize")
-    assert again.exit_code == 1 and "is waiting" in again.output
+    assert again.exit_code == 2 and "is waiting" in again.output
+
+
+# --- one path: a track's final phase, whoever opens it ---
+
+
+def _track(settings: Settings, folder: Path, name: str, **window: Any) -> None:
+    with db.session_scope(settings) as session:
+        add_track(session, settings, name=name, task_dir=quick_task(folder / name), **window)
+
+
+def _upload_to(server: LiveServer, token: str, track: str | None) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/api/v1/submissions",
+        headers=bearer(token),
+        data={"track": track} if track else {},
+        files={"file": ("s.zip", zip_of(), "application/zip")},
+        timeout=30,
+    )
+
+
+def _phases(settings: Settings) -> dict[str, str]:
+    with db.session_scope(settings) as session:
+        return {t.name: t.phase for t in list_tracks(session, settings)}
+
+
+def _published(body: dict[str, Any]) -> dict[str, Any]:
+    """A final board as published, less the time it was read."""
+    return {k: v for k, v in body.items() if k != "generated_at"}
+
+
+def test_edc_admin_finalize_opens_one_tracks_final_phase_and_never_publishes_twice(
+    live_server: LiveServer, people: People, tmp_path: Path
+) -> None:
+    s, url, root = live_server.settings, live_server.url, people.root[1]
+    _track(s, tmp_path, "gpu")
+    _track(s, tmp_path, "late", closes_at=utcnow() + timedelta(days=1))
+    on_gpu = add_submission(s, people.alice[0], result_metrics=metrics(1.0), track="gpu")
+    add_submission(s, people.bob[0], result_metrics=metrics(2.0))
+    run = _admin_cli(live_server, tmp_path)
+
+    unknown = run(root, "finalize", "--track", "nope")
+    assert unknown.exit_code == 2, unknown.output
+    assert "no track 'nope'; the tracks are: default, gpu, late" in unknown.output
+    early = run(root, "finalize", "--track", "late")
+    assert early.exit_code == 2 and "opens at or after the track's end" in early.output
+    assert _finals(s) == []
+    assert _phases(s) == {"default": "development", "gpu": "development", "late": "development"}
+
+    started = run(root, "finalize", "--track", "gpu", "--top", "1", "--rounds", "1")
+    assert started.exit_code == 0, started.output
+    assert "Track gpu is in its final phase: uploads are closed." in started.output
+    (first,) = _finals(s)
+    assert (first.track, first.status, first.requested_by) == ("gpu", FinalStatus.QUEUED, "root")
+    # Uploads close on that track only.
+    assert _phases(s) == {"default": "development", "gpu": "final", "late": "development"}
+    closed = _upload_to(live_server, people.alice[1], "gpu")
+    assert closed.status_code == 403 and "final phase" in closed.json()["detail"]
+    assert _upload_to(live_server, people.alice[1], None).status_code == 201
+    assert _upload_to(live_server, people.alice[1], "late").status_code == 201
+
+    # Measurements outstanding: a final still waiting is not replaced; one lost is retried.
+    waiting = run(root, "finalize", "--track", "gpu", "--top", "1", "--rounds", "1")
+    assert waiting.exit_code == 2 and f"Final {first.id} is waiting" in waiting.output
+    _home_queue(s).empty()
+    retried = run(root, "finalize", "--track", "gpu", "--top", "1", "--rounds", "1")
+    assert retried.exit_code == 0, retried.output
+    lost, second = _finals(s)
+    assert (lost.status, second.status) == (FinalStatus.FAILED, FinalStatus.QUEUED)
+
+    assert httpx.get(f"{url}/api/v1/tracks/gpu/leaderboard/final").status_code == 404
+    assert final_run._claim(s, second.id, "worker-1")
+    _run_with(s, second.id, {(on_gpu, 1): _measured(0.9)})
+    published = httpx.get(f"{url}/api/v1/tracks/gpu/leaderboard/final").json()
+    assert published["about"]["id"] == second.id and published["about"]["track"] == "gpu"
+    assert [(e["rank"], e["submission_id"], e["score"]) for e in published["entries"]] == [
+        (1, on_gpu, 0.9)
+    ]
+    # The default track has no final of its own.
+    assert httpx.get(f"{url}/api/v1/tracks/default/leaderboard/final").status_code == 404
+    assert httpx.get(f"{url}/api/v1/leaderboard/final").status_code == 404
+
+    # Published: never changed, by the command or by anything calling finalize.
+    jobs = _home_queue(s).get_job_ids()
+    again = run(root, "finalize", "--track", "gpu", "--top", "1", "--rounds", "1")
+    assert again.exit_code == 2, again.output
+    assert "a published final is never changed" in again.output
+    with pytest.raises(FinalPublished, match=f"final {second.id}"):
+        finals.finalize(s, top_k=1, rounds=1, track="gpu")
+    assert len(_finals(s)) == 2 and _home_queue(s).get_job_ids() == jobs
+    after = httpx.get(f"{url}/api/v1/tracks/gpu/leaderboard/final").json()
+    assert _published(after) == _published(published)
+
+    exported = run(root, "export", "final-leaderboard", "--track", "gpu")
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert [(r["final_id"], r["rank"], r["submission_id"]) for r in rows] == [
+        (str(second.id), "1", str(on_gpu))
+    ]
+    none_yet = run(root, "export", "final-leaderboard", "--track", "late")
+    assert none_yet.exit_code == 1 and "of the track 'late' has completed" in none_yet.output
+    mixed = run(root, "export", "leaderboard", "--track", "gpu")
+    assert mixed.exit_code == 2
+
+
+def test_the_api_and_the_admin_page_open_a_tracks_final_phase(
+    app_client: TestClient, rules: Settings, people: People, tmp_path: Path
+) -> None:
+    _track(rules, tmp_path, "gpu")
+    _track(rules, tmp_path, "late", closes_at=utcnow() + timedelta(days=1))
+    on_gpu = add_submission(rules, people.alice[0], result_metrics=metrics(1.0), track="gpu")
+    on_default = add_submission(rules, people.bob[0], result_metrics=metrics(2.0))
+    admin = bearer(people.root[1])
+
+    def start(body: dict[str, Any]) -> Any:
+        return app_client.post("/api/v1/admin/finals", json=body, headers=admin)
+
+    unknown = start({"track": "nope"})
+    assert unknown.status_code == 404
+    assert "the tracks are: default, gpu, late" in unknown.json()["detail"]
+    early = start({"track": "late"})
+    assert early.status_code == 409 and "track's end" in early.json()["detail"]
+    assert _finals(rules) == []
+
+    # The page: a track to choose, as there are several.
+    page = _admin_page(app_client, rules)
+    assert 'id="final-track"' in page and '<option value="gpu">gpu</option>' in page
+    done = app_client.post(
+        "/admin/finals",
+        data={"csrf_token": csrf_from(page), "track": "gpu", "top_k": "1", "rounds": "1"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303, done.text
+    (final,) = _finals(rules)
+    assert (final.track, final.requested_by) == ("gpu", "root")
+    assert _phases(rules) == {"default": "development", "gpu": "final", "late": "development"}
+    assert upload(app_client, people.alice[1], track="gpu").status_code == 403
+    assert upload(app_client, people.alice[1]).status_code == 201
+    assert 'data-phase="final"' in app_client.get("/admin").text
+
+    # The API without a track: the default one's phase.
+    default = start({"top_k": 1, "rounds": 1})
+    assert default.status_code == 201, default.text
+    assert default.json()["track"] is None
+    assert _phases(rules)["default"] == "final"
+    assert upload(app_client, people.bob[1]).status_code == 403
+
+    for row, picked in ((final.id, on_gpu), (default.json()["id"], on_default)):
+        assert final_run._claim(rules, row, "worker-1")
+        _run_with(rules, row, {(picked, 1): _measured(1.5)})
+    gpu_board = app_client.get("/api/v1/tracks/gpu/leaderboard/final")
+    assert gpu_board.status_code == 200
+    assert [e["submission_id"] for e in gpu_board.json()["entries"]] == [on_gpu]
+    default_board = app_client.get("/api/v1/tracks/default/leaderboard/final").json()
+    assert _published(default_board) == _published(
+        app_client.get("/api/v1/leaderboard/final").json()
+    )
+    assert [e["submission_id"] for e in default_board["entries"]] == [on_default]
+    # A final of another track is not this track's, by id either.
+    mismatched = f"/api/v1/tracks/gpu/leaderboard/final?final_id={default.json()['id']}"
+    assert app_client.get(mismatched).status_code == 404
+    by_id = app_client.get(f"/api/v1/tracks/gpu/leaderboard/final?final_id={final.id}")
+    assert _published(by_id.json()) == _published(gpu_board.json())
+    missing = app_client.get("/api/v1/tracks/nope/leaderboard/final")
+    assert missing.status_code == 404 and "default, gpu, late" in missing.json()["detail"]
+
+    # Published: a second final is refused, and the board stays as it was.
+    refused = start({"track": "gpu", "top_k": 1, "rounds": 1})
+    assert refused.status_code == 409
+    assert "a published final is never changed" in refused.json()["detail"]
+    assert len(_finals(rules)) == 2
+    after = app_client.get("/api/v1/tracks/gpu/leaderboard/final").json()
+    assert _published(after) == _published(gpu_board.json())
+    csv_of_gpu = app_client.get("/api/v1/admin/final-leaderboard.csv?track=gpu", headers=admin)
+    assert csv_of_gpu.status_code == 200
+    assert [r["submission_id"] for r in csv.DictReader(io.StringIO(csv_of_gpu.text))] == [
+        str(on_gpu)
+    ]
+
+
+def test_a_teams_final_entry_is_named_by_the_team(rules: Settings, people: People) -> None:
+    with db.session_scope(rules) as session:
+        alice = session.get(User, people.alice[0])
+        assert alice is not None
+        teams.create_team(session, rules, user=alice, name="fast-decoders")
+        set_track_webhook(session, rules, DEFAULT_TRACK, url="http://127.0.0.1:9/hook")
+    alices = add_submission(rules, people.alice[0], result_metrics=metrics(1.0))
+    bobs = add_submission(rules, people.bob[0], result_metrics=metrics(2.0))
+    final = open_final(rules, None, top_k=2, rounds=1, requested_by="root")
+    assert [e["participant"] for e in final.entries] == ["fast-decoders", "bob"]
+    scores = {alices: 1.1, bobs: 2.1}
+    while (planned := final_run._next(rules, final.id, "worker-1")) is not None:
+        final_run._store(rules, planned.id, _measured(scores[planned.submission_id]))
+    # The worker's run: claimed, nothing left to measure, completed, hence published.
+    assert final_run.run(rules, final.id, worker_id="worker-1") is FinalStatus.COMPLETED
+    with db.session_scope(rules) as session:
+        board = finals.latest_board(session)
+        assert board is not None
+        # Named by the team on the board and in its CSV, as on the provisional board.
+        assert [s.participant for s in board.ranked] == ["fast-decoders", "bob"]
+        text = finals.csv_text(board)
+        assert "fast-decoders" in text and "alice" not in text
+    # ... and in the message the webhook is sent.
+    (job,) = notification_queue(rules).get_jobs()
+    track, message = job.args
+    assert (track, message["event"], message["participant"]) == (
+        DEFAULT_TRACK,
+        "final_published",
+        "fast-decoders",
+    )
+    assert "rank 1 of 2 is fast-decoders" in message["text"]

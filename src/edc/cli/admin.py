@@ -13,13 +13,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edc import db
 from edc.cli.client import PortalError
-from edc.cli.configured import settings_or_exit
+from edc.cli.configured import EXIT_CONFIGURATION, settings_or_exit
 from edc.cli.participant import connect, fail, result_table
 from edc.errors import EdcError
+from edc.models import DEFAULT_TRACK
 from edc.services import accounts, rescore
 
 console = Console()
@@ -254,6 +256,10 @@ def register(app: typer.Typer) -> None:
 
     @admin_app.command("finalize")
     def finalize(
+        track: Annotated[
+            str | None,
+            typer.Option(help="The track whose final phase opens (default: the default track)."),
+        ] = None,
         top: Annotated[
             int, typer.Option("--top", min=1, help="How many top entries to re-measure.")
         ] = 10,
@@ -261,20 +267,25 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--rounds", min=1, help="How many times to measure each.")
         ] = 3,
     ) -> None:
-        """Start the final ranking: re-measure the provisional leaderboard's top entries.
+        """Open a track's final phase, at or after its window's end: its uploads close, and its
+        provisional leaderboard's top entries are re-measured.
 
-        One worker of the task's class measures every entry once, then again, round after round,
-        when no submission waits for it; the completed final is published beside the provisional
-        leaderboard. Re-measurements count against no participant's limits.
+        One worker of the track's class measures every entry once, then again, round after
+        round, when no submission waits for it; the completed final is the track's published
+        final leaderboard, which never changes. Run again before then, it retries a final that
+        failed or was lost. Re-measurements count against no participant's limits. A refusal
+        (unknown track, window still open, final published, ...) exits 2.
         """
         with connect() as client:
             try:
-                final = client.admin_finalize(top_k=top, rounds=rounds)
+                final = client.admin_finalize(top_k=top, rounds=rounds, track=track)
             except PortalError as exc:
-                raise fail(exc) from exc
+                raise _refused(exc) from exc
         console.print(
+            f"Track {escape(final.get('track') or DEFAULT_TRACK)} is in its final phase: "
+            "uploads are closed. "
             f"Final {final['id']} {final['status']}: {final['top_k']} entries × "
-            f"{final['rounds']} rounds on a {final['hardware_class']} worker. "
+            f"{final['rounds']} rounds on a {escape(final['hardware_class'])} worker. "
             "Follow it with `edc admin finals`."
         )
 
@@ -309,6 +320,13 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")
         ] = None,
+        track: Annotated[
+            str | None,
+            typer.Option(
+                help="final-leaderboard: this track's published final (default: the default "
+                "track's)."
+            ),
+        ] = None,
     ) -> None:
         """Export the leaderboard, the final ranking or every submission as CSV."""
         if what not in ("leaderboard", "final-leaderboard", "submissions"):
@@ -316,9 +334,12 @@ def register(app: typer.Typer) -> None:
                 "[red]Export `leaderboard`, `final-leaderboard` or `submissions`.[/red]"
             )
             raise typer.Exit(2)
+        if track is not None and what != "final-leaderboard":
+            err_console.print("[red]--track applies to `final-leaderboard` only.[/red]")
+            raise typer.Exit(2)
         with connect() as client:
             try:
-                text = client.admin_export(what)
+                text = client.admin_export(what, track=track)
             except PortalError as exc:
                 raise fail(exc) from exc
         if output is None:
@@ -326,3 +347,15 @@ def register(app: typer.Typer) -> None:
         else:
             output.write_text(text)
             err_console.print(f"Wrote {output}.")
+
+
+# The portal's refusals of what was asked (an unknown track, the state of the final) rather than
+# of who asked (401, 403): the command exits 2 on them, as `edc track final` does.
+_REFUSALS = frozenset({400, 404, 409, 422})
+
+
+def _refused(exc: PortalError) -> typer.Exit:
+    if exc.status not in _REFUSALS:
+        return fail(exc)
+    err_console.print(f"[red]Cannot open the final phase:[/red] {escape(exc.message)}")
+    return typer.Exit(EXIT_CONFIGURATION)

@@ -283,8 +283,11 @@ class PortalClient:
         result: list[dict[str, Any]] = self._json("GET", "/api/v1/admin/workers")
         return result
 
-    def admin_finalize(self, *, top_k: int, rounds: int) -> dict[str, Any]:
-        body = {"top_k": top_k, "rounds": rounds}
+    def admin_finalize(
+        self, *, top_k: int, rounds: int, track: str | None = None
+    ) -> dict[str, Any]:
+        """Open ``track``'s final phase (None: the default track's)."""
+        body: dict[str, Any] = {"top_k": top_k, "rounds": rounds, "track": track}
         result: dict[str, Any] = self._json("POST", "/api/v1/admin/finals", json=body)
         return result
 
@@ -292,12 +295,18 @@ class PortalClient:
         result: list[dict[str, Any]] = self._json("GET", "/api/v1/admin/finals")
         return result
 
-    def final_leaderboard(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", "/api/v1/leaderboard/final")
+    def final_leaderboard(self, track: str | None = None) -> dict[str, Any]:
+        path = (
+            f"/api/v1/tracks/{quote(track, safe='')}/leaderboard/final"
+            if track
+            else "/api/v1/leaderboard/final"
+        )
+        result: dict[str, Any] = self._json("GET", path)
         return result
 
-    def admin_export(self, what: str) -> str:
-        return self._request("GET", f"/api/v1/admin/{what}.csv").text
+    def admin_export(self, what: str, *, track: str | None = None) -> str:
+        params = {"track": track} if track else None
+        return self._request("GET", f"/api/v1/admin/{what}.csv", params=params).text
 
 
 def _file_parts(archive: Path, head: bytes, tail: bytes) -> Iterator[bytes]:

@@ -343,7 +343,9 @@ def track_final(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Measurements of each.")] = 3,
 ) -> None:
     """Open a track's final phase (at or after the window's end): its uploads close and its top
-    entries are re-measured; the final board is published when every measurement is in."""
+    entries are re-measured; the final board is published when every measurement is in, and never
+    changes. `edc admin finalize --track NAME` does the same over the API; this works on this
+    server's database."""
     from edc.services.phases import open_final
 
     settings = settings_or_exit()

@@ -24,6 +24,7 @@ from edc.schemas import (
     SubmissionOut,
 )
 from edc.services import finals, submissions
+from edc.services.tracks import TrackInfo
 from edc.status import SubmissionStatus
 
 
@@ -128,11 +129,18 @@ def final_out(summary: finals.Summary) -> FinalOut:
     return out
 
 
-def final_board_for(session: Session, final_id: int | None) -> finals.FinalBoard:
-    """For organisers: the board of any final (partial while it runs), or the latest completed."""
+def final_board_for(
+    session: Session, final_id: int | None, track: TrackInfo | None = None
+) -> finals.FinalBoard:
+    """For organisers: the board of any final (partial while it runs), or the latest completed
+    one of ``track`` (None: the default track). Given a track, a final of another is not found."""
     if final_id is None:
-        board = finals.latest_board(session)
+        board = finals.latest_board(session, track=track.final_track if track else None)
         if board is None:
-            raise NotFound("No final ranking has completed yet.")
+            of_track = f" of the track {track.name!r}" if track is not None else ""
+            raise NotFound(f"No final ranking{of_track} has completed yet.")
         return board
-    return finals.board(session, finals.existing(session, final_id))
+    final = finals.existing(session, final_id)
+    if track is not None and final.track != track.final_track:
+        raise NotFound(f"There is no final {final_id} of the track {track.name!r}.")
+    return finals.board(session, final)

@@ -17,9 +17,13 @@ re-measurements, with the interval and the tie rule of the provisional leaderboa
 - A submission disqualified since is left out.
 - One final of a track runs at a time; a final whose worker went silent, or whose job was lost,
   is marked failed when the next one is asked for.
+- A track's completed final is its published final leaderboard, and it never changes: once one
+  is completed, :func:`finalize` refuses the track (:class:`~edc.errors.FinalPublished`).
+- An entry is named as the provisional board names it: a team member's under the team's name.
 
-``track`` is None for the competition's one leaderboard; a per-track final phase calls
-:func:`finalize` once per track with that track's provisional board.
+``track`` is None for the default track (as finals named it before tracks). Organisers reach
+:func:`finalize` through one path, :func:`edc.services.phases.open_final`, which opens the track's
+final phase (its uploads close) and passes the track's provisional board.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from sqlalchemy.orm import Session
 from edc import db
 from edc.clock import aware_utc
 from edc.config import Settings
-from edc.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from edc.errors import Conflict, FinalPublished, InvalidInput, NotFound, ServiceUnavailable
 from edc.models import (
     DEFAULT_TRACK,
     FINAL_MAX_ROUNDS,
@@ -44,6 +48,7 @@ from edc.models import (
     Final,
     Measurement,
     Submission,
+    Track,
     User,
     utcnow,
 )
@@ -90,16 +95,20 @@ def finalize(
     leaderboard now), each measured ``rounds`` times on one worker of ``hardware_class``
     (default: the task's, as new submissions get).
 
-    Raises InvalidInput for numbers out of range, Conflict when no entry is ranked or another
-    final of the track is still queued or running, ServiceUnavailable when the job queue does not
-    answer (the final is then recorded as failed).
+    Raises InvalidInput for numbers out of range, FinalPublished when the track's final is
+    already published, Conflict when no entry is ranked or another final of the track is still
+    queued or running, ServiceUnavailable when the job queue does not answer (the final is then
+    recorded as failed).
     """
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidInput(f"The number of entries must be between 1 and {MAX_TOP_K}.")
-    if not 1 <= rounds <= MAX_ROUNDS:
-        raise InvalidInput(f"The number of rounds must be between 1 and {MAX_ROUNDS}.")
+    check_plan(top_k=top_k, rounds=rounds)
     hardware_class = hardware_class or task_hardware_class(settings)
     with db.session_scope(settings) as session:
+        # Two organisers finalizing one track at once take turns here (PostgreSQL), so the second
+        # sees the first's final: a track never gets two finals to publish.
+        session.scalar(
+            select(Track.id).where(Track.name == (track or DEFAULT_TRACK)).with_for_update()
+        )
+        check_unpublished(session, track)
         if board is None:
             board = leaderboard.compute(session, leaderboard.task_ranking(settings))
         chosen = board.entries[:top_k]
@@ -146,6 +155,26 @@ def finalize(
         _fail(settings, final_id, f"It could not be queued, nothing was measured: {exc.message}")
         raise
     return get(settings, final_id)
+
+
+def check_plan(*, top_k: int, rounds: int) -> None:
+    """Refuse (InvalidInput) a final of ``top_k`` entries × ``rounds`` out of range."""
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidInput(f"The number of entries must be between 1 and {MAX_TOP_K}.")
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise InvalidInput(f"The number of rounds must be between 1 and {MAX_ROUNDS}.")
+
+
+def check_unpublished(session: Session, track: str | None) -> None:
+    """Refuse (FinalPublished) a track whose final is published: completed, it never changes."""
+    done = session.scalar(
+        select(Final.id)
+        .where(Final.status == FinalStatus.COMPLETED, same_track(track))
+        .order_by(Final.id)
+        .limit(1)
+    )
+    if done is not None:
+        raise FinalPublished(track or DEFAULT_TRACK, done)
 
 
 def _retire_dead(settings: Settings, session: Session, track: str | None) -> None:
@@ -314,14 +343,17 @@ def board(session: Session, final: Final) -> FinalBoard:
 
 
 def _current_names(session: Session, submission_ids: Sequence[int]) -> dict[int, str]:
+    """Each submission's entry name now, as the provisional board names it: a team member's
+    under the team's name, anyone else's under their own."""
     if not submission_ids:
         return {}
     rows = session.execute(
-        select(Submission.id, User.name)
+        select(Submission.id, Submission.user_id, User.name)
         .join(User, User.id == Submission.user_id)
         .where(Submission.id.in_(list(submission_ids)))
-    )
-    return {row.id: row.name for row in rows}
+    ).all()
+    teams = leaderboard.team_names(session) if rows else {}
+    return {row.id: teams.get(row.user_id) or row.name for row in rows}
 
 
 def _standing(

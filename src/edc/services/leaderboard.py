@@ -412,7 +412,7 @@ def _as_teams(session: Session, ranking: Ranking, drafts: list[Draft]) -> list[D
     its best is the best of their best entries, already drafted. Only a team with an archive
     shared between members has its pools computed again over all their runs.
     """
-    teams = _team_names(session)
+    teams = team_names(session)
     playing = {teams[row.user_id] for row, _, _ in drafts if row.user_id in teams}
     if not playing:
         return drafts
@@ -459,7 +459,7 @@ def _as_teams(session: Session, ranking: Ranking, drafts: list[Draft]) -> list[D
     ]
 
 
-def _team_names(session: Session) -> dict[int, str]:
+def team_names(session: Session) -> dict[int, str]:
     """The name each team member's entries go by: their team's (users in no team are absent)."""
     return {
         user_id: name
@@ -723,7 +723,7 @@ def history(session: Session, ranking: Ranking) -> list[Record]:
         .where(scored.c.previous_best.is_(None) | improves)
         .order_by(scored.c.created_at, scored.c.id)
     ).all()
-    teams = _team_names(session) if rows else {}
+    teams = team_names(session) if rows else {}
     return [
         Record(
             at=aware_utc(row.created_at),

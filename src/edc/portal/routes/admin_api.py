@@ -35,8 +35,8 @@ from edc.schemas import (
     TrackOut,
     WorkerOut,
 )
-from edc.services import board_cache, finals, leaderboard, moderation, tracks
-from edc.services.tracks import TrackInfo
+from edc.services import board_cache, finals, leaderboard, moderation, phases, tracks
+from edc.services.tracks import TRACK_NAME, TrackInfo
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -180,20 +180,28 @@ def read_finals(session: SessionDep, _admin: AdminIdentity) -> list[FinalOut]:
     response_model=FinalOut,
     responses={
         **_ADMIN,
+        404: {"model": ErrorOut, "description": "No such track; `detail` lists the tracks."},
         409: {
             "model": ErrorOut,
-            "description": "No entry is ranked, or another final is queued or running.",
+            "description": "Before the track's window ends; its final is already published (it "
+            "never changes); no entry is ranked; or another final of it is queued or running.",
         },
-        503: {"model": ErrorOut, "description": "The job queue does not answer."},
+        503: {"model": ErrorOut, "description": "The database or the job queue does not answer."},
     },
 )
 def start_final(
     body: FinalIn, settings: SettingsDep, session: SessionDep, who: AdminIdentity
 ) -> FinalOut:
-    """Re-measure the top ``top_k`` entries of the provisional leaderboard ``rounds`` times each,
-    interleaved on one worker; when it completes, its board is the final ranking
-    (``GET /api/v1/leaderboard/final``). Re-measurements count against no participant's limits."""
-    final = finals.finalize(settings, top_k=body.top_k, rounds=body.rounds, requested_by=who.name)
+    """Open the final phase of ``track`` (default: the default track) at or after its window's
+    end, as ``edc admin finalize --track`` and ``edc track final`` do: its uploads close, and the
+    top ``top_k`` entries of its provisional leaderboard are re-measured ``rounds`` times each,
+    interleaved on one worker. When every measurement is in, the track's final leaderboard is
+    published (``GET /api/v1/tracks/{name}/leaderboard/final``) and never changes. Asked again
+    before then, it retries a final that failed or was lost. Re-measurements count against no
+    participant's limits."""
+    final = phases.open_final(
+        settings, body.track, top_k=body.top_k, rounds=body.rounds, requested_by=who.name
+    )
     return final_out(finals.summary(session, final.id))
 
 
@@ -203,20 +211,33 @@ def start_final(
     responses={
         **_ADMIN,
         200: {"content": {"text/csv": {}}},
-        404: {"model": ErrorOut, "description": "No such final, or none completed yet."},
+        404: {
+            "model": ErrorOut,
+            "description": "No such track or final, or none of the track completed yet.",
+        },
     },
 )
 def final_leaderboard_csv(
+    settings: SettingsDep,
     session: SessionDep,
     _admin: AdminIdentity,
     final_id: Annotated[
         int | None,
         Query(ge=1, le=MAX_ROW_ID, description="Any final (default: the latest completed)."),
     ] = None,
+    track: Annotated[
+        str | None,
+        Query(
+            pattern=TRACK_NAME.pattern,
+            description="A track: its latest completed final, or its final `final_id` "
+            "(default: any final, else the default track's latest).",
+        ),
+    ] = None,
 ) -> PlainTextResponse:
     """The final ranking as CSV, with each entry's provisional place and any failure."""
+    chosen = tracks.get_track(session, settings, track) if track is not None else None
     return PlainTextResponse(
-        finals.csv_text(final_board_for(session, final_id)),
+        finals.csv_text(final_board_for(session, final_id, chosen)),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="final-leaderboard.csv"'},
     )

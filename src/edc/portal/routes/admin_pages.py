@@ -22,7 +22,15 @@ from edc.portal.render import checked_form, form_text, render
 from edc.portal.routes.admin_api import register_track
 from edc.portal.views import final_board_for, final_out, queue_out, submissions_out, timings
 from edc.scheduler import fleet
-from edc.services import board_cache, finals, leaderboard, moderation, submissions, tracks
+from edc.services import (
+    board_cache,
+    finals,
+    leaderboard,
+    moderation,
+    phases,
+    submissions,
+    tracks,
+)
 from edc.services.finals import MAX_ROUNDS, MAX_TOP_K
 from edc.services.rules import Limits
 
@@ -140,15 +148,16 @@ async def admin_action(
 
 @router.post("/finals", name="admin_finalize")
 async def finalize(request: Request, identity: PageAdmin) -> Response:
-    """The admin page's button: start a final ranking (see the API's POST /admin/finals)."""
+    """The admin page's button: open a track's final phase (see the API's POST /admin/finals);
+    without a ``track`` field, the default track's."""
     settings: Settings = request.app.state.settings
     form = await checked_form(request, identity)
+    track = form_text(form, "track").strip() or None
     top_k = _whole_number(form_text(form, "top_k") or "10", "number of entries")
     rounds = _whole_number(form_text(form, "rounds") or "3", "number of rounds")
 
     def run() -> None:
-        with db.database_errors():
-            finals.finalize(settings, top_k=top_k, rounds=rounds, requested_by=identity.name)
+        phases.open_final(settings, track, top_k=top_k, rounds=rounds, requested_by=identity.name)
 
     await run_in_threadpool(run)
     return RedirectResponse("/admin#finals", status_code=303)

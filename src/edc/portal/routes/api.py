@@ -349,20 +349,58 @@ def read_final_leaderboard(
         Query(ge=1, le=MAX_ROW_ID, description="A completed final (default: the latest)."),
     ] = None,
 ) -> FinalLeaderboardOut:
-    """The final ranking (public): the provisional leaderboard's top entries re-measured side by
-    side, each scored by the median of its re-measurements, ranked with intervals and ties."""
+    """The default track's final ranking (public): its provisional leaderboard's top entries
+    re-measured side by side, each scored by the median of its re-measurements, ranked with
+    intervals and ties. ``final_id`` may name any completed final."""
     board = published_final(session, final_id)
     if board is None:
         raise NotFound("No final ranking has been published yet.")
     return final_board_out(board)
 
 
-def published_final(session: Session, final_id: int | None) -> finals.FinalBoard | None:
-    """The latest completed final's board, or the completed final ``final_id``'s."""
+@router.get(
+    "/tracks/{name}/leaderboard/final",
+    response_model=FinalLeaderboardOut,
+    responses={
+        404: {
+            "model": ErrorOut,
+            "description": "No such track (`detail` lists the tracks), or no final ranking of "
+            "it is published yet.",
+        }
+    },
+    tags=["leaderboard"],
+)
+def read_track_final_leaderboard(
+    name: str,
+    settings: SettingsDep,
+    session: SessionDep,
+    final_id: Annotated[
+        int | None,
+        Query(
+            ge=1, le=MAX_ROW_ID, description="A completed final of the track (default: its latest)."
+        ),
+    ] = None,
+) -> FinalLeaderboardOut:
+    """One track's published final ranking (public), as ``/leaderboard/final`` is the default
+    track's: it never changes once published."""
+    track = tracks.get_track(session, settings, name)
+    board = published_final(session, final_id, track)
+    if board is None:
+        raise NotFound(f"No final ranking of the track {track.name!r} has been published yet.")
+    return final_board_out(board)
+
+
+def published_final(
+    session: Session, final_id: int | None, track: tracks.TrackInfo | None = None
+) -> finals.FinalBoard | None:
+    """The latest completed final's board of ``track`` (None: the default track), or the
+    completed final ``final_id``'s (given a track, of that track only)."""
     if final_id is None:
-        return finals.latest_board(session)
+        return finals.latest_board(session, track=track.final_track if track else None)
     final = session.get(Final, final_id)
     if final is None or final.status is not FinalStatus.COMPLETED:
+        return None
+    if track is not None and final.track != track.final_track:
         return None
     return finals.board(session, final)
 
