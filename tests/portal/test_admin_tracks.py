@@ -1,5 +1,4 @@
 # The services' fixtures are imported by name; tests taking them as arguments redefine the names.
-# ruff: noqa: F811
 """Adding a track from the admin page's form and from the admin API, as ``edc track add`` does:
 the track is listed with its task, window and limits, and every refusal says why and adds
 nothing."""
@@ -19,15 +18,10 @@ from edc.config import Settings
 from edc.services import accounts
 from edc.services.tracks import TrackInfo, list_tracks
 from edc.tasks.task import task_at
+from tests.support.competition import PASSWORD, _hash_of, bearer, csrf_from, web_login
 
 # The services' fixtures: the app on both databases with small limits, alice, bob and root.
-from tests.services.conftest import (  # noqa: F401 - fixtures, used by name
-    People,
-    app_client,
-    people,
-    rules,
-)
-from tests.support.competition import PASSWORD, _hash_of, bearer, csrf_from, web_login
+from tests.support.live_server import People
 from tests.support.platform import quick_task
 
 PAGE = {"accept": "text/html"}

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from edc.config import Settings
 from edc.portal.app import create_app
 from edc.status import SubmissionStatus
-from tests.services.conftest import People
 from tests.support.competition import add_submission, bearer, metrics, upload, web_login, zip_of
+from tests.support.live_server import People
 
 Rule = Literal["public", "user", "owner", "admin", "worker"]
 # (method, path, rule); {id} is replaced by a submission of alice's.

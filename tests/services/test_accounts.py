@@ -12,8 +12,8 @@ from edc.config import Settings
 from edc.models import ApiToken, User, WebSession
 from edc.portal.app import create_app
 from edc.portal.auth import SESSION_COOKIE
-from tests.services.conftest import People
 from tests.support.competition import PASSWORD, bearer, csrf_from, web_login
+from tests.support.live_server import People
 
 
 def signup(client: TestClient, name: str, **extra: str) -> int:

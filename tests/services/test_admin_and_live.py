@@ -19,9 +19,9 @@ from edc.scheduler.fair_worker import make_worker
 from edc.scheduler.producer import job_id_for, queued_job_ids
 from edc.status import SubmissionStatus
 from edc.worker.heartbeat import beat
-from tests.services.conftest import LiveServer, People
 from tests.support.competition import add_submission, bearer, metrics, upload
 from tests.support.databases import postgres_only
+from tests.support.live_server import LiveServer, People
 
 
 def test_queue_positions_follow_the_order_and_cancel_takes_a_job_off(

@@ -19,8 +19,8 @@ from edc.services import accounts
 from edc.status import SubmissionStatus
 from edc.worker import executor
 from edc.worker.evaluation import Evaluation
-from tests.services.conftest import People
 from tests.support.competition import PASSWORD, _hash_of, add_submission, bearer, metrics, web_login
+from tests.support.live_server import People
 
 SEED = "seed-7f3a9c1e0b5d"
 REQUEST_ID = "req-91c2d4"

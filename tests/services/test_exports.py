@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from edc.config import Settings
 from edc.services.exports import csv_line, safe_cell
-from tests.services.conftest import People
 from tests.support.competition import bearer, zip_of
+from tests.support.live_server import People
 
 FORMULA_NAME = '=HYPERLINK("http:"&CHAR(47)&CHAR(47)&"evil.example","x")&".zip"'
 

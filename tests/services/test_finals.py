@@ -35,7 +35,6 @@ from edc.services.tracks import add_track, list_tracks, set_track_webhook
 from edc.status import FailureReason, FinalStatus, SubmissionStatus
 from edc.worker import final_run
 from edc.worker.executor import Outcome
-from tests.services.conftest import LiveServer, People
 from tests.support.competition import (
     PASSWORD,
     _hash_of,
@@ -48,6 +47,7 @@ from tests.support.competition import (
     web_login,
     zip_of,
 )
+from tests.support.live_server import LiveServer, People
 from tests.support.platform import quick_task
 
 

@@ -15,8 +15,8 @@ from edc.models import utcnow
 from edc.services import leaderboard
 from edc.services.leaderboard import Ranking
 from edc.status import FailureReason, SubmissionStatus
-from tests.services.conftest import People
 from tests.support.competition import add_submission, bearer, bundled_metric, make_user, metrics
+from tests.support.live_server import People
 
 LOWER = Ranking(metric="latency.tpot_ms.p50", direction="lower")
 HIGHER = Ranking(metric="throughput.output_tokens_per_s", direction="higher")

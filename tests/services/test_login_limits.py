@@ -22,8 +22,8 @@ from edc.errors import EdcError, NotAuthenticated, RateLimited
 from edc.models import LoginFailure, utcnow
 from edc.portal.app import create_app
 from edc.services import accounts
-from tests.services.conftest import People
 from tests.support.competition import PASSWORD
+from tests.support.live_server import People
 from tests.support.threaded_server import serve_in_thread
 
 

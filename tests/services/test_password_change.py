@@ -10,8 +10,8 @@ from edc import db
 from edc.config import Settings
 from edc.models import User
 from edc.services import accounts
-from tests.services.conftest import People
 from tests.support.competition import bearer, web_login
+from tests.support.live_server import People
 
 
 def change_password(settings: Settings, user_id: int, *, revoke: bool) -> accounts.Revoked:

@@ -19,8 +19,8 @@ from edc.models import utcnow
 from edc.services import leaderboard
 from edc.services.leaderboard import Ranking, Run, percentile, pool_of
 from edc.status import ReviewState
-from tests.services.conftest import People
 from tests.support.competition import add_submission, bearer, metrics
+from tests.support.live_server import People
 
 LOWER = Ranking(metric="latency.tpot_ms.p50", direction="lower")
 HIGHER = Ranking(metric="throughput.output_tokens_per_s", direction="higher")

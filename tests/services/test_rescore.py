@@ -26,8 +26,8 @@ from edc.portal.app import create_app
 from edc.services import leaderboard, rescore
 from edc.status import SubmissionStatus
 from edc.tasks.task import Ranking, Task, bundled_task_dir
-from tests.services.conftest import People
 from tests.support.competition import add_submission, bearer, make_user, web_login
+from tests.support.live_server import People
 from tests.support.rows import get_submission
 
 OLD = "latency.tpot_ms.p50"

@@ -24,7 +24,6 @@ from edc.services import accounts
 from edc.status import ReviewState, SubmissionStatus
 from edc.worker import executor
 from edc.worker.evaluation import Evaluation
-from tests.services.conftest import LiveServer, People
 from tests.support.competition import (
     PASSWORD,
     _hash_of,
@@ -34,6 +33,7 @@ from tests.support.competition import (
     metrics,
     web_login,
 )
+from tests.support.live_server import LiveServer, People
 from tests.support.rows import get_submission
 
 FIGURE = "latency.e2e_per_token_ms.p50"

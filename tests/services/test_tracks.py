@@ -29,9 +29,9 @@ from edc.services.tracks import add_track, get_track, list_tracks
 from edc.status import SubmissionStatus
 from edc.tasks.task import bundled_task_dir
 from edc.worker.evaluation import submission_track
-from tests.services.conftest import LiveServer, People
 from tests.support.competition import add_submission, bearer, metrics
 from tests.support.databases import postgres_only
+from tests.support.live_server import LiveServer, People
 from tests.support.platform import quick_task
 
 REPO = Path(__file__).resolve().parents[2]
