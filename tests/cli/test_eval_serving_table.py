@@ -1,4 +1,5 @@
-"""``edc eval``'s table shows the serving sweep, round by round, and the highest rate held."""
+"""``edc eval``'s table shows the serving sweep, round by round, and the highest rate held; a
+schedule the harness could not keep is reported as the platform's failure, not retried here."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from typing import Any
 
 from rich.console import Console
 
-from edc.cli.local_eval import _PHASE_LABELS, result_table, serving_table
+from edc.cli.local_eval import (
+    _PHASE_LABELS,
+    EXIT_SUBMISSION_FAILED,
+    _failed,
+    result_table,
+    serving_table,
+)
+from edc.errors import RunFailed
 from edc.harness.evaluate import PHASES, Evaluation
+from edc.status import FailureReason
 from tests.support.serving import serving_round, summary
 
 SERVING: dict[str, Any] = {
@@ -69,20 +78,22 @@ def test_the_sweep_is_a_table_in_the_order_measured() -> None:
     assert _cells(header) == [
         "offered",
         "held",
-        "attainment",
+        "SLO met",
         "goodput",
         "TTFT p99",
+        "TPOT p99",
         "E2E p99",
         "lag p99",
     ]
     start = text.index(header)
     rows = [_cells(line) for line in text[start:].splitlines() if re.match(r"│\s*\d", line)]
+    # TPOT p99 is each round's tpot_ms.p99 (a tenth of its TTFT in tests/support/serving.py).
     assert rows == [
-        ["4", "✓", "100%", "3.90", "40.0", "120.0", "0.400"],
-        ["8", "✓", "94%", "7.25", "80.0", "240.0", "0.800"],
-        ["16", "✗", "50%", "6.00", "160.0", "480.0", "1.600"],
-        ["12", "✓", "94%", "10.50", "120.0", "360.0", "1.200"],
-        ["12", "✓", "100%", "11.75", "120.0", "360.0", "1.200"],
+        ["4", "✓", "100%", "3.90", "40.0", "4.0", "120.0", "0.400"],
+        ["8", "✓", "94%", "7.25", "80.0", "8.0", "240.0", "0.800"],
+        ["16", "✗", "50%", "6.00", "160.0", "16.0", "480.0", "1.600"],
+        ["12", "✓", "94%", "10.50", "120.0", "12.0", "360.0", "1.200"],
+        ["12", "✓", "100%", "11.75", "120.0", "12.0", "360.0", "1.200"],
     ]
 
 
@@ -105,7 +116,9 @@ def test_the_sweep_fits_an_80_column_terminal() -> None:
     text = console.export_text()
     assert "…" not in text
     assert all(len(line) <= 80 for line in text.splitlines())
-    assert "┃ offered ┃ held ┃ attainment ┃ goodput ┃ TTFT p99 ┃ E2E p99 ┃ lag p99 ┃" in text
+    assert (
+        "┃ offered ┃ held ┃ SLO met ┃ goodput ┃ TTFT p99 ┃ TPOT p99 ┃ E2E p99 ┃ lag p99 ┃" in text
+    )
 
 
 def test_no_serving_block_no_serving_table() -> None:
@@ -118,3 +131,24 @@ def test_every_phase_has_a_label_that_fits_the_column() -> None:
     assert set(PHASES) <= set(_PHASE_LABELS)
     assert all(len(label) <= 28 for label in _PHASE_LABELS.values())
     assert "serving" in _PHASE_LABELS["serving"]
+
+
+def test_a_late_harness_is_reported_as_not_retried_here() -> None:
+    # The sweep's sentence states the fact (tests/harness/test_serving_session.py); `edc eval`
+    # adds that it retries nothing: only a worker retries a failure of the platform.
+    failure = RunFailed(
+        FailureReason.INFRASTRUCTURE,
+        "The harness could not send the serving requests on schedule at 20 requests/s (send lag "
+        "p99 25.57 ms, the limit is 20 ms): the machine or the harness was late, not the "
+        "submission.",
+    )
+    out = Console(record=True, width=200, file=io.StringIO())
+    err = Console(record=True, width=200, file=io.StringIO())
+    assert _failed(out, err, failure, as_json=False) == EXIT_SUBMISSION_FAILED
+    text = out.export_text()
+    assert "failed (infrastructure): The harness could not send" in text
+    assert "not retried here (a worker retries such a failure)" in text
+    # The participant's own failures get no such note.
+    out = Console(record=True, width=200, file=io.StringIO())
+    _failed(out, err, RunFailed(FailureReason.CRASHED, "It crashed."), as_json=False)
+    assert "retried" not in out.export_text()

@@ -83,6 +83,22 @@ def harness_settings(tmp_path: Path) -> Settings:
     return Settings(sandbox="bwrap", data_dir=tmp_path / "data")
 
 
+# A [serving] section of one round: four requests of 3 to 5 tokens at 20 requests/s, judged
+# loosely. The task's other requests ask for max_new_tokens (8 in the small tasks), so a submission
+# knows a serving request by its shorter length.
+ONE_SERVING_ROUND = """
+[serving]
+rates = [20.0]
+requests_per_rate = 4
+ttft_slo_ms = 1000
+tpot_slo_ms = 100
+target_share = 0.5
+refine_steps = 0
+confirm = 0
+output_tokens = [3, 5]
+"""
+
+
 def write_task(
     root: Path,
     *,

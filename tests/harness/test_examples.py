@@ -8,12 +8,24 @@ from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness.evaluate import evaluate_submission
 from edc.sandbox.base import Sandbox
+from edc.sandbox.cpus import available_cpus
 from edc.status import FailureReason
 from edc.tasks.task import Task, bundled_task_dir, load_task
 
 from .conftest import EXAMPLES, example_source, write_python
 
 SERVING_TASK = bundled_task_dir().parent / "tiny_serving"
+
+
+@pytest.fixture
+def worker_settings(harness_settings: Settings) -> Settings:
+    """Cores split as a worker splits them (the submission on the first, the harness on the
+    rest), so the serving sweep's schedule is kept as on a worker: a shared core can make the
+    harness late, which a worker never lets happen."""
+    cores = available_cpus()
+    if len(cores) < 2:
+        return harness_settings
+    return harness_settings.model_copy(update={"cpus": str(cores[0])})
 
 
 @pytest.mark.parametrize("example", ["baseline", "kvcache", "batched"])
@@ -87,11 +99,11 @@ class Decoder(_Correct):
 
 @pytest.mark.slow
 def test_kvcache_passes_the_bundled_task_in_full(
-    bwrap_sandbox: Sandbox, harness_settings: Settings, tmp_path: Path
+    bwrap_sandbox: Sandbox, worker_settings: Settings, tmp_path: Path
 ) -> None:
-    task = load_task(harness_settings)
+    task = load_task(worker_settings)
     evaluation = evaluate_submission(
-        settings=harness_settings,
+        settings=worker_settings,
         sandbox=bwrap_sandbox,
         submission_dir=EXAMPLES / "kvcache",
         task=task,
@@ -119,11 +131,11 @@ def test_the_kvcache_example_is_the_task_baseline() -> None:
 
 @pytest.mark.slow
 def test_the_serving_task_ranks_by_the_highest_rate_held(
-    bwrap_sandbox: Sandbox, harness_settings: Settings, tmp_path: Path
+    bwrap_sandbox: Sandbox, worker_settings: Settings, tmp_path: Path
 ) -> None:
     task = Task.load(SERVING_TASK)
     evaluation = evaluate_submission(
-        settings=harness_settings,
+        settings=worker_settings,
         sandbox=bwrap_sandbox,
         submission_dir=EXAMPLES / "batched",
         task=task,

@@ -1,5 +1,11 @@
 """The serving sweep in the real sandbox: requests go out on schedule whatever the submission does,
-and a rate it cannot serve within the SLO is not held."""
+and a rate it cannot serve within the SLO is not held.
+
+As a worker runs them, the harness and the submission get cores of their own when the machine has
+two (``serve``): a busy decoder never delays a send. The product's send-lag limit is judged by the
+tests about the schedule; elsewhere a late send on a shared test machine must not end the run, so
+those tests give the limit room.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from edc.harness.runner import (
 )
 from edc.harness.serving import Slo
 from edc.sandbox.base import Sandbox
+from edc.sandbox.cpus import available_cpus
 from edc.status import FailureReason
 from edc.tasks.task import bundled_task_dir
 
@@ -35,6 +42,10 @@ SERIAL = serial_sleeper(FIRST_DELAY_S, STEP_S)
 
 
 DEFAULT_SLO = Slo(ttft_ms=100, tpot_ms=20)
+
+# The send-lag limit of the tests not about the harness's lag: a second's stall is a machine in
+# trouble, far above anything the product's limit (DEFAULT_SEND_LAG_LIMIT_MS) tolerates.
+LAG_ROOM_MS = 1000.0
 
 
 def plan(
@@ -76,6 +87,13 @@ def plan(
     )
 
 
+def apart() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(the submission's cores, the harness's): the first core and the rest, as a worker splits
+    them; both empty (shared, unpinned) on a machine of one core."""
+    cores = available_cpus()
+    return ((cores[0],), cores[1:]) if len(cores) >= 2 else ((), ())
+
+
 def serve(
     sandbox: Sandbox,
     tmp_path: Path,
@@ -83,9 +101,12 @@ def serve(
     *,
     body: str = SERIAL,
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
-    send_lag_limit_ms: float = DEFAULT_SEND_LAG_LIMIT_MS,
+    send_lag_limit_ms: float = LAG_ROOM_MS,
+    progress: list[tuple[str, int, int]] | None = None,
 ) -> SessionResult:
-    """A native submission (the serial one unless told otherwise) through ``plan``."""
+    """A native submission (the serial one unless told otherwise) through ``plan``, on cores of
+    its own (``apart``); ``progress`` collects the session's reports."""
+    owned, harness = apart()
     return run_session(
         sandbox=sandbox,
         submission_dir=write_native(tmp_path / "sub", body),
@@ -96,15 +117,21 @@ def serve(
             load_timeout_s=20,
             run_timeout_s=60,
             step_timeout_s=step_timeout_s,
+            cpuset=owned,
+            harness_cpuset=harness,
             send_lag_limit_ms=send_lag_limit_ms,
         ),
+        progress=None if progress is None else lambda *report: progress.append(report),
     )
 
 
 def test_sends_keep_the_schedule_while_the_submission_falls_behind(
     bwrap_sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    result = serve(bwrap_sandbox, tmp_path, plan((2.0, 400.0)))
+    # The product's limit: a round sent later than it would end the run.
+    result = serve(
+        bwrap_sandbox, tmp_path, plan((2.0, 400.0)), send_lag_limit_ms=DEFAULT_SEND_LAG_LIMIT_MS
+    )
     assert result.serving is not None
     slow, fast = result.serving.rounds
     # At 2 requests/s each request (~40 ms) is done before the next: every one meets the SLO.
@@ -135,7 +162,12 @@ def test_a_schedule_the_harness_could_not_keep_is_the_platforms_failure(
         # No harness keeps a negative lag: as if every send had been late.
         serve(bwrap_sandbox, tmp_path, plan((2.0,)), send_lag_limit_ms=-1.0)
     assert failed.value.reason is FailureReason.INFRASTRUCTURE
-    assert "could not send the serving requests on schedule" in failed.value.message
+    message = failed.value.message
+    assert "could not send the serving requests on schedule" in message
+    # It states the fact; whether it is retried is its runner's to say (a worker does, edc eval
+    # does not).
+    assert message.endswith("the machine or the harness was late, not the submission.")
+    assert "retried" not in message
 
 
 def test_quiet_gaps_between_requests_are_not_silence(
@@ -158,29 +190,57 @@ D_STEP_S = 0.015
 TOKENS = 5
 # Once its generate is read, a request takes D_FIRST + (N - 1) · D_STEP: 30 + 4 × 15 = 90 ms.
 SERVICE_MS = (D_FIRST_S + (TOKENS - 1) * D_STEP_S) * 1e3
+STREAMED = serial_sleeper(D_FIRST_S, D_STEP_S)
+
+
+def held_back(body: str) -> str:
+    """``body`` (a serial sleeper) with the same sleeps, but every token of a request held back
+    and sent in one chunk with ``done`` at the end: the same work, nothing shown until it is all
+    done."""
+    streamed = """\
+        send({"id": message["id"], "tokens": [65]})
+    send({"id": message["id"], "done": True})
+"""
+    assert streamed in body
+    return body.replace(
+        streamed,
+        """\
+        pass
+    send({"id": message["id"], "tokens": [65] * message["max_new_tokens"], "done": True})
+""",
+    )
+
+
+# Both bounds 30% above the streamed sleeper's times: TTFT 30 <= 39 and E2E 90 <= 39 + 4 × 19.5.
+ROOMY = Slo(ttft_ms=39.0, tpot_ms=19.5)
 
 
 @pytest.mark.parametrize(
-    ("slo", "met"),
+    ("body", "slo", "met"),
     [
-        # Both bounds 30% above: TTFT 30 <= 39 and E2E 90 <= 39 + 4 × 19.5 = 117.
-        (Slo(ttft_ms=39.0, tpot_ms=19.5), True),
+        (STREAMED, ROOMY, True),
         # TTFT still 30% above, but the E2E bound 30% below: 90 > 39 + 4 × 6 = 63.
-        (Slo(ttft_ms=39.0, tpot_ms=6.0), False),
+        (STREAMED, Slo(ttft_ms=39.0, tpot_ms=6.0), False),
         # Both 30% below: TTFT 30 > 21 (and E2E 90 > 21 + 4 × 10.5 = 63).
-        (Slo(ttft_ms=21.0, tpot_ms=10.5), False),
+        (STREAMED, Slo(ttft_ms=21.0, tpot_ms=10.5), False),
+        # The same sleeps, every token held back to the end: the SLO the streamed one meets is
+        # missed, its first token coming only with the last (TTFT = E2E = 90 > 39), though its
+        # TPOT, 0, would meet any bound on TPOT.
+        (held_back(STREAMED), ROOMY, False),
     ],
-    ids=["both-above", "e2e-below", "both-below"],
+    ids=["both-above", "e2e-below", "both-below", "held-back"],
 )
 def test_a_fixed_sleeper_meets_or_misses_the_slo_where_arithmetic_says(
-    bwrap_sandbox: Sandbox, tmp_path: Path, slo: Slo, met: bool
+    bwrap_sandbox: Sandbox, tmp_path: Path, body: str, slo: Slo, met: bool
 ) -> None:
     # 4 requests/s, nearly even gaps (burstiness 100: 250 ms ± 10%), so no request waits for
     # another and each is served alone; every request must meet the SLO for the rate to hold.
     sweep_plan = plan(
         (4.0,), per_rate=6, lengths=(TOKENS,), slo=slo, burstiness=100.0, target_share=1.0
     )
-    result = serve(bwrap_sandbox, tmp_path, sweep_plan, body=serial_sleeper(D_FIRST_S, D_STEP_S))
+    streamed = body == STREAMED
+    first_token_ms = D_FIRST_S * 1e3 if streamed else SERVICE_MS
+    result = serve(bwrap_sandbox, tmp_path, sweep_plan, body=body)
     assert result.serving is not None
     (only,) = result.serving.rounds
     for before, after in itertools.pairwise(only.records):
@@ -188,9 +248,12 @@ def test_a_fixed_sleeper_meets_or_misses_the_slo_where_arithmetic_says(
     for record in only.records:
         timing = record.timing()
         assert timing.tokens == TOKENS
+        assert len(timing.chunk_sizes) == (TOKENS if streamed else 1)
         # Sleeps never end early; the protocol's overhead is a millisecond, far below 30%.
-        assert D_FIRST_S * 1e3 <= timing.ttft_ns / 1e6 < 1.3 * D_FIRST_S * 1e3
-        assert SERVICE_MS <= timing.e2e_ns / 1e6 < 1.3 * SERVICE_MS
+        assert first_token_ms <= timing.ttft_ns / 1e6 < 1.3 * first_token_ms
+        assert SERVICE_MS <= timing.e2e_ns / 1e6 < 1.3 * SERVICE_MS  # the same work either way
+        if not streamed:
+            assert timing.tpot_ns == 0
     assert only.metrics["slo_attainment"] == (1.0 if met else 0.0)
     assert only.attained is met
     assert result.serving.max_rate_under_slo == (4.0 if met else 0.0)
@@ -204,12 +267,17 @@ def test_a_spent_time_budget_confirms_the_best_rate_measured(
 ) -> None:
     # Spent by the end of the first round: 4 and 8 are never tried, nor any bisection.
     sweep_plan = plan((2.0, 4.0, 8.0), per_rate=2, refine_steps=2, confirm=1, time_budget_s=0.001)
-    result = serve(bwrap_sandbox, tmp_path, sweep_plan)
+    progress: list[tuple[str, int, int]] = []
+    result = serve(bwrap_sandbox, tmp_path, sweep_plan, progress=progress)
     assert result.serving is not None
     assert [served.rate for served in result.serving.rounds] == [2.0, 2.0]
     assert all(served.attained for served in result.serving.rounds)
     assert result.serving.budget_spent
     assert result.serving.max_rate_under_slo == 2.0
+    # Counted against the most rounds the sweep could take, (3 + 2) × (1 + 1); it took two, and
+    # its last report says it is over, so a progress bar ends full.
+    serving = [(done, total) for phase, done, total in progress if phase == "serving"]
+    assert serving == [(0, 10), (1, 10), (2, 10), (2, 2)]
 
 
 # ---- a submission flooding the channel cannot make the harness late --------------------------

@@ -35,6 +35,12 @@ EXIT_OK = 0
 EXIT_SUBMISSION_FAILED = 1
 EXIT_CANNOT_RUN = 2
 LOG_TAIL_LINES = 40
+# After a failure of the platform's own: a worker would retry it, `edc eval` does not.
+INFRASTRUCTURE_NOTE = (
+    "Not the submission's fault, and not retried here (a worker retries such a failure): run "
+    "`edc eval` again. A late harness is less likely on a quieter machine, or with EDC_CPUS "
+    "leaving the harness a core of its own."
+)
 
 _PHASE_LABELS = {
     "start": "starting the sandbox",
@@ -42,7 +48,8 @@ _PHASE_LABELS = {
     "warmup": "warm-up",
     "latency": "latency (one at a time)",
     "throughput": "throughput (all at once)",
-    # done/total count rounds here, one offered rate each; the sweep often ends before total.
+    # done/total count rounds here, one offered rate each, against the most the sweep may take;
+    # a sweep that ends sooner says so (done = total), so the bar ends full.
     "serving": "serving sweep (rounds)",
     "verify": "verifying every token",
     "done": "done",
@@ -196,11 +203,23 @@ def result_table(evaluation: Evaluation, *, task_name: str, prompt_set: str) -> 
     return Group(latency, summary)
 
 
+SERVING_COLUMNS = (
+    "offered",
+    "held",
+    "SLO met",  # the share of the round's requests that met the SLO
+    "goodput",
+    "TTFT p99",
+    "TPOT p99",  # reported: the SLO bounds E2E, which holding tokens back cannot shorten
+    "E2E p99",
+    "lag p99",
+)
+
+
 def serving_table(serving: dict[str, Any]) -> Table:
     """The serving sweep's rounds in the order measured: one offered rate each."""
     # Short headings, the units in the title: the table fits an 80-column terminal.
     table = Table(title="serving sweep, in the order measured (rates in req/s, times in ms)")
-    for column in ("offered", "held", "attainment", "goodput", "TTFT p99", "E2E p99", "lag p99"):
+    for column in SERVING_COLUMNS:
         table.add_column(column, justify="left" if column == "held" else "right")
     for r in serving["rates"]:
         table.add_row(
@@ -209,6 +228,7 @@ def serving_table(serving: dict[str, Any]) -> Table:
             f"{r['slo_attainment']:.0%}",
             f"{r['goodput']:.2f}",
             f"{r['ttft_ms']['p99']:.1f}",
+            f"{r['tpot_ms']['p99']:.1f}",
             f"{r['e2e_ms']['p99']:.1f}",
             f"{r['send_lag_ms']['p99']:.3f}",
         )
@@ -260,6 +280,8 @@ def _failed(out: Console, err: Console, failure: RunFailed, as_json: bool) -> in
             err.print(f"[dim]last lines of the submission's logs:[/dim]\n{escape(tail)}")
         reason, message = failure.reason.value, escape(failure.message)
         out.print(f"[bold red]failed[/bold red] ({reason}): {message}")
+        if failure.reason is FailureReason.INFRASTRUCTURE:
+            out.print(INFRASTRUCTURE_NOTE)
     return EXIT_SUBMISSION_FAILED
 
 

@@ -80,6 +80,7 @@ def session_limits(task: Task, settings: Settings) -> SessionLimits:
         gpus=settings.gpu_ids,
         cpuset=owned_cpus(settings),
         harness_cpuset=harness_cpus(settings),
+        send_lag_limit_ms=settings.serving_send_lag_limit_ms,
     )
 
 

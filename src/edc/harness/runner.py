@@ -16,9 +16,9 @@ directory is mounted.
 A submission cannot make the harness late. Every byte it sends costs the harness time to read and
 parse, and blank lines or whitespace inside a valid line cost it nothing to send: flooding the
 channel during the sweep once held the harness inside 256 KiB reads while sends fell due, a lag
-filed as the platform's failure and retried (a free retry, or a denial of service); the flood also
-counted as being heard, so it hid a stalled decoder from the step timeout. So the channel is
-metered: the submission may send :data:`CHANNEL_ALLOWANCE_BYTES` plus
+filed as the platform's failure, which a worker retries (a free retry, or a denial of service);
+the flood also counted as being heard, so it hid a stalled decoder from the step timeout. So the
+channel is metered: the submission may send :data:`CHANNEL_ALLOWANCE_BYTES` plus
 :data:`CHANNEL_BYTES_PER_TOKEN` per request and per token asked so far (some twenty times what
 honest chunks take), and more is a protocol error, the submission's own. Within that allowance
 the sweep reads at most :data:`SCHEDULE_READ_BYTES` at a time and sends whatever fell due before
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edc.config import Settings
 from edc.errors import RunFailed
 from edc.harness import participant, protocol, shim
 from edc.harness.arrivals import arrival_offsets_ns
@@ -73,7 +74,8 @@ SHUTDOWN_GRACE_S = 5.0
 # After the channel closes, how long the process may take to finish exiting before it is killed.
 EXIT_GRACE_S = 3.0
 # The serving scenario's sends: the goal is 1 ms at p99; far above it the schedule was not kept.
-DEFAULT_SEND_LAG_LIMIT_MS = 20.0
+# The limit is the operator's (EDC_SERVING_SEND_LAG_LIMIT_MS); this is its default.
+DEFAULT_SEND_LAG_LIMIT_MS: float = Settings.model_fields["serving_send_lag_limit_ms"].default
 # The sandbox's own wall clock only backs up the harness's deadlines.
 WALL_MARGIN_S = 15.0
 # What the submission may send on the channel (see the module docstring): one longest line (an
@@ -698,9 +700,12 @@ def run_sweep(
     the SLO attainment of the rounds so far (timing only; every token is verified afterwards).
 
     A round the harness could not send on schedule (send lag p99 above ``send_lag_limit_ms``) is
-    the platform's failure, never the submission's result: the run fails as infrastructure and
-    is retried. The submission cannot cause it (the module docstring says why): a flood of its
-    output ends the run as its own protocol error first.
+    the platform's failure, never the submission's result: the run fails as infrastructure (which
+    the worker retries; ``edc eval`` only reports it). The submission cannot cause it (the module
+    docstring says why): a flood of its output ends the run as its own protocol error first.
+
+    The progress reports count rounds against the most the sweep could take; when it ends sooner
+    the last report says so (done = total), so a progress bar ends full.
 
     Once ``plan.time_budget_s`` has passed since the sweep began, it searches no further: the
     best rate held so far is confirmed as usual, and that is the result.
@@ -730,7 +735,8 @@ def run_sweep(
                 FailureReason.INFRASTRUCTURE,
                 f"The harness could not send the serving requests on schedule at {rate:g} "
                 f"requests/s (send lag p99 {lag_p99:.2f} ms, the limit is "
-                f"{send_lag_limit_ms:g} ms); the run is retried.",
+                f"{send_lag_limit_ms:g} ms): the machine or the harness was late, not the "
+                "submission.",
             )
         held = attained(figures, plan.target_share)
         sweep.record(rate, held)
@@ -738,6 +744,8 @@ def run_sweep(
         report("serving", len(rounds), most)
         if budget_ends_ns is not None and time.monotonic_ns() >= budget_ends_ns:
             budget_spent = sweep.stop_searching() or budget_spent
+    if len(rounds) < most:
+        report("serving", len(rounds), len(rounds))  # the sweep is over: the phase is complete
     best, bracket = sweep.result()
     return ServingSweep(tuple(rounds), best, bracket, budget_spent)
 

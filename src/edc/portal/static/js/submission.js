@@ -131,9 +131,8 @@
     if (typeof slo.ttft_ms === "number") {
       latency.push(reference("TTFT SLO (" + slo.ttft_ms + " ms)", "#0d6efd", { x: low, y: slo.ttft_ms }, { x: high, y: slo.ttft_ms }));
     }
-    if (typeof slo.tpot_ms === "number") {
-      latency.push(reference("TPOT SLO (" + slo.tpot_ms + " ms)", "#fd7e14", { x: low, y: slo.tpot_ms }, { x: high, y: slo.tpot_ms }));
-    }
+    // No line for slo.tpot_ms: the SLO bounds each request's end (TTFT bound + (N - 1) x it), not
+    // its TPOT, and a TPOT under it proves nothing (one holding every token back has a TPOT of 0).
     charts.servingLatency = new Chart(byId("serving-latency-chart"), {
       type: "line",
       data: { datasets: latency },
