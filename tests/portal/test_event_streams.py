@@ -70,6 +70,9 @@ def test_a_participant_over_the_cap_is_refused_and_the_portal_too(bounded: Setti
         assert refused.status_code == 429
         assert "live views open" in refused.json()["detail"]
         assert int(refused.headers["Retry-After"]) > 0
+        # Refused before anything is read: a submission that does not exist gets the same 429.
+        unread = httpx.get(f"{url}/api/v1/submissions/987654/events", headers=bearer(alice_token))
+        assert unread.status_code == 429
         # Bob has his own allowance, until the portal's is spent.
         assert open_stream(streams, url, bob_token, rows[bob]).status_code == 200
         full = httpx.get(

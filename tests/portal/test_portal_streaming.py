@@ -9,12 +9,10 @@ its slot back however it ends.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -26,6 +24,7 @@ from edc.portal.app import create_app
 from edc.portal.upload_slots import UploadSlots, slots_key
 from tests.support.competition import bearer, make_user, zip_of
 from tests.support.databases import postgres_only
+from tests.support.raw_http import Portal, read_response
 from tests.support.threaded_server import serve_in_thread
 
 pytestmark = pytest.mark.slow
@@ -37,14 +36,6 @@ PART_HEAD = (
     b"Content-Type: application/zip\r\n\r\n"
 )
 ANSWER_TIMEOUT_S = 20.0
-
-
-@dataclass
-class Portal:
-    port: int
-    settings: Settings
-    token: str
-    user_id: int = 0
 
 
 @pytest.fixture
@@ -65,30 +56,9 @@ def send_headers(portal: Portal, extra: bytes) -> socket.socket:
     return sock
 
 
-def read_response(sock: socket.socket) -> tuple[int, dict[str, object]]:
-    """Read one response; the server may close the connection after it (the body is unread)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed before a response: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = int(
-        next(
-            line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-        ).split(b":")[1]
-    )
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed inside the response body"
-        body += chunk
-    return status, json.loads(body[:length])
-
-
 def assert_too_large(portal: Portal, sock: socket.socket) -> None:
     try:
-        status, body = read_response(sock)
+        status, _, body = read_response(sock)
     finally:
         sock.close()
     assert status == 413
@@ -132,7 +102,7 @@ def paced(settings: Settings) -> Iterator[Portal]:
 
 def assert_cut_off(portal: Portal, sock: socket.socket, began: float) -> None:
     try:
-        status, body = read_response(sock)
+        status, _, body = read_response(sock)
     finally:
         sock.close()
     assert status == 408, body
@@ -227,7 +197,7 @@ def test_an_upload_over_the_cap_is_refused_before_its_body_and_a_cut_one_frees_i
         wait_for(lambda: uploads_in_flight(portal, app) == 1)
         second = send_headers(portal, b"Content-Length: 100000\r\n")  # not a byte of body
         try:
-            status, body = read_response(second)
+            status, _, body = read_response(second)
         finally:
             second.close()
         assert status == 429, body

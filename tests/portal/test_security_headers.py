@@ -51,6 +51,22 @@ def test_every_route_answers_with_the_headers_whatever_the_status(client: TestCl
     assert_secured(client.get("/static/js/docs.js"), "a static file")
 
 
+def test_an_unhandled_error_answers_500_with_the_headers(settings: Settings) -> None:
+    # Starlette's ServerErrorMiddleware answers it, outside every middleware the app adds.
+    secure = settings.model_copy(update={"cookie_secure": True})
+    app = create_app(secure)
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/test-only/broken", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/test-only/broken")
+    assert response.status_code == 500
+    assert_secured(response, "a 500")
+    assert "max-age=" in response.headers["strict-transport-security"]
+
+
 def test_hsts_only_where_cookies_are_secure(settings: Settings) -> None:
     with TestClient(create_app(settings.model_copy(update={"cookie_secure": True}))) as secure:
         assert "max-age=" in secure.get("/healthz").headers["strict-transport-security"]

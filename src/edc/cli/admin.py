@@ -84,7 +84,8 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Also revoke the account's API tokens (a stolen CLI token).")
         ] = False,
     ) -> None:
-        """Set an account's password (for the web log-in); its browser sessions end."""
+        """Set an account's password (for the web log-in); its browser sessions end, and the
+        addresses it logged in from lose their exemption from its log-in throttle."""
         settings = settings_or_exit()
         secret = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
         try:
@@ -105,7 +106,7 @@ def register(app: typer.Typer) -> None:
         )
         err_console.print(
             f"Password of {name} set; ended its {revoked.web_sessions} browser session(s); "
-            f"{tokens}."
+            f"{tokens}; forgot the {revoked.known_addresses} address(es) it logged in from."
         )
 
     def act(submission_id: int, action: str, body: dict[str, object] | None = None) -> None:

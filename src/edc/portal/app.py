@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from edc import db
 from edc.config import Settings, get_settings
@@ -22,6 +23,7 @@ from edc.errors import EdcError
 from edc.observability.http import RequestObserver, request_log_context
 from edc.observability.prometheus import PortalMetrics
 from edc.portal import openapi, presentation
+from edc.portal.body_limits import BodyLimits
 from edc.portal.errors import edc_error_handler, http_error_handler, validation_error_handler
 from edc.portal.events import StreamHub
 from edc.portal.login_gate import LoginGate
@@ -46,6 +48,16 @@ log = logging.getLogger(__name__)
 PORTAL_DIR = Path(__file__).parent
 STATIC_DIR = PORTAL_DIR / "static"
 TEMPLATES_DIR = PORTAL_DIR / "templates"
+
+
+class PortalApp(FastAPI):
+    """FastAPI with the security headers outside everything, Starlette's own last-resort answer
+    to an unhandled exception (its ServerErrorMiddleware, the outermost layer FastAPI builds)
+    included: every answer carries them, a 500 too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        settings: Settings = self.state.settings
+        return SecurityHeaders(super().build_middleware_stack(), hsts=settings.secure_cookies)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -81,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
             tasks.cancel_scope.cancel()
 
-    app = FastAPI(
+    app = PortalApp(
         title="Efficient-Decode Competition",
         description="Upload a decoder; it is run sandboxed, checked token by token and ranked.",
         lifespan=lifespan,
@@ -95,8 +107,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.login_gate = LoginGate(settings.login_concurrency)
     app.state.upload_slots = UploadSlots(settings)
     app.state.metrics = PortalMetrics(settings)
-    app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
-    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(EdcError, edc_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -112,6 +122,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(scrape.router)
     app.include_router(internal.router, prefix="/internal/v1")
     openapi.install(app)
+    # Outermost first: the security headers (PortalApp), Starlette's 500, the request observer
+    # (it counts refused bodies too), the body limits, then the routes. The upload routes stream
+    # their bodies under their own limits (edc.portal.upload); every other body is capped.
+    app.add_middleware(
+        BodyLimits, settings=settings, streamed=(pages.submit, api.create_submission)
+    )
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app
 
 

@@ -118,22 +118,32 @@ class StreamHub:
     def open_streams(self) -> int:
         return sum(self._per_user.values())
 
+    def check_room(self, viewer: Identity) -> None:
+        """RateLimited when a new stream of ``viewer`` would be refused: asked before anything
+        else, so a refused request costs no database read nor thread."""
+        with self._lock:
+            self._refuse_when_full(viewer)
+
+    def _refuse_when_full(self, viewer: Identity) -> None:
+        s = self.settings
+        if self._per_user[viewer.user_id] >= s.sse_per_user:
+            raise RateLimited(
+                f"You have {s.sse_per_user} live views open, the most one participant may; "
+                "close one (a browser tab) and try again.",
+                retry_after_s=int(self.poll_s * 5),
+            )
+        if self.open_streams >= s.sse_total:
+            raise RateLimited(
+                "The portal is serving as many live views as it can; "
+                "the page still works: reload it for the latest state.",
+                retry_after_s=int(self.poll_s * 5),
+            )
+
     def claim(self, viewer: Identity, submission_id: int) -> tuple[StreamSlot, SubmissionWatch]:
         """A slot for a new stream, or RateLimited when the viewer or the portal has too many."""
         s = self.settings
         with self._lock:
-            if self._per_user[viewer.user_id] >= s.sse_per_user:
-                raise RateLimited(
-                    f"You have {s.sse_per_user} live views open, the most one participant may; "
-                    "close one (a browser tab) and try again.",
-                    retry_after_s=int(self.poll_s * 5),
-                )
-            if self.open_streams >= s.sse_total:
-                raise RateLimited(
-                    "The portal is serving as many live views as it can; "
-                    "the page still works: reload it for the latest state.",
-                    retry_after_s=int(self.poll_s * 5),
-                )
+            self._refuse_when_full(viewer)
             self._per_user[viewer.user_id] += 1
             self._per_submission[submission_id] += 1
             watch = self._watches.get(submission_id)

@@ -6,6 +6,9 @@ no inline script (data travels in ``<script type="application/json">`` blocks, w
 run) and no inline style. ``/docs`` (the vendored swagger-ui) also needs inline styles, which its
 widgets set; scripts stay the platform's own there too. HSTS is sent only where cookies are
 ``Secure`` (production behind HTTPS): a loopback portal over plain HTTP must not pin HTTPS.
+
+The portal wraps its whole application in it (``edc.portal.app.PortalApp``), outside Starlette's
+own answer to an unhandled exception: a 500 carries the headers too.
 """
 
 from __future__ import annotations

@@ -4,18 +4,18 @@ FastAPI's ``UploadFile`` spools the entire body before the route runs, so a 10 G
 read (and written to a temporary file) before any limit applied. Here python-multipart's
 streaming parser runs on ``request.stream()`` and the file field's bytes go straight to storage;
 the body is refused by its Content-Length before reading, and otherwise the moment the counted
-bytes pass the limit. A body that comes too slowly is cut (:class:`Pace`): a connection cannot be
-held open at a byte a second; and one participant holds at most so many uploads at once
-(:class:`~edc.portal.upload_slots.UploadSlots`), so cannot hold many open at the minimum rate.
+bytes pass the limit. A body that comes too slowly is cut (:class:`~edc.portal.body_limits.Pace`,
+the pace every request body keeps): a connection cannot be held open at a byte a second; and one
+participant holds at most so many uploads at once (:class:`~edc.portal.upload_slots.UploadSlots`),
+so cannot hold many open at the minimum rate. These routes are the ones
+:class:`~edc.portal.body_limits.BodyLimits` leaves to their own limits.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -24,8 +24,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from edc.config import Settings
-from edc.errors import InvalidUpload, UploadTooLarge, UploadTooSlow
+from edc.errors import InvalidUpload, UploadTooLarge
 from edc.models import Submission
+from edc.portal.body_limits import Pace
 from edc.portal.upload_slots import UploadSlots
 from edc.services import submissions
 
@@ -87,11 +88,7 @@ async def receive_submission(
         field=FILE_FIELD,
         max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
         file_limit_bytes=settings.max_upload_bytes,
-        pace=Pace(
-            min_bytes_per_s=settings.upload_min_bytes_per_s,
-            grace_s=settings.upload_grace_s,
-            idle_timeout_s=settings.upload_idle_timeout_s,
-        ),
+        pace=Pace.from_settings(settings),
     )
     async with slots.held(owner_id):
         await reader.open()
@@ -102,29 +99,6 @@ async def receive_submission(
             return await submissions.create_submission(
                 settings, owner_id=owner_id, filename=reader.filename, chunks=chunks, track=track
             )
-
-
-@dataclass
-class Pace:
-    """How long the next piece of a body may take: byte k is due by start + grace + k / rate,
-    and no wait is longer than the idle timeout."""
-
-    min_bytes_per_s: int
-    grace_s: float
-    idle_timeout_s: float
-    received: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def wait_s(self) -> float:
-        due = self.started + self.grace_s + (self.received + 1) / self.min_bytes_per_s
-        return max(0.0, min(self.idle_timeout_s, due - time.monotonic()))
-
-    def too_slow(self) -> UploadTooSlow:
-        return UploadTooSlow(
-            f"The upload was too slow and was cut off after {self.received} bytes: send at least "
-            f"{self.min_bytes_per_s // 1024} KiB/s, with no pause over "
-            f"{self.idle_timeout_s:g} s."
-        )
 
 
 class MultipartFileReader:

@@ -12,7 +12,7 @@ import hmac
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
@@ -102,19 +102,32 @@ class Revoked:
 
     web_sessions: int
     api_tokens: int
+    # Addresses the name had logged in from, each exempt from the name's throttle while it is
+    # attacked (a thief's among them); the owner's come back at their next log-in.
+    known_addresses: int
 
 
 def set_password(
     session: Session, *, user: User, password: str, revoke_api_tokens: bool = False
 ) -> Revoked:
     """Set the password and end every browser session of the account (a changed password must
-    lock a thief out); with ``revoke_api_tokens``, its API tokens are revoked too."""
+    lock a thief out); with ``revoke_api_tokens``, its API tokens are revoked too.
+
+    The addresses the name has logged in from are forgotten as well: else a thief's would stay
+    exempt from the name's throttle and could guess the new password there at the per-address
+    pace. Until its owner logs in again, an attacked name is throttled for the owner too.
+    """
     _check_password(password)
     user.password_hash = security.hash_password(password)
     sessions = _delete_count(session, WebSession, user.id)
     tokens = _delete_count(session, ApiToken, user.id) if revoke_api_tokens else 0
+    known = session.scalars(
+        select(KnownLoginAddress.key).where(KnownLoginAddress.user_id == user.id)
+    ).all()
+    session.execute(delete(KnownLoginAddress).where(KnownLoginAddress.user_id == user.id))
     session.flush()
-    return Revoked(web_sessions=sessions, api_tokens=tokens)
+    _forget_exemptions(user.name)
+    return Revoked(web_sessions=sessions, api_tokens=tokens, known_addresses=len(known))
 
 
 def _delete_count(session: Session, table: type[WebSession] | type[ApiToken], user_id: int) -> int:
@@ -221,6 +234,17 @@ def _remember_blocked(
             _blocked.clear()
         block = _Block(time.monotonic() + wait_s, retry_at, exempt)
         _blocked[f"{settings.resolved_database_url}|{key}"] = block
+
+
+def _forget_exemptions(name: str) -> None:
+    """This process's memory of a throttle on ``name`` exempts no address any more. (Another
+    process's exempts them until that block ends, within ``login_throttle_interval_s``: then the
+    exempt addresses are read again from the database.)"""
+    suffix = "|" + _name_key(name)
+    with _blocked_lock:
+        for key, block in list(_blocked.items()):
+            if key.endswith(suffix) and block.exempt:
+                _blocked[key] = replace(block, exempt=frozenset())
 
 
 def forget_blocked() -> None:

@@ -149,9 +149,10 @@ async def submission_events(
     submission_id: SubmissionId, request: Request, settings: SettingsDep, identity: CurrentIdentity
 ) -> StreamingResponse:
     """Server-sent events: the submission each time its status, queue position or result changes."""
+    hub: StreamHub = request.app.state.streams
+    hub.check_room(identity)  # a refusal costs nothing: no thread, no database read
     # Refused with 404 before the stream starts, like the other reads.
     await run_in_threadpool(snapshot, settings, submission_id, identity)
-    hub: StreamHub = request.app.state.streams
     stream = hub.stream(identity, submission_id, is_disconnected=request.is_disconnected)
     return StreamingResponse(
         stream,
