@@ -58,6 +58,15 @@ def _home_queue(settings: Settings) -> Queue:
     )
 
 
+def _lose_queued_finals(settings: Settings) -> None:
+    """Redis loses the finals' jobs, long enough after they were queued to count as lost (a
+    final younger than finals.ENQUEUE_GRACE_S may be about to reach the queue)."""
+    _home_queue(settings).empty()
+    with db.session_scope(settings) as session:
+        for final in session.scalars(select(Final).where(Final.status == FinalStatus.QUEUED)):
+            final.created_at = utcnow() - timedelta(seconds=finals.ENQUEUE_GRACE_S + 1)
+
+
 def _finals(settings: Settings) -> list[Final]:
     with db.session_scope(settings) as session:
         return list(session.scalars(select(Final).order_by(Final.id)))
@@ -177,8 +186,12 @@ def test_one_final_at_a_time_and_a_lost_one_is_retired(rules: Settings, people: 
     first = finals.finalize(rules, top_k=3, rounds=1)
     with pytest.raises(Conflict, match=f"Final {first.id} is waiting"):
         finals.finalize(rules, top_k=3, rounds=1)
-    # Redis lost the job: the next final replaces it.
+    # A final just committed whose job is not on the queue yet is not taken for lost.
     _home_queue(rules).empty()
+    with pytest.raises(Conflict, match=f"Final {first.id} is waiting"):
+        finals.finalize(rules, top_k=3, rounds=1)
+    # Redis lost the job: the next final replaces it.
+    _lose_queued_finals(rules)
     second = finals.finalize(rules, top_k=3, rounds=1)
     statuses = {f.id: (f.status, f.message) for f in _finals(rules)}
     assert statuses[first.id][0] is FinalStatus.FAILED
@@ -459,7 +472,7 @@ def test_edc_admin_finalize_opens_one_tracks_final_phase_and_never_publishes_twi
     # Measurements outstanding: a final still waiting is not replaced; one lost is retried.
     waiting = run(root, "finalize", "--track", "gpu", "--top", "1", "--rounds", "1")
     assert waiting.exit_code == 2 and f"Final {first.id} is waiting" in waiting.output
-    _home_queue(s).empty()
+    _lose_queued_finals(s)
     retried = run(root, "finalize", "--track", "gpu", "--top", "1", "--rounds", "1")
     assert retried.exit_code == 0, retried.output
     lost, second = _finals(s)

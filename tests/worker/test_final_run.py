@@ -198,13 +198,22 @@ def test_the_job_boundary_marks_the_final_failed_on_any_error(
 def test_an_archive_that_cannot_be_fetched_is_the_platforms_failure(settings: Settings) -> None:
     """The archive is gone from disk: measured as an infrastructure failure, not the entry's."""
     alice = make_user(settings, "alice", password=None)[0]
-    add_submission(settings, alice, result_metrics=metrics(1.0), file_path="uploads/gone.zip")
+    entry = add_submission(
+        settings, alice, result_metrics=metrics(1.0), file_path="uploads/gone.zip"
+    )
     final = finals.finalize(settings, top_k=1, rounds=2)
-    assert final_run.run(settings, final.id, worker_id="w") is FinalStatus.COMPLETED
+    # Never published: a published final never changes, and this one lacks a measurement the
+    # entry did not lose.
+    assert final_run.run(settings, final.id, worker_id="w") is FinalStatus.FAILED
     with db.session_scope(settings) as session:
         done = finals.existing(session, final.id)
-        assert done.message == "2 measurements on w, 2 of them failed."
+        assert done.message is not None
+        assert done.message.startswith("2 measurements on w; the platform failed to measure")
+        assert f"submission {entry}," in done.message
         board = finals.board(session, done)
     assert board.ranked == []
     (standing,) = board.unranked
     assert (standing.out, standing.failure_reason) == ("not measured", FailureReason.INFRASTRUCTURE)
+    # So the track may be finalized again, once the cause is mended.
+    again = finals.finalize(settings, top_k=1, rounds=1)
+    assert again.id != final.id and again.status is FinalStatus.QUEUED

@@ -23,6 +23,7 @@ answer is dropped and the refusal sent instead, as JSON ``{"detail", "code"}`` l
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edc.config import Settings
 from edc.errors import UploadTooSlow
 from edc.schemas import ErrorOut
+
+_DIGITS = re.compile("[0-9]+")
 
 
 @dataclass
@@ -127,8 +130,12 @@ class BodyLimits:
             await self.app(scope, body.receive, send_unless_refused)
         except Exception:
             # A route that failed on its refused body (maybe inside a task group): answered below.
-            if body.refusal is None or started:
+            if body.refusal is None:
                 raise
+            if started:
+                # Refused while answering (a live view given a body it never sends): the answer
+                # is cut short, which is all the client can get; nothing for the logs.
+                return
         if body.refusal is not None and not started:
             await body.refusal.answer(scope, receive, send)
 
@@ -190,7 +197,7 @@ class CappedBody:
         declared = headers.get("content-length")
         if declared is None:
             return None
-        if not declared.isdigit():
+        if not _DIGITS.fullmatch(declared):  # str.isdigit would pass "²", which int() refuses
             return Refusal(400, "bad_request", "The Content-Length header is not a number.")
         if int(declared) > self._max_bytes:
             return self._too_large()

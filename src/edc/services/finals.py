@@ -62,6 +62,9 @@ from edc.tasks.task import task_hardware_class
 MAX_TOP_K = FINAL_MAX_TOP_K
 MAX_ROUNDS = FINAL_MAX_ROUNDS
 LIVE = (FinalStatus.QUEUED, FinalStatus.RUNNING)
+# How long a queued final may be missing from the queue before it counts as lost (its job is
+# enqueued just after its row is committed).
+ENQUEUE_GRACE_S = 30
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ def check_unpublished(session: Session, track: str | None) -> None:
     done = session.scalar(
         select(Final.id)
         .where(Final.status == FinalStatus.COMPLETED, same_track(track))
-        .order_by(Final.id)
+        .order_by(Final.id.desc())  # the one the boards show, were there several from before
         .limit(1)
     )
     if done is not None:
@@ -183,6 +186,8 @@ def _retire_dead(settings: Settings, session: Session, track: str | None) -> Non
         select(Final).where(Final.status.in_(LIVE), same_track(track)).order_by(Final.id)
     ).all()
     stale_before = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
+    # A final is committed before its job is enqueued: one this young may not be on the queue yet.
+    queued_before = utcnow() - timedelta(seconds=ENQUEUE_GRACE_S)
     for final in live:
         if final.status is FinalStatus.RUNNING:
             beat = aware_utc(final.heartbeat_at or final.started_at or final.created_at)
@@ -192,7 +197,9 @@ def _retire_dead(settings: Settings, session: Session, track: str | None) -> Non
                     f"wait until it ends."
                 )
             dead = f"Its worker ({final.worker_id or '?'}) stopped responding"
-        elif final_queue.final_job_is_live(settings, final.id):
+        elif aware_utc(final.created_at) >= queued_before or final_queue.final_job_is_live(
+            settings, final.id
+        ):
             raise Conflict(
                 f"Final {final.id} is waiting for a {final.hardware_class} worker (after every "
                 f"waiting submission); wait until it ends."

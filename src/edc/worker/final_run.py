@@ -14,7 +14,7 @@ import functools
 import logging
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 
@@ -52,11 +52,8 @@ def run(settings: Settings, final_id: int, *, worker_id: str) -> FinalStatus | N
         # The single catch-all at the job boundary: the final ends completed or failed.
         try:
             with Heartbeat(settings, lambda: _beat(settings, final_id), what=f"final {final_id}"):
-                done, failed = _measure_all(settings, final_id, worker_id)
-            status = FinalStatus.COMPLETED
-            message = f"{done} measurements on {worker_id}" + (
-                f", {failed} of them failed." if failed else ", all completed."
-            )
+                taken = _measure_all(settings, final_id, worker_id)
+            status, message = _ending(taken, worker_id)
         except WorkerStopping:
             log.info("final %s: worker stopping", final_id)
             status = FinalStatus.FAILED
@@ -122,10 +119,36 @@ class Planned:
     sha256: str
 
 
-def _measure_all(settings: Settings, final_id: int, worker_id: str) -> tuple[int, int]:
-    """Take the pending measurements in plan order; returns (taken, failed)."""
+@dataclass
+class Taken:
+    """What the measurements of one final came to."""
+
+    done: int = 0
+    failed: int = 0
+    # Entries a measurement of which failed for the platform's reasons, not the entry's.
+    platform_failed: set[int] = field(default_factory=set)
+
+
+def _ending(taken: Taken, worker_id: str) -> tuple[FinalStatus, str]:
+    """How a final whose measurements all ran ends. A published final never changes, so one
+    that lost a measurement to the platform (an archive it could not fetch, a sandbox that did
+    not start) is not published: it fails, and finalizing the track again measures anew."""
+    if taken.platform_failed:
+        ids = ", ".join(str(i) for i in sorted(taken.platform_failed))
+        return FinalStatus.FAILED, (
+            f"{taken.done} measurements on {worker_id}; the platform failed to measure "
+            f"submission {ids}, so this final is not published (the measurements taken are "
+            "kept). Mend the cause (its log says it), then finalize the track again."
+        )
+    return FinalStatus.COMPLETED, f"{taken.done} measurements on {worker_id}" + (
+        f", {taken.failed} of them failed." if taken.failed else ", all completed."
+    )
+
+
+def _measure_all(settings: Settings, final_id: int, worker_id: str) -> Taken:
+    """Take the pending measurements in plan order."""
     quiet = settings.model_copy(update={"public_check": False})
-    done = failed = 0
+    taken = Taken()
     while (planned := _next(settings, final_id, worker_id)) is not None:
         with log_context(submission_id=planned.submission_id, round=planned.round):
             outcome = _measure(quiet, planned, worker_id)
@@ -134,9 +157,12 @@ def _measure_all(settings: Settings, final_id: int, worker_id: str) -> tuple[int
             functools.partial(_store, settings, planned.id, outcome),
             what=f"storing measurement {planned.id} of final {final_id}",
         )
-        done += 1
-        failed += outcome.status is not SubmissionStatus.COMPLETED
-    return done, failed
+        taken.done += 1
+        if outcome.status is not SubmissionStatus.COMPLETED:
+            taken.failed += 1
+            if outcome.reason is FailureReason.INFRASTRUCTURE:
+                taken.platform_failed.add(planned.submission_id)
+    return taken
 
 
 def _next(settings: Settings, final_id: int, worker_id: str) -> Planned | None:

@@ -150,7 +150,7 @@ async def submission_events(
 ) -> StreamingResponse:
     """Server-sent events: the submission each time its status, queue position or result changes."""
     hub: StreamHub = request.app.state.streams
-    hub.check_room(identity)  # a refusal costs nothing: no thread, no database read
+    hub.check_room(identity)  # refused before the submission is read
     # Refused with 404 before the stream starts, like the other reads.
     await run_in_threadpool(snapshot, settings, submission_id, identity)
     stream = hub.stream(identity, submission_id, is_disconnected=request.is_disconnected)
