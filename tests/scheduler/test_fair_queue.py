@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from rq import Queue
 
 from edc import db
@@ -15,6 +16,7 @@ from edc.scheduler.position import queue_in_order, queue_position, service_order
 from edc.services import accounts
 from edc.status import SubmissionStatus
 from edc.worker import executor
+from tests.support.rows import get_submission
 
 
 def _users(settings: Settings, *names: str) -> list[int]:
@@ -116,3 +118,23 @@ def test_a_worker_serves_only_its_hardware_class(settings: Settings) -> None:
     assert popped is None
     cpu_worker = fair_worker.make_worker(settings, name="cpu-worker", hardware_class="cpu")
     assert _take_next(settings, cpu_worker) == cpu_ids[0]
+
+
+@pytest.fixture
+def worker_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"max_attempts": 1})
+
+
+@pytest.mark.usefixtures("worker_environment")
+def test_rq_itself_pops_in_the_service_order(worker_settings: Settings) -> None:
+    """The order comes from RQ's private _ordered_queues (rq is pinned for it): a real worker's
+    own loop must follow it, not only the tests above that pop through it."""
+    s = worker_settings
+    alice, bob = _users(s, "alice", "bob")
+    alices = _queue_up(s, alice, 3, start_s=0)
+    (bobs,) = _queue_up(s, bob, 1, start_s=10)
+    worker = fair_worker.make_worker(s, name="w", hardware_class="cpu")
+    # Each archive is missing: the job claims its row and fails it, which marks who was served.
+    assert worker.work(burst=True, max_jobs=2)
+    served = {i for i in [*alices, bobs] if get_submission(s, i).status is SubmissionStatus.FAILED}
+    assert served == {alices[0], bobs}

@@ -74,6 +74,9 @@ class FairWorker(HandBackWorker):
     def dequeue_timeout(self) -> int:
         return self.POLL_S
 
+    # RQ's private hook for the queues a pop looks at, in order. It is private, so RQ is pinned
+    # (pyproject.toml) and tests/scheduler/test_fair_queue.py fails where a release renames or
+    # stops reading it; re-read rq/worker.py before moving the pin.
     @property
     def _ordered_queues(self) -> list[Queue]:
         ordered = self._queues_in_service_order()
