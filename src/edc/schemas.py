@@ -97,6 +97,21 @@ class SubmissionCreated(BaseModel):
     track: str
 
 
+class UploadLimitsOut(BaseModel):
+    """What the portal's intake refuses, so a client can check an archive before uploading it."""
+
+    max_upload_bytes: int = Field(gt=0, description="The largest upload, in bytes.")
+    max_archive_entries: int = Field(gt=0, description="Most members in the zip, folders too.")
+    max_unpacked_bytes: int = Field(
+        gt=0, description="Most bytes of the members' uncompressed sizes together."
+    )
+    max_compression_ratio: float = Field(
+        gt=1,
+        description="Highest uncompressed-to-compressed ratio, of a member and of the whole (zip "
+        "bombs).",
+    )
+
+
 class SubmissionLogs(BaseModel):
     id: int
     public_logs: str | None = None

@@ -20,6 +20,9 @@ import pytest
 import typer
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from typer.testing import CliRunner
 
 from edc import db
@@ -259,28 +262,91 @@ def small_uploads(live_server: LiveServer) -> Iterator[LiveServer]:
         yield LiveServer(url=f"http://127.0.0.1:{port}", settings=limited)
 
 
-def test_an_oversize_archive_is_refused_locally(
+@pytest.fixture
+def older_portal(live_server: LiveServer) -> Iterator[LiveServer]:
+    """The live portal with a 1 MB upload limit, as a release before `/api/v1/upload-limits`."""
+    limited = live_server.settings.model_copy(update={"max_upload_mb": 1})
+    app = create_app(limited)
+
+    def not_found(_request: Request) -> JSONResponse:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+    # Ahead of the routers: the route answers as one the portal does not have.
+    app.router.routes.insert(0, Route("/api/v1/upload-limits", not_found))
+    with serve_in_thread(app) as port:
+        yield LiveServer(url=f"http://127.0.0.1:{port}", settings=limited)
+
+
+def _big_archive(tmp_path: Path) -> Path:
+    """A zip of about 2 MB with an entry point."""
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("submission.py", "class Decoder:\n    pass\n")
+        z.writestr("weights.bin", os.urandom(2 * 1024 * 1024))
+    return archive
+
+
+def test_the_portal_publishes_the_limits_its_intake_checks(sqlite_settings: Settings) -> None:
+    settings = sqlite_settings.model_copy(
+        update={
+            "max_upload_mb": 3,
+            "max_archive_entries": 17,
+            "max_unpacked_mb": 40,
+            "max_compression_ratio": 12.5,
+        }
+    )
+    with TestClient(create_app(settings)) as anonymous:
+        response = anonymous.get("/api/v1/upload-limits")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "max_upload_bytes": 3 * 1024 * 1024,
+        "max_archive_entries": 17,
+        "max_unpacked_bytes": 40 * 1024 * 1024,
+        "max_compression_ratio": 12.5,
+    }
+
+
+def test_an_oversize_archive_is_refused_locally_by_the_portals_limits(
     edc: typer.Typer,
     cli_env: dict[str, str],
     small_uploads: LiveServer,
     people: People,
     tmp_path: Path,
 ) -> None:
-    archive = tmp_path / "big.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("submission.py", "class Decoder:\n    pass\n")
-        z.writestr("weights.bin", os.urandom(2 * 1024 * 1024))
+    archive = _big_archive(tmp_path)
+    # This machine's settings are the defaults (200 MB): only the portal's limit refuses it.
+    env = {**cli_env, "EDC_SERVER": small_uploads.url, "EDC_TOKEN": people.alice[1]}
+    assert "EDC_MAX_UPLOAD_MB" not in env
+    code, out = _run(edc, env, "submit", str(archive))
+    assert code == 1
+    assert _submissions(small_uploads.settings) == 0
+    assert not list((small_uploads.settings.data_dir / "uploads").glob("*"))
+    said = _portal_says(small_uploads, people.alice[1], archive)
+    assert said == "The upload is larger than the limit of 1 MB."
+    assert said in _one_line(out)
+    assert "Uploading" not in out
+    # Which limit, and where it came from.
+    assert "against the portal's limits: a zip of at most 1 MB" in _one_line(out)
+
+
+def test_an_older_portal_leaves_the_check_to_this_machines_limits(
+    edc: typer.Typer,
+    cli_env: dict[str, str],
+    older_portal: LiveServer,
+    people: People,
+    tmp_path: Path,
+) -> None:
+    archive = _big_archive(tmp_path)
     env = {
         **cli_env,
-        "EDC_SERVER": small_uploads.url,
+        "EDC_SERVER": older_portal.url,
         "EDC_TOKEN": people.alice[1],
         "EDC_MAX_UPLOAD_MB": "1",
     }
     code, out = _run(edc, env, "submit", str(archive))
     assert code == 1
-    assert _submissions(small_uploads.settings) == 0
-    said = _portal_says(small_uploads, people.alice[1], archive)
-    assert said == "The upload is larger than the limit of 1 MB."
+    assert _submissions(older_portal.settings) == 0
+    said = _portal_says(older_portal, people.alice[1], archive)
     assert said in _one_line(out)
     assert "EDC_MAX_UPLOAD_MB=1" in _one_line(out)  # which limit, and where it came from
 

@@ -40,6 +40,7 @@ ROUTES: list[tuple[str, str, Rule]] = [
     ("GET", "/api/v1/tracks", "public"),
     ("GET", "/api/v1/tracks/{name}/leaderboard", "public"),
     ("GET", "/api/v1/tracks/{name}/leaderboard/final", "public"),
+    ("GET", "/api/v1/upload-limits", "public"),
     ("POST", "/api/v1/tokens", "public"),
     ("GET", "/account", "user"),
     ("POST", "/account/tokens", "user"),

@@ -19,10 +19,12 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
 from edc.archive import ArchiveLimits, inspect_archive
 from edc.config import Settings
 from edc.errors import EdcError, UploadTooLarge
+from edc.schemas import UploadLimitsOut
 
 UPLOAD_CHUNK_BYTES = 256 * 1024
 # Left out when a directory is zipped for upload.
@@ -102,18 +104,38 @@ def archive_for(path: Path) -> Iterator[Path]:
         raise PortalError(f"{path} is neither a file nor a directory.")
 
 
-def check_archive(archive: Path, settings: Settings) -> None:
+@dataclass(frozen=True)
+class UploadLimits:
+    """What the portal's intake refuses: an upload over ``max_upload_bytes`` as it streams in,
+    then a stored zip over ``archive``'s zip-bomb limits."""
+
+    max_upload_bytes: int
+    archive: ArchiveLimits
+    # True: the portal's own (``GET /api/v1/upload-limits``); False: this machine's settings.
+    published: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UploadLimits:
+        """This machine's ``EDC_*`` values, else the platform's defaults."""
+        return cls(
+            max_upload_bytes=settings.max_upload_bytes,
+            archive=ArchiveLimits.from_settings(settings),
+            published=False,
+        )
+
+
+def check_archive(archive: Path, limits: UploadLimits) -> None:
     """The portal's intake checks, run here before a byte is sent; the same refusals, sentences
     included (InvalidUpload, or UploadTooLarge).
 
-    The portal refuses an upload over ``EDC_MAX_UPLOAD_MB`` as it streams in, then inspects the
-    stored zip with :func:`edc.archive.inspect_archive` (zip safety, the zip-bomb limits, an entry
-    point). The limits are ``settings``': this machine's ``EDC_*`` values, else the platform's
-    defaults (the API does not publish the portal's own).
+    The portal refuses an upload over its ``EDC_MAX_UPLOAD_MB`` as it streams in, then inspects
+    the stored zip with :func:`edc.archive.inspect_archive` (zip safety, the zip-bomb limits, an
+    entry point). ``limits``: the portal's own (:meth:`PortalClient.upload_limits`), else this
+    machine's (:meth:`UploadLimits.from_settings`).
     """
-    if archive.stat().st_size > settings.max_upload_bytes:
-        raise UploadTooLarge(settings.max_upload_bytes)
-    inspect_archive(archive, ArchiveLimits.from_settings(settings))
+    if archive.stat().st_size > limits.max_upload_bytes:
+        raise UploadTooLarge(limits.max_upload_bytes)
+    inspect_archive(archive, limits.archive)
 
 
 class PortalClient:
@@ -183,6 +205,29 @@ class PortalClient:
 
     def leave_team(self) -> None:
         self._request("POST", "/api/v1/teams/leave")
+
+    def upload_limits(self) -> UploadLimits | None:
+        """The limits the portal checks an upload against; None from a portal that does not
+        publish them (a release before ``GET /api/v1/upload-limits``)."""
+        try:
+            body = self._json("GET", "/api/v1/upload-limits")
+        except PortalError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        try:
+            out = UploadLimitsOut.model_validate(body)
+        except ValidationError as exc:
+            raise PortalError(f"The portal's upload limits are unreadable: {exc}") from exc
+        return UploadLimits(
+            max_upload_bytes=out.max_upload_bytes,
+            archive=ArchiveLimits(
+                max_entries=out.max_archive_entries,
+                max_unpacked_bytes=out.max_unpacked_bytes,
+                max_compression_ratio=out.max_compression_ratio,
+            ),
+            published=True,
+        )
 
     def submit(
         self,

@@ -19,6 +19,7 @@ from edc.cli.client import (
     Credentials,
     PortalClient,
     PortalError,
+    UploadLimits,
     archive_for,
     check_archive,
     load_credentials,
@@ -71,20 +72,51 @@ def fail(exc: PortalError) -> typer.Exit:
 LIMIT_CODES = frozenset({"too_large", "too_large_unpacked", "too_many_entries", "zip_bomb"})
 
 
-def refuse_locally(exc: InvalidUpload, settings: Settings) -> typer.Exit:
+def intake_limits(
+    client: PortalClient, settings: Settings
+) -> tuple[UploadLimits, PortalError | None]:
+    """The limits to check an archive against before uploading it: the portal's own, else this
+    machine's settings' (a portal before ``/upload-limits``). A portal that cannot be reached
+    gives this machine's too, with the error to raise should the archive pass them: a refusal
+    needs no portal, and the upload is not attempted."""
+    try:
+        published = client.upload_limits()
+    except PortalError as exc:
+        if exc.status is not None:
+            raise
+        return UploadLimits.from_settings(settings), exc
+    return published or UploadLimits.from_settings(settings), None
+
+
+def refuse_locally(exc: InvalidUpload, limits: UploadLimits, settings: Settings) -> typer.Exit:
     """The portal's sentence for an archive it would refuse, found before uploading it."""
     err_console.print(f"[red]{escape(exc.message)}[/red]")
-    if exc.code in LIMIT_CODES:
-        err_console.print(
+    if exc.code not in LIMIT_CODES:
+        return typer.Exit(1)
+    if limits.published:
+        archive = limits.archive
+        note = (
+            "Checked here, before uploading, against the portal's limits: a zip of at most "
+            f"{_mb(limits.max_upload_bytes)}, unpacking to at most "
+            f"{_mb(archive.max_unpacked_bytes)} in at most {archive.max_entries} entries, "
+            f"compressed at most {archive.max_compression_ratio:g} to 1."
+        )
+    else:
+        note = (
             "Checked on this machine, before uploading, against "
             f"EDC_MAX_UPLOAD_MB={settings.max_upload_mb}, "
             f"EDC_MAX_UNPACKED_MB={settings.max_unpacked_mb}, "
             f"EDC_MAX_ARCHIVE_ENTRIES={settings.max_archive_entries} and "
             f"EDC_MAX_COMPRESSION_RATIO={settings.max_compression_ratio:g} (the platform's "
-            "defaults unless set here); if your portal allows more, set them to its values.",
-            highlight=False,
+            "defaults unless set here; the portal gave none of its own); if your portal allows "
+            "more, set them to its values."
         )
+    err_console.print(note, highlight=False)
     return typer.Exit(1)
+
+
+def _mb(size_bytes: int) -> str:
+    return f"{size_bytes / (1024 * 1024):g} MB"
 
 
 def public_entry(client: PortalClient, submission_id: int) -> dict[str, Any] | None:
@@ -258,16 +290,19 @@ def register(app: typer.Typer) -> None:
         """Upload a submission, then follow it live; exits non-zero unless it completes.
 
         The archive is first checked here as the portal will check it (size, zip safety, entry
-        point), so a refused one is not uploaded.
+        point), against the limits the portal publishes, so a refused one is not uploaded.
         """
         settings = settings_or_exit()
         with connect(settings) as client:
             try:
+                limits, unreachable = intake_limits(client, settings)
                 with archive_for(path) as archive:
                     try:
-                        check_archive(archive, settings)
+                        check_archive(archive, limits)
                     except InvalidUpload as exc:
-                        raise refuse_locally(exc, settings) from exc
+                        raise refuse_locally(exc, limits, settings) from exc
+                    if unreachable is not None:
+                        raise unreachable
                     size = archive.stat().st_size
                     with Progress(
                         "[progress.description]{task.description}",

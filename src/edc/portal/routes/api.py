@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from edc import db, storage
+from edc.archive import ArchiveLimits
 from edc.config import Settings
 from edc.db import database_errors
 from edc.errors import NotFound
@@ -39,6 +40,7 @@ from edc.schemas import (
     TokenIssued,
     TokenRequest,
     TrackOut,
+    UploadLimitsOut,
     UsageOut,
     UserOut,
 )
@@ -99,6 +101,19 @@ async def create_submission(
         request, settings, owner_id=identity.user_id, slots=request.app.state.upload_slots
     )
     return SubmissionCreated.model_validate(submission)
+
+
+@router.get("/upload-limits", response_model=UploadLimitsOut, tags=["submissions"])
+def read_upload_limits(settings: SettingsDep) -> UploadLimitsOut:
+    """The limits an upload is checked against (public), so a client can refuse an archive
+    before sending it: the same numbers, the same checks."""
+    archive = ArchiveLimits.from_settings(settings)
+    return UploadLimitsOut(
+        max_upload_bytes=settings.max_upload_bytes,
+        max_archive_entries=archive.max_entries,
+        max_unpacked_bytes=archive.max_unpacked_bytes,
+        max_compression_ratio=archive.max_compression_ratio,
+    )
 
 
 @router.get(
