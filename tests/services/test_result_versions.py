@@ -89,6 +89,9 @@ def test_a_changed_task_makes_results_stale_and_rescore_measures_them_again(
     # now, off the board. The bump alone would do it (the content hash covers task.toml).
     toml = task_dir / "task.toml"
     assert 'version = "1"' in toml.read_text()
+    # A comment or a blank line is no change of the task: its results stay current.
+    toml.write_text("# the organisers' note\n\n" + toml.read_text())
+    assert result_version(content_hash_of(task_dir)) == current
     toml.write_text(toml.read_text().replace('version = "1"', 'version = "2"'))
     bumped = result_version(content_hash_of(task_dir))
     assert bumped != current

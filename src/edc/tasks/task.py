@@ -638,8 +638,9 @@ class Task:
     # -- the model --
 
     def content_hash(self) -> str:
-        """sha256 over task.toml and the model (:meth:`model_hash`): the task's identity, which
-        results are comparable by (what a changed prompt count, limit or weight would move)."""
+        """sha256 over task.toml's values and the model (:meth:`model_hash`): the task's
+        identity, which results are comparable by (what a changed prompt count, limit or weight
+        would move; a comment would not)."""
         return _content_digest(self.root, self.model_hash())
 
     def model_hash(self) -> str:
@@ -718,7 +719,10 @@ def _model_hash(root: Path, _model_stamps: tuple[object, ...]) -> str:
 
 
 def _content_digest(root: Path, model_hash: str) -> str:
-    digest = hashlib.sha256((root / TASK_FILE).read_bytes())
+    # task.toml's values, not its bytes: a comment or a layout edit changes nothing measured, so
+    # it must not make every result of the task stale.
+    values = tomllib.loads((root / TASK_FILE).read_text(encoding="utf-8"))
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode())
     digest.update(model_hash.encode())
     return digest.hexdigest()
 
