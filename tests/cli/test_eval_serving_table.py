@@ -11,6 +11,7 @@ from rich.console import Console
 
 from edc.cli.local_eval import (
     _PHASE_LABELS,
+    EXIT_CANNOT_RUN,
     EXIT_SUBMISSION_FAILED,
     _failed,
     result_table,
@@ -144,11 +145,13 @@ def test_a_late_harness_is_reported_as_not_retried_here() -> None:
     )
     out = Console(record=True, width=200, file=io.StringIO())
     err = Console(record=True, width=200, file=io.StringIO())
-    assert _failed(out, err, failure, as_json=False) == EXIT_SUBMISSION_FAILED
+    # Nothing of the submission was judged: the evaluation could not run.
+    assert _failed(out, err, failure, as_json=False) == EXIT_CANNOT_RUN
     text = out.export_text()
     assert "failed (infrastructure): The harness could not send" in text
     assert "not retried here (a worker retries such a failure)" in text
     # The participant's own failures get no such note.
     out = Console(record=True, width=200, file=io.StringIO())
-    _failed(out, err, RunFailed(FailureReason.CRASHED, "It crashed."), as_json=False)
+    crashed = RunFailed(FailureReason.CRASHED, "It crashed.")
+    assert _failed(out, err, crashed, as_json=False) == EXIT_SUBMISSION_FAILED
     assert "retried" not in out.export_text()

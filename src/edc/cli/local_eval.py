@@ -3,7 +3,7 @@
 Same code path (:func:`~edc.harness.evaluate.evaluate_submission`), same sandbox, same checks; a
 live progress display on stderr, then a result table (or one JSON object) on stdout. The exit code
 is 0 when the submission is correct and timed, 1 when the submission fails, 2 when the evaluation
-could not run (no sandbox here, an unusable task or path).
+could not run (no sandbox here, an unusable task or path, a failure of the platform's own).
 """
 
 from __future__ import annotations
@@ -282,6 +282,9 @@ def _failed(out: Console, err: Console, failure: RunFailed, as_json: bool) -> in
         out.print(f"[bold red]failed[/bold red] ({reason}): {message}")
         if failure.reason is FailureReason.INFRASTRUCTURE:
             out.print(INFRASTRUCTURE_NOTE)
+    # The platform's failure says nothing of the submission: the evaluation could not run.
+    if failure.reason is FailureReason.INFRASTRUCTURE:
+        return EXIT_CANNOT_RUN
     return EXIT_SUBMISSION_FAILED
 
 
