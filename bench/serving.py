@@ -1,6 +1,6 @@
 """Benchmark of the serving scenario, through the real bubblewrap sandbox.
 
-    python bench/serving.py              # about 1.5 minutes on two cores
+    python bench/serving.py              # about 1 minute on two cores
 
 Evaluates ``examples/kvcache`` and ``examples/batched`` on the bundled tiny-serving task (loaded
 in place: it reaches its model and public prompts through ``../tiny``) and prints, for each, the

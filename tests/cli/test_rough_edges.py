@@ -21,7 +21,7 @@ import typer
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from typer.testing import CliRunner
 
@@ -262,17 +262,29 @@ def small_uploads(live_server: LiveServer) -> Iterator[LiveServer]:
         yield LiveServer(url=f"http://127.0.0.1:{port}", settings=limited)
 
 
-@pytest.fixture
-def older_portal(live_server: LiveServer) -> Iterator[LiveServer]:
-    """The live portal with a 1 MB upload limit, as a release before `/api/v1/upload-limits`."""
+# How a portal can fail to say its limits: a release before the route, a proxy's page in front of
+# it, a refusal, or an answer that is not the limits.
+SILENT_ANSWERS = {
+    "older release": lambda: JSONResponse({"detail": "Not Found"}, status_code=404),
+    "proxy page": lambda: HTMLResponse("<html>Sign in to the VPN</html>"),
+    "refused": lambda: JSONResponse({"detail": "Forbidden"}, status_code=403),
+    "other JSON": lambda: JSONResponse({"max_upload_bytes": "lots"}),
+}
+
+
+@pytest.fixture(params=list(SILENT_ANSWERS))
+def older_portal(request: pytest.FixtureRequest, live_server: LiveServer) -> Iterator[LiveServer]:
+    """The live portal with a 1 MB upload limit, whose `/api/v1/upload-limits` says nothing
+    usable (as a release before the route, or a proxy in front of it)."""
     limited = live_server.settings.model_copy(update={"max_upload_mb": 1})
     app = create_app(limited)
+    answer = SILENT_ANSWERS[request.param]
 
-    def not_found(_request: Request) -> JSONResponse:
-        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    def silent(_request: Request) -> Response:
+        return answer()
 
-    # Ahead of the routers: the route answers as one the portal does not have.
-    app.router.routes.insert(0, Route("/api/v1/upload-limits", not_found))
+    # Ahead of the routers: the route answers in its stead.
+    app.router.routes.insert(0, Route("/api/v1/upload-limits", silent))
     with serve_in_thread(app) as port:
         yield LiveServer(url=f"http://127.0.0.1:{port}", settings=limited)
 
@@ -349,6 +361,24 @@ def test_an_older_portal_leaves_the_check_to_this_machines_limits(
     said = _portal_says(older_portal, people.alice[1], archive)
     assert said in _one_line(out)
     assert "EDC_MAX_UPLOAD_MB=1" in _one_line(out)  # which limit, and where it came from
+
+
+def test_a_portal_silent_on_its_limits_still_gets_the_upload(
+    edc: typer.Typer,
+    cli_env: dict[str, str],
+    older_portal: LiveServer,
+    people: People,
+    tmp_path: Path,
+) -> None:
+    # This machine's limits (the defaults) admit the archive: the upload goes, and the portal
+    # refuses it itself, as it refuses every upload over its limit.
+    archive = _big_archive(tmp_path)
+    env = {**cli_env, "EDC_SERVER": older_portal.url, "EDC_TOKEN": people.alice[1]}
+    code, out = _run(edc, env, "submit", str(archive))
+    assert code == 1
+    assert "larger than the limit of 1 MB" in _one_line(out)
+    assert "Checked" not in out  # refused by the portal, not here
+    assert _submissions(older_portal.settings) == 0
 
 
 # --- 4. the status of someone else's submission the leaderboard shows ---

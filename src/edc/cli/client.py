@@ -207,18 +207,19 @@ class PortalClient:
         self._request("POST", "/api/v1/teams/leave")
 
     def upload_limits(self) -> UploadLimits | None:
-        """The limits the portal checks an upload against; None from a portal that does not
-        publish them (a release before ``GET /api/v1/upload-limits``)."""
+        """The limits the portal checks an upload against; None where it does not say them (a
+        release before ``GET /api/v1/upload-limits``, a proxy's page, any refusal): they only let
+        a refusal come early, and the portal checks every upload itself. PortalError only when
+        the portal cannot be reached."""
         try:
             body = self._json("GET", "/api/v1/upload-limits")
-        except PortalError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        try:
             out = UploadLimitsOut.model_validate(body)
-        except ValidationError as exc:
-            raise PortalError(f"The portal's upload limits are unreadable: {exc}") from exc
+        except PortalError as exc:
+            if exc.status is None:
+                raise
+            return None
+        except (ValueError, ValidationError):  # not JSON, or not the limits
+            return None
         return UploadLimits(
             max_upload_bytes=out.max_upload_bytes,
             archive=ArchiveLimits(

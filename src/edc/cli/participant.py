@@ -81,9 +81,7 @@ def intake_limits(
     needs no portal, and the upload is not attempted."""
     try:
         published = client.upload_limits()
-    except PortalError as exc:
-        if exc.status is not None:
-            raise
+    except PortalError as exc:  # not reached: upload_limits raises nothing else
         return UploadLimits.from_settings(settings), exc
     return published or UploadLimits.from_settings(settings), None
 

@@ -62,8 +62,8 @@ from edc.tasks.task import task_hardware_class
 MAX_TOP_K = FINAL_MAX_TOP_K
 MAX_ROUNDS = FINAL_MAX_ROUNDS
 LIVE = (FinalStatus.QUEUED, FinalStatus.RUNNING)
-# How long a queued final may be missing from the queue before it counts as lost (its job is
-# enqueued just after its row is committed).
+# A queued final younger than this is never taken for lost when its job is not on the queue: its
+# job is enqueued just after its row is committed.
 ENQUEUE_GRACE_S = 30
 
 
