@@ -21,8 +21,8 @@ from edc.portal import presentation
 from edc.scheduler import fair_worker
 from edc.services import finals, rescore, rules
 from edc.status import SubmissionStatus
-from edc.tasks.task import bundled_task_dir, content_hash_of
-from tests.support.competition import bearer
+from edc.tasks.task import bundled_task_dir, bytes_content_hash_of, content_hash_of
+from tests.support.competition import add_submission, bearer, metrics
 from tests.support.databases import postgres_only
 from tests.support.live_server import LiveServer, People
 from tests.support.platform import kvcache_zip, quick_task
@@ -160,3 +160,34 @@ def test_rescore_command_names_each_track(worker_settings: Settings, tmp_path: P
     assert "track default, ranked by" in done.output
     assert "stale (another result version): 0" in done.output
     assert "re-measurements queued (0): none" in done.output
+
+
+def test_a_result_stamped_by_an_earlier_release_stays_current(
+    live_server: LiveServer, worker_settings: Settings, people: People
+) -> None:
+    # Earlier releases hashed task.toml's bytes; this one hashes its values. A result stamped
+    # with the old spelling of the task it is still of is given the new spelling, not made stale.
+    s = worker_settings
+    task_dir = s.task_dir
+    assert task_dir is not None
+    earlier = result_version(bytes_content_hash_of(task_dir))
+    current = result_version(content_hash_of(task_dir))
+    assert earlier != current
+    kept = add_submission(
+        s, people.alice[0], result_metrics={**metrics(2.0), "result_version": earlier}
+    )
+    other = add_submission(
+        s, people.bob[0], result_metrics={**metrics(1.0), "result_version": "m1:0000"}
+    )
+    (counts,) = rescore.rescore_configured(s)
+    assert counts.outdated == 1
+    kept_metrics, other_metrics = _row(s, kept).result_metrics, _row(s, other).result_metrics
+    assert kept_metrics is not None and other_metrics is not None
+    assert kept_metrics["result_version"] == current and kept_metrics["score"] == 2.0
+    assert other_metrics["stale"] is True and other_metrics["score"] is None
+    # From now on a comment edited into task.toml changes nothing.
+    toml = task_dir / "task.toml"
+    toml.write_text(toml.read_text() + "\n# edited\n")
+    (counts,) = rescore.rescore_configured(s)
+    assert counts.outdated == 0
+    assert _row(s, kept).result_metrics == kept_metrics

@@ -41,6 +41,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, or_, select, update
@@ -54,7 +55,7 @@ from edc.models import DEFAULT_TRACK, Submission
 from edc.scheduler.remeasure_queue import enqueue_remeasure
 from edc.services.tracks import get_track, list_tracks
 from edc.status import SubmissionStatus
-from edc.tasks.task import Task, content_hash_of, load_task
+from edc.tasks.task import Task, bytes_content_hash_of, content_hash_of, load_task
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,25 @@ class RescoreCounts:
     track: str = DEFAULT_TRACK
 
 
+@dataclass(frozen=True)
+class Versions:
+    """The result version of a task's results now, and the older spellings of the same one."""
+
+    current: str
+    # Results stamped with one of these are of the same task and measurement: they are given
+    # the current spelling, not made stale.
+    same: frozenset[str] = frozenset()
+
+    @classmethod
+    def of_task(cls, task_dir: Path) -> Versions:
+        return cls(
+            result_version(content_hash_of(task_dir)),
+            frozenset({result_version(bytes_content_hash_of(task_dir))}),
+        )
+
+
 def rescore_results(
-    session: Session, *, task: Task, track: str = DEFAULT_TRACK, version: str | None = None
+    session: Session, *, task: Task, track: str = DEFAULT_TRACK, version: Versions | None = None
 ) -> RescoreCounts:
     """Bring every scored result of ``track`` in line with ``task.ranking.metric`` and, given
     one, with the result ``version`` (idempotent)."""
@@ -93,7 +111,7 @@ def rescore_results(
             session,
             track=track,
             key="result_version",
-            current=version,
+            current=version.current,
             change=lambda metrics: versioned(metrics, version=version),
         )
     if rescored or stale or outdated:
@@ -158,12 +176,12 @@ def _bring_in_line(
             written[went_stale] += _write(session, batch)
 
 
-def versioned(metrics: dict[str, Any], *, version: str) -> dict[str, Any]:
+def versioned(metrics: dict[str, Any], *, version: Versions) -> dict[str, Any]:
     """The result under the current ``version``: stale when it recorded another; stamped with it
-    when it recorded none (measured before versions were recorded)."""
+    when it recorded none (measured before versions were recorded) or an older spelling of it."""
     old = metrics.get("result_version")
-    if old is None:
-        return {**metrics, "result_version": version}
+    if old is None or old in version.same:
+        return {**metrics, "result_version": version.current}
     return {
         **metrics,
         "superseded": {"version": old, "score": metrics.get("score")},
@@ -203,7 +221,7 @@ def rescore_configured(settings: Settings) -> list[RescoreCounts]:
     for track in tracks:
         try:
             task = load_task(settings, track.task_dir)
-            version = result_version(content_hash_of(track.task_dir))
+            version = Versions.of_task(track.task_dir)
         except (EdcError, OSError) as exc:  # one broken track must not keep the others stale
             log.warning(
                 "track %s: its task does not load, its results are left as they are: %s",
@@ -322,7 +340,7 @@ def remeasure_stale(settings: Settings, track_name: str | None, *, top_k: int) -
     with db.session_scope(settings) as session:
         track = get_track(session, settings, track_name)
     task = load_task(settings, track.task_dir)
-    version = result_version(content_hash_of(track.task_dir))
+    version = Versions.of_task(track.task_dir)
     with db.session_scope(settings) as session:
         rescore_results(session, task=task, track=track.name, version=version)
     with db.session_scope(settings) as session:

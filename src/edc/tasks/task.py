@@ -703,6 +703,15 @@ def content_hash_of(root: Path) -> str:
     return _content_digest(root, model_hash_of(root))
 
 
+def bytes_content_hash_of(root: Path) -> str:
+    """The content hash as earlier releases computed it, over task.toml's bytes: results
+    they stamped are of the same task while those bytes are unchanged (see
+    ``services.rescore.Versions``). Kept for one release's upgrade, then to be removed."""
+    digest = hashlib.sha256((root / TASK_FILE).read_bytes())
+    digest.update(model_hash_of(root).encode())
+    return digest.hexdigest()
+
+
 def model_hash_of(root: Path) -> str:
     """:meth:`Task.model_hash` of the task at ``root``, computed again only when a model file
     changes."""
