@@ -26,6 +26,7 @@ from edc.scheduler import fair_worker
 from edc.services import finals, leaderboard, rules
 from edc.status import FailureReason, FinalStatus, MeasurementStatus
 from edc.worker import final_run
+from edc.worker.executor import Outcome
 from tests.harness.conftest import example_source, write_task
 from tests.support.competition import add_submission, make_user, metrics
 from tests.support.databases import postgres_only
@@ -195,8 +196,18 @@ def test_the_job_boundary_marks_the_final_failed_on_any_error(
     assert "internal error (RuntimeError: the plan is unreadable)" in done.message
 
 
-def test_an_archive_that_cannot_be_fetched_is_the_platforms_failure(settings: Settings) -> None:
+def test_an_archive_that_cannot_be_fetched_is_the_platforms_failure(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The archive is gone from disk: measured as an infrastructure failure, not the entry's."""
+    tries: list[int] = []
+    measure = final_run._measure
+
+    def counted(*args: Any) -> Outcome:
+        tries.append(1)
+        return measure(*args)
+
+    monkeypatch.setattr(final_run, "_measure", counted)
     alice = make_user(settings, "alice", password=None)[0]
     entry = add_submission(
         settings, alice, result_metrics=metrics(1.0), file_path="uploads/gone.zip"
@@ -208,12 +219,22 @@ def test_an_archive_that_cannot_be_fetched_is_the_platforms_failure(settings: Se
     with db.session_scope(settings) as session:
         done = finals.existing(session, final.id)
         assert done.message is not None
-        assert done.message.startswith("2 measurements on w; the platform failed to measure")
-        assert f"submission {entry}," in done.message
+        # Tried again as a submission would be, then the final stops: without it, it cannot be
+        # published, so the second round is not taken for nothing.
+        assert done.message.startswith(
+            f"1 measurement on w, then the platform failed to measure submission {entry} at "
+            "every try; the final stopped there"
+        )
+        statuses = session.scalars(
+            select(Measurement.status).where(Measurement.final_id == final.id)
+        ).all()
+        assert sorted(s.value for s in statuses) == ["failed", "pending"]
         board = finals.board(session, done)
+    assert len(tries) == settings.max_attempts
     assert board.ranked == []
     (standing,) = board.unranked
-    assert (standing.out, standing.failure_reason) == ("not measured", FailureReason.INFRASTRUCTURE)
+    # Its second round was never taken: the final stopped at the first.
+    assert (standing.out, standing.failure_reason) == ("pending", FailureReason.INFRASTRUCTURE)
     # So the track may be finalized again, once the cause is mended.
     again = finals.finalize(settings, top_k=1, rounds=1)
     assert again.id != final.id and again.status is FinalStatus.QUEUED

@@ -14,7 +14,7 @@ import functools
 import logging
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
@@ -125,33 +125,51 @@ class Taken:
 
     done: int = 0
     failed: int = 0
-    # Entries a measurement of which failed for the platform's reasons, not the entry's.
-    platform_failed: set[int] = field(default_factory=set)
+    # The entry a measurement of which the platform failed to take, try after try (its fault,
+    # not the entry's): the final stops there.
+    lost: int | None = None
 
 
 def _ending(taken: Taken, worker_id: str) -> tuple[FinalStatus, str]:
-    """How a final whose measurements all ran ends. A published final never changes, so one
+    """How a final ends once its measurements stop. A published final never changes, so one
     that lost a measurement to the platform (an archive it could not fetch, a sandbox that did
     not start) is not published: it fails, and finalizing the track again measures anew."""
-    if taken.platform_failed:
-        ids = ", ".join(str(i) for i in sorted(taken.platform_failed))
+    if taken.lost is not None:
         return FinalStatus.FAILED, (
-            f"{taken.done} measurements on {worker_id}; the platform failed to measure "
-            f"submission {ids}, so this final is not published (the measurements taken are "
-            "kept). Mend the cause (its log says it), then finalize the track again."
+            f"{_measurements(taken.done)} on {worker_id}, then the platform failed to measure "
+            f"submission {taken.lost} at every try; the final stopped there and is not "
+            "published (the measurements taken are kept). Mend the cause (the worker's log says "
+            "it), then finalize the track again."
         )
-    return FinalStatus.COMPLETED, f"{taken.done} measurements on {worker_id}" + (
+    return FinalStatus.COMPLETED, f"{_measurements(taken.done)} on {worker_id}" + (
         f", {taken.failed} of them failed." if taken.failed else ", all completed."
     )
 
 
+def _measurements(count: int) -> str:
+    return f"{count} measurement{'' if count == 1 else 's'}"
+
+
 def _measure_all(settings: Settings, final_id: int, worker_id: str) -> Taken:
-    """Take the pending measurements in plan order."""
+    """Take the pending measurements in plan order, each tried again (up to
+    ``EDC_MAX_ATTEMPTS`` in all) while it fails for the platform's reasons, as submissions are;
+    stop at one that still does: the final cannot be published without it."""
     quiet = settings.model_copy(update={"public_check": False})
     taken = Taken()
     while (planned := _next(settings, final_id, worker_id)) is not None:
         with log_context(submission_id=planned.submission_id, round=planned.round):
-            outcome = _measure(quiet, planned, worker_id)
+            for attempt in range(1, settings.max_attempts + 1):
+                outcome = _measure(quiet, planned, worker_id)
+                if outcome.reason is not FailureReason.INFRASTRUCTURE:
+                    break
+                log.warning(
+                    "final %s: measuring submission %s failed for the platform's reasons "
+                    "(try %d of %d)",
+                    final_id,
+                    planned.submission_id,
+                    attempt,
+                    settings.max_attempts,
+                )
         db.retry_while_unreachable(
             settings,
             functools.partial(_store, settings, planned.id, outcome),
@@ -161,7 +179,8 @@ def _measure_all(settings: Settings, final_id: int, worker_id: str) -> Taken:
         if outcome.status is not SubmissionStatus.COMPLETED:
             taken.failed += 1
             if outcome.reason is FailureReason.INFRASTRUCTURE:
-                taken.platform_failed.add(planned.submission_id)
+                taken.lost = planned.submission_id
+                break
     return taken
 
 
