@@ -28,6 +28,14 @@ REMEASURE_JOB_PATHS = ["edc.worker.remeasure.remeasure_result"]
 NOTIFICATION_JOB_PATHS = ["edc.services.notifications.deliver"]
 
 
+def _home_queue(settings: Settings) -> Queue:
+    """The cpu class's home queue, where finals and re-measurements wait."""
+    return Queue(
+        producer.queue_name_for(settings, "cpu", NO_OWNER),
+        connection=connection.redis_connection(settings),
+    )
+
+
 @pytest.fixture
 def worker_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"max_attempts": 1})
@@ -63,9 +71,7 @@ def test_a_submission_job_queued_under_a_kept_path_runs(
 @pytest.mark.parametrize("path", FINAL_JOB_PATHS)
 def test_a_final_job_queued_under_a_kept_path_runs(worker_settings: Settings, path: str) -> None:
     s = worker_settings
-    home = Queue(
-        producer.queue_name_for(s, "cpu", NO_OWNER), connection=connection.redis_connection(s)
-    )
+    home = _home_queue(s)
     job = home.enqueue_call(path, args=(424242,))  # no such final: the job finds nothing to do
     worker = fair_worker.make_worker(s, name="old-final-path", hardware_class="cpu")
     assert worker.work(burst=True)
@@ -78,9 +84,7 @@ def test_a_remeasure_job_queued_under_a_kept_path_runs(
     worker_settings: Settings, path: str
 ) -> None:
     s = worker_settings
-    home = Queue(
-        producer.queue_name_for(s, "cpu", NO_OWNER), connection=connection.redis_connection(s)
-    )
+    home = _home_queue(s)
     # No such submission: the job finds no stale result to measure again, and ends.
     job = home.enqueue_call(path, args=(424242, 1))
     worker = fair_worker.make_worker(s, name="old-remeasure-path", hardware_class="cpu")
