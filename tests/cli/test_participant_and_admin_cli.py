@@ -14,8 +14,6 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from edc import db
-from edc.cli import admin as cli_admin
-from edc.cli import participant as cli_participant
 from edc.cli.client import PortalClient, load_credentials
 from edc.config import Settings, get_settings
 from edc.models import Submission, User, utcnow
@@ -24,14 +22,6 @@ from edc.status import SubmissionStatus
 from tests.support.competition import PASSWORD, add_submission, metrics
 from tests.support.databases import postgres_only
 from tests.support.live_server import LiveServer, People
-
-
-@pytest.fixture
-def edc() -> typer.Typer:
-    app = typer.Typer()
-    cli_participant.register(app)
-    cli_admin.register(app)
-    return app
 
 
 @pytest.fixture

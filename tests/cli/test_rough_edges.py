@@ -26,8 +26,6 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 from edc import db
-from edc.cli import admin as cli_admin
-from edc.cli import participant as cli_participant
 from edc.cli.client import zip_directory
 from edc.cli.main import app as edc_app
 from edc.cli.supervisor import Child, EmbeddedRedis, Supervisor
@@ -192,14 +190,6 @@ def test_an_admin_made_without_a_password_is_told_how_to_set_one(
 
 
 # --- 3. `edc submit` checks the archive before a byte is sent ---
-
-
-@pytest.fixture
-def edc() -> typer.Typer:
-    app = typer.Typer()
-    cli_participant.register(app)
-    cli_admin.register(app)
-    return app
 
 
 def _run(edc: typer.Typer, env: dict[str, str], *args: str) -> tuple[int, str]:
