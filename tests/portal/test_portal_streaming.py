@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from edc.config import Settings
 from edc.portal.app import create_app
 from edc.portal.upload_slots import UploadSlots, slots_key
+from edc.services import submissions
 from tests.support.competition import bearer, make_user, zip_of
 from tests.support.databases import postgres_only
 from tests.support.raw_http import Portal, read_response
@@ -56,11 +57,17 @@ def send_headers(portal: Portal, extra: bytes) -> socket.socket:
     return sock
 
 
-def assert_too_large(portal: Portal, sock: socket.socket) -> None:
+def answer(sock: socket.socket) -> tuple[int, dict[str, object]]:
+    """The response's status and JSON body; the connection is closed either way."""
     try:
         status, _, body = read_response(sock)
     finally:
         sock.close()
+    return status, body
+
+
+def assert_too_large(portal: Portal, sock: socket.socket) -> None:
+    status, body = answer(sock)
     assert status == 413
     assert body == {"detail": "The upload is larger than the limit of 1 MB.", "code": "too_large"}
     assert [p.name for p in portal.settings.uploads_dir.iterdir()] == []
@@ -101,10 +108,7 @@ def paced(settings: Settings) -> Iterator[Portal]:
 
 
 def assert_cut_off(portal: Portal, sock: socket.socket, began: float) -> None:
-    try:
-        status, _, body = read_response(sock)
-    finally:
-        sock.close()
+    status, body = answer(sock)
     assert status == 408, body
     assert body["code"] == "too_slow"
     assert "at least 4 KiB/s" in str(body["detail"])
@@ -196,10 +200,7 @@ def test_an_upload_over_the_cap_is_refused_before_its_body_and_a_cut_one_frees_i
         slow.sendall(PART_HEAD)  # then nothing: it will be cut off
         wait_for(lambda: uploads_in_flight(portal, app) == 1)
         second = send_headers(portal, b"Content-Length: 100000\r\n")  # not a byte of body
-        try:
-            status, _, body = read_response(second)
-        finally:
-            second.close()
+        status, body = answer(second)
         assert status == 429, body
         assert "1 upload in progress" in str(body["detail"])
         assert_cut_off(portal, slow, began)
@@ -221,3 +222,30 @@ def test_an_upload_whose_client_went_away_gives_its_slot_back(settings: Settings
         wait_for(lambda: uploads_in_flight(portal, app) == 1)
         sock.close()  # long before the pace would cut it
         wait_for(lambda: uploads_in_flight(portal, app) == 0)
+
+
+def test_a_large_upload_past_the_limits_is_refused_before_its_body(settings: Settings) -> None:
+    # A participant at the daily limit announces 50 MB: refused (429) with the body unsent. A small
+    # upload is checked once, as its row would be inserted: refused too, and nothing is kept.
+    limited = settings.model_copy(update={"submissions_per_day": 1, "max_upload_mb": 100})
+    with serve_in_thread(create_app(limited)) as port:
+        portal = Portal(port=port, settings=limited, token=make_user(limited, "eager")[1])
+        url = f"http://127.0.0.1:{port}/api/v1/submissions"
+
+        def small_upload() -> httpx.Response:
+            files = {"file": ("s.zip", zip_of(), "application/zip")}
+            return httpx.post(url, files=files, headers=bearer(portal.token), timeout=30)
+
+        assert small_upload().status_code == 201
+        kept = sorted(p.name for p in limited.uploads_dir.iterdir())
+        large = 50 * 1024 * 1024
+        assert large > submissions.EARLY_CHECK_BYTES
+        sock = send_headers(portal, f"Content-Length: {large}\r\n".encode())
+        sock.sendall(PART_HEAD + b"PK\x03\x04" + bytes(1000))  # 1 KB of the announced 50 MB
+        status, body = answer(sock)
+        assert status == 429, body
+        assert "all 1 submissions" in str(body["detail"])
+        refused = small_upload()
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["detail"] == body["detail"]
+        assert sorted(p.name for p in limited.uploads_dir.iterdir()) == kept

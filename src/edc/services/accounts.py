@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -486,12 +486,16 @@ def issue_api_token(session: Session, *, user: User, label: str) -> str:
     return token
 
 
+# Built once: every API request looks its token up.
+_TOKEN_AND_USER = (
+    select(ApiToken, User)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.digest == bindparam("digest"))
+)
+
+
 def user_for_api_token(session: Session, token: str, *, now: datetime | None = None) -> User | None:
-    found = session.execute(
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.digest == security.digest(token))
-    ).one_or_none()
+    found = session.execute(_TOKEN_AND_USER, {"digest": security.digest(token)}).one_or_none()
     if found is None:
         return None
     row, user = found

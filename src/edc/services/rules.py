@@ -14,10 +14,11 @@ not limited. Over a limit the refusal says exactly when the next upload is allow
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from edc.clock import aware_utc, human_duration
@@ -121,6 +122,29 @@ class Usage:
     next_allowed_at: datetime | None
 
 
+def _is_waiting() -> ColumnElement[bool]:
+    # Spelled out, not ``in_``: an IN list is expanded again at every execution.
+    return or_(*(Submission.status == status for status in WAITING))
+
+
+@functools.cache
+def _usage_query() -> Select[int, int]:
+    """Waiting and counted-today submissions of a participant's team in a track, in one pass.
+
+    Built once, with bound parameters: building it took longer than running it, and intake runs
+    it twice per upload.
+    """
+    since = Submission.created_at > bindparam("since")
+    return select(
+        func.count().filter(_is_waiting()),
+        func.count().filter(since, counts_against_limit()),
+    ).where(
+        Submission.user_id.in_(teammates(bindparam("user_id"))),
+        Submission.track == bindparam("track"),
+        or_(_is_waiting(), since),
+    )
+
+
 def usage(
     session: Session,
     limits: Limits,
@@ -131,21 +155,18 @@ def usage(
 ) -> Usage:
     """Where ``user_id`` stands against ``limits`` in ``track``: its team's, if it is in one
     (members share them)."""
-    mine = (Submission.user_id.in_(teammates(user_id)), Submission.track == track)
-    today = (Submission.created_at > now - DAY, counts_against_limit())
     # Counted in the database, both in one pass: a participant with thousands of uploads today
     # costs one aggregate, not thousands of rows read back, on each of the two checks of every
     # upload.
     waiting, used = session.execute(
-        select(
-            func.count().filter(Submission.status.in_(WAITING)),
-            func.count().filter(*today),
-        ).where(*mine, or_(Submission.status.in_(WAITING), Submission.created_at > now - DAY))
+        _usage_query(), {"user_id": user_id, "track": track, "since": now - DAY}
     ).one()
     used_today = int(used or 0)
     next_allowed_at = None
     if used_today >= limits.per_day:
         # Room comes back when enough of the oldest leave the 24-hour window.
+        mine = (Submission.user_id.in_(teammates(user_id)), Submission.track == track)
+        today = (Submission.created_at > now - DAY, counts_against_limit())
         oldest_to_leave = session.scalar(
             select(Submission.created_at)
             .where(*mine, *today)
@@ -196,6 +217,16 @@ def check_submission_allowed(
         )
 
 
+# Built once, as the usage query: both run on every upload.
+_HOLD_USER = (
+    update(User)
+    .where(User.id == bindparam("user_id"))
+    .values(last_submitted_at=bindparam("now"))
+    .returning(User)
+    .execution_options(synchronize_session=False)
+)
+
+
 def hold_user(session: Session, *, user_id: int, now: datetime) -> User | None:
     """Take the user's row lock, and its team's (PostgreSQL), or the write lock (SQLite) before
     counting; returns the user (None when the account is gone).
@@ -204,13 +235,7 @@ def hold_user(session: Session, *, user_id: int, now: datetime) -> User | None:
     after the other, so both cannot slip under the limit. The team is read under the user's lock,
     which joining or leaving one needs too.
     """
-    owner = session.scalar(
-        update(User)
-        .where(User.id == user_id)
-        .values(last_submitted_at=now)
-        .returning(User)
-        .execution_options(synchronize_session=False)
-    )
+    owner = session.scalar(_HOLD_USER, {"user_id": user_id, "now": now})
     if owner is not None and owner.team_id is not None:
         session.execute(select(Team.id).where(Team.id == owner.team_id).with_for_update())
     return owner

@@ -21,7 +21,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from edc.config import Settings
@@ -38,8 +38,9 @@ class TeamInfo:
     max_size: int
 
 
-def teammates(user_id: int) -> Select[int]:
-    """The ids of ``user_id``'s team's members, itself included; itself alone outside a team."""
+def teammates(user_id: int | ColumnElement[int]) -> Select[int]:
+    """The ids of ``user_id``'s team's members, itself included; itself alone outside a team
+    (``user_id`` may be a bound parameter, for a statement built once)."""
     team = select(User.team_id).where(User.id == user_id).scalar_subquery()
     return select(User.id).where((User.id == user_id) | (User.team_id == team))
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -108,9 +108,17 @@ def _info(settings: Settings, row: Track) -> TrackInfo:
     )
 
 
+# Built once: each upload looks its track up twice, and building the query cost more than it.
+_TRACK_NAMED = select(Track).where(Track.name == bindparam("name"))
+
+
+def _row(session: Session, name: str) -> Track | None:
+    return session.scalar(_TRACK_NAMED, {"name": name})
+
+
 def _default(session: Session, settings: Settings) -> TrackInfo:
     # Whether or not its row is there (the migration writes one; opening its final, if not).
-    row = session.scalar(select(Track).where(Track.name == DEFAULT_TRACK))
+    row = _row(session, DEFAULT_TRACK)
     if row is not None:
         return _info(settings, row)
     return TrackInfo.configured(settings)
@@ -127,9 +135,7 @@ def get_track(session: Session, settings: Settings, name: str | None) -> TrackIn
     if name is None or name == DEFAULT_TRACK:
         return _default(session, settings)
     # A name no track can have (a NUL byte, say, which PostgreSQL refuses) is not looked up.
-    row = (
-        session.scalar(select(Track).where(Track.name == name)) if TRACK_NAME.match(name) else None
-    )
+    row = _row(session, name) if TRACK_NAME.match(name) else None
     if row is None:
         known = ", ".join(t.name for t in list_tracks(session, settings))
         raise NotFound(f"There is no track {name!r}; the tracks are: {known}.")
@@ -197,7 +203,7 @@ def _check_limits(*limits: int | None) -> None:
 def _own_row(session: Session, settings: Settings, name: str) -> Track:
     """The track's row, to change its settings; written first for a default track without one."""
     get_track(session, settings, name)  # NotFound, naming the tracks
-    row = session.scalar(select(Track).where(Track.name == name))
+    row = _row(session, name)
     if row is None:  # the default track before its row was ever written
         row = Track(name=DEFAULT_TRACK, task_dir=None)
         session.add(row)

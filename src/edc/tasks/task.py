@@ -108,6 +108,7 @@ PUBLIC_PROMPTS = "prompts/public.jsonl"
 HIDDEN_PROMPTS = "prompts/hidden.jsonl"
 
 
+@functools.cache  # resolving the path reads the file system, and every upload asks
 def bundled_task_dir() -> Path:
     """The task shipped inside the package: the default competition."""
     return Path(__file__).resolve().parent / "tiny"
