@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from intake import create_user, zip_bytes
 from portal_process import REDIS_URL, fresh_database
 
 CLIENTS = 4
+WARM_UP = 2 * CLIENTS
 # (module, attribute) of each phase, timed in the thread that runs it.
 PHASES = {
     "API token lookup": ("edc.portal.auth", "_resolve"),
@@ -43,8 +45,10 @@ PHASES = {
 
 
 def timed_phases(spent: Counter[str]) -> None:
-    """Wrap each phase so its thread CPU adds up in ``spent``."""
+    """Wrap each phase so its thread CPU adds up in ``spent`` (phases run on several threads)."""
     import importlib
+
+    lock = threading.Lock()
 
     def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
@@ -53,7 +57,9 @@ def timed_phases(spent: Counter[str]) -> None:
             try:
                 return function(*args, **kwargs)
             finally:
-                spent[name] += time.thread_time() - began
+                used = time.thread_time() - began
+                with lock:
+                    spent[name] += used
 
         return wrapper
 
@@ -66,7 +72,8 @@ def timed_phases(spent: Counter[str]) -> None:
 
 
 async def cpu_per_upload(app: Any, path: str, tokens: list[str], uploads: int) -> float:
-    """Process CPU (ms) per accepted upload, ``CLIENTS`` at a time, after a warm-up."""
+    """Process CPU (ms) per accepted upload, ``CLIENTS`` at a time, after a warm-up of
+    ``WARM_UP`` (``uploads`` a multiple of ``CLIENTS``)."""
     payload = zip_bytes(1024 * 1024)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
@@ -77,7 +84,7 @@ async def cpu_per_upload(app: Any, path: str, tokens: list[str], uploads: int) -
             response = await client.post(path, files=files, headers=headers)
             assert response.status_code == 201, response.text
 
-        await asyncio.gather(*(one(i) for i in range(2 * CLIENTS)))
+        await asyncio.gather(*(one(i) for i in range(WARM_UP)))
         began = time.process_time()
         for first in range(0, uploads, CLIENTS):
             await asyncio.gather(*(one(first + j) for j in range(CLIENTS)))
@@ -85,8 +92,12 @@ async def cpu_per_upload(app: Any, path: str, tokens: list[str], uploads: int) -
 
 
 async def main(uploads: int) -> None:
+    uploads -= uploads % CLIENTS
     scratch = tempfile.mkdtemp()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
+    # This process runs the portal too: it gets the same settings as the commands below.
+    for name in [k for k in os.environ if k.startswith("EDC_")]:
+        del os.environ[name]
+    env = dict(os.environ)
     env.update(
         EDC_DATA_DIR=scratch,
         EDC_DATABASE_URL=fresh_database("edc_bench_intake_profile"),
@@ -110,7 +121,7 @@ async def main(uploads: int) -> None:
     async with portal_app.router.lifespan_context(portal_app):
         spent.clear()
         ours = await cpu_per_upload(portal_app, "/api/v1/submissions", tokens, uploads)
-    counted = uploads + 2 * CLIENTS  # the phases' counters ran through the warm-up too
+    counted = uploads + WARM_UP  # the phases' counters ran through the warm-up too
     print(
         f"process CPU per 1 MB upload, {CLIENTS} in-process clients (client included): "
         f"portal {ours:.2f} ms, plain FastAPI app {bare:.2f} ms"

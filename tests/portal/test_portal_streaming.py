@@ -22,7 +22,6 @@ from fastapi import FastAPI
 from edc.config import Settings
 from edc.portal.app import create_app
 from edc.portal.upload_slots import UploadSlots, slots_key
-from edc.services import submissions
 from tests.support.competition import bearer, make_user, zip_of
 from tests.support.databases import postgres_only
 from tests.support.raw_http import Portal, read_response
@@ -225,8 +224,8 @@ def test_an_upload_whose_client_went_away_gives_its_slot_back(settings: Settings
 
 
 def test_a_large_upload_past_the_limits_is_refused_before_its_body(settings: Settings) -> None:
-    # A participant at the daily limit announces 50 MB: refused (429) with the body unsent. A small
-    # upload is checked once, as its row would be inserted: refused too, and nothing is kept.
+    # A participant at the daily limit announces 50 MB: refused (429) with the body unsent, and so
+    # is a chunked body of unknown length. A small upload is refused alike; nothing is kept.
     limited = settings.model_copy(update={"submissions_per_day": 1, "max_upload_mb": 100})
     with serve_in_thread(create_app(limited)) as port:
         portal = Portal(port=port, settings=limited, token=make_user(limited, "eager")[1])
@@ -238,13 +237,14 @@ def test_a_large_upload_past_the_limits_is_refused_before_its_body(settings: Set
 
         assert small_upload().status_code == 201
         kept = sorted(p.name for p in limited.uploads_dir.iterdir())
-        large = 50 * 1024 * 1024
-        assert large > submissions.EARLY_CHECK_BYTES
-        sock = send_headers(portal, f"Content-Length: {large}\r\n".encode())
+        sock = send_headers(portal, f"Content-Length: {50 * 1024 * 1024}\r\n".encode())
         sock.sendall(PART_HEAD + b"PK\x03\x04" + bytes(1000))  # 1 KB of the announced 50 MB
         status, body = answer(sock)
         assert status == 429, body
         assert "all 1 submissions" in str(body["detail"])
+        chunked = send_headers(portal, b"Transfer-Encoding: chunked\r\n")
+        chunked.sendall(f"{len(PART_HEAD):x}\r\n".encode() + PART_HEAD + b"\r\n")  # never ends
+        assert answer(chunked) == (429, body)
         refused = small_upload()
         assert refused.status_code == 429, refused.text
         assert refused.json()["detail"] == body["detail"]

@@ -97,12 +97,7 @@ async def receive_submission(
         track = reader.fields.get(TRACK_FIELD) or request.query_params.get(TRACK_FIELD) or None
         async with aclosing(reader.chunks()) as chunks:
             return await submissions.create_submission(
-                settings,
-                owner_id=owner_id,
-                filename=reader.filename,
-                chunks=chunks,
-                track=track,
-                declared_bytes=reader.declared_bytes,
+                settings, owner_id=owner_id, filename=reader.filename, chunks=chunks, track=track
             )
 
 
@@ -126,8 +121,6 @@ class MultipartFileReader:
         self._max_body_bytes = max_body_bytes
         self._file_limit_bytes = file_limit_bytes
         self.filename: str | None = None
-        # The body's Content-Length, once the headers are checked; None when chunked.
-        self.declared_bytes: int | None = None
         self._body_bytes = 0
         self._stream: AsyncIterator[bytes] | None = None
         self._parser: MultipartParser | None = None
@@ -183,8 +176,7 @@ class MultipartFileReader:
                 raise InvalidUpload(
                     "The Content-Length header is not a number.", code="bad_request"
                 )
-            self.declared_bytes = int(declared)
-            if self.declared_bytes > self._max_body_bytes:
+            if int(declared) > self._max_body_bytes:
                 raise UploadTooLarge(self._file_limit_bytes)
         try:
             self._parser = MultipartParser(

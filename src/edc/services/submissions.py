@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 
 MAX_FILENAME_CHARS = 255
 FALLBACK_FILENAME = "submission.zip"
-# Uploads up to this size are checked against the rules once, as their row is inserted: checking
-# them before the body too costs a database round of its own, about a fifth of a small upload's
-# intake, to spare reading a few megabytes.
-EARLY_CHECK_BYTES = 4 * 1024 * 1024
 
 
 async def create_submission(
@@ -46,20 +42,17 @@ async def create_submission(
     filename: str | None,
     chunks: AsyncIterable[bytes] | Iterable[bytes],
     track: str | None = None,
-    declared_bytes: int | None = None,
 ) -> Submission:
     """Accept one upload from ``owner_id`` for ``track`` (None: the only or the default one);
     raises InvalidUpload (or UploadTooLarge, StorageFull) when the archive is refused,
     CompetitionClosed or RateLimited when the rules refuse it, NotFound for a track that does not
     exist.
 
-    The rules and the track are checked under the owner's lock as the row is inserted. An upload
-    that may be large (``declared_bytes``, the request's length, over ``EARLY_CHECK_BYTES``, or
-    unknown) is checked before its body is read too, so a refused participant does not upload
-    200 MB for nothing.
+    The rules and the track are checked before the body is read (a refused participant does not
+    upload 200 MB for nothing, and costs the portal no more than a query) and again, under the
+    owner's lock, as the row is inserted.
     """
-    if declared_bytes is None or declared_bytes > EARLY_CHECK_BYTES:
-        await anyio.to_thread.run_sync(_check_rules, settings, owner_id, track)
+    await anyio.to_thread.run_sync(_check_rules, settings, owner_id, track)
     stored = await storage.store_upload(settings, chunks)
     return await anyio.to_thread.run_sync(
         _accept_stored, settings, stored, sanitize_filename(filename), owner_id, track
