@@ -189,6 +189,10 @@ class Settings(BaseSettings):
     # Unknown names are counted and throttled alike: the answers reveal no account.
     login_max_failures_per_name: int = Field(default=20, ge=1)
     login_throttle_interval_s: float = Field(default=30.0, gt=0)
+    # Processes serving the portal's one port (`edc portal --processes`): one process uses one
+    # core at most (the GIL), so intake and pages scale with them up to the host's cores. Each
+    # limit below that says "per portal process" is each process's own.
+    portal_processes: int = Field(default=1, ge=1, le=64)
     # Password checks (argon2id, 64 MiB each) running at once per portal process.
     login_concurrency: int = Field(default=1, ge=1)
     # Live views (server-sent event streams) open at once, per participant and per portal process,

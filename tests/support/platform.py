@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,46 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def portal_process(
+    env: dict[str, str],
+    log: Path,
+    *,
+    ready: Callable[[subprocess.Popen[bytes]], bool] = lambda _: True,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`edc portal` on a free port with ``env`` (its output in ``log``), once /healthz answers and
+    ``ready`` holds; yields its URL and process, and stops it after."""
+    port = free_port()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edc", "portal", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not (answers(url) and ready(process)):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the portal did not start"
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def answers(url: str) -> bool:
+    """Whether the portal at ``url`` answers its health check."""
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -99,27 +99,38 @@ def up(
 def portal(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Processes serving the port (default: EDC_PORTAL_PROCESSES, 1)."
+        ),
+    ] = None,
 ) -> None:
     """Run the web portal and API (production: behind a reverse proxy)."""
     import uvicorn
 
+    from edc.cli.portal_processes import serving
+
     _supervised()
     _setup_logging()
     settings = settings_or_exit()
+    count = processes or settings.portal_processes
     # uvicorn's own lines go through our logging (JSON when asked); the portal writes access lines.
-    uvicorn.run(
-        "edc.portal.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        log_level="info",
-        log_config=None,
-        access_log=False,
-        # Forwarded headers only from the proxies the organiser named (uvicorn's default trusts
-        # any local process, so a client on the same host could pick its address).
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=settings.trusted_proxies or "",
-    )
+    with serving(count) as factory:
+        uvicorn.run(
+            factory,
+            factory=True,
+            host=host,
+            port=port,
+            workers=count,
+            log_level="info",
+            log_config=None,
+            access_log=False,
+            # Forwarded headers only from the proxies the organiser named (uvicorn's default
+            # trusts any local process, so a client on the same host could pick its address).
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or "",
+        )
 
 
 @app.command()

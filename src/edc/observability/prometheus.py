@@ -8,7 +8,8 @@ Two kinds:
   any portal's ``/metrics`` shows the whole fleet (several portals show the same numbers:
   aggregate those with ``max``, not ``sum``).
 * **Portal metrics**, kept in-process by :class:`PortalMetrics`: the HTTP requests this portal
-  served, and its own process figures.
+  served, and its own process figures (a portal on several processes counts their requests
+  together in files, Prometheus' multiprocess mode, and has no process figures).
 
 The fleet's histograms count every row ever finished, not a recent window: so their buckets,
 ``_count`` and ``_sum`` only grow (a rerun takes a row out until it finishes again, which
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from sqlalchemy import ColumnElement, Float, case, func, select, type_coerce
@@ -73,6 +76,9 @@ SANDBOX_START_KEY = "sandbox_start_s"
 LOAD_KEY = "load_s"
 
 FINISHED = (SubmissionStatus.COMPLETED, SubmissionStatus.FAILED)
+# Set by `edc portal --processes N` (N > 1) to a fresh folder before its processes start:
+# prometheus_client then keeps their counts in files there (its multiprocess mode).
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Label of a class the platform cannot name (the task directory is unreadable).
 UNKNOWN_CLASS = "unknown"
 
@@ -494,10 +500,12 @@ def _aware(moment: datetime) -> datetime:
 
 
 class PortalMetrics:
-    """One portal's registry: the fleet collector plus what this process counts itself.
+    """One portal's registry: the fleet collector plus what this portal counts itself.
 
     A registry per application (not the module-global default one), so several apps in one
-    process, as in tests, each count their own requests.
+    process, as in tests, each count their own requests. Under ``edc portal --processes N``
+    (:data:`MULTIPROCESS_ENV` set before any process started) the requests of all N are counted
+    together.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -515,10 +523,19 @@ class PortalMetrics:
             buckets=HTTP_BUCKETS_S,
             registry=self.registry,
         )
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
-        self.registry.register(FleetCollector(settings))
+        self.exposed = self.registry
+        if os.environ.get(MULTIPROCESS_ENV):
+            # Several processes serve the port: each writes its counts to files in that folder,
+            # and a scrape, whichever process answers it, sums them all. Each process's own
+            # figures (memory, CPU, garbage collection) would be one process's of several, so they
+            # are left out.
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed)  # type: ignore[no-untyped-call]
+        else:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        self.exposed.register(FleetCollector(settings))
 
     def observe_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -527,4 +544,4 @@ class PortalMetrics:
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The registry in the format the scraper asked for: (body, content type)."""
         encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        return encoder(self.exposed), content_type
