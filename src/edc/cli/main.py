@@ -107,30 +107,27 @@ def portal(
     ] = None,
 ) -> None:
     """Run the web portal and API (production: behind a reverse proxy)."""
-    import uvicorn
-
-    from edc.cli.portal_processes import serving
+    from edc.cli.portal_processes import serve
 
     _supervised()
     _setup_logging()
     settings = settings_or_exit()
-    count = processes or settings.portal_processes
-    # uvicorn's own lines go through our logging (JSON when asked); the portal writes access lines.
-    with serving(count) as factory:
-        uvicorn.run(
-            factory,
-            factory=True,
-            host=host,
-            port=port,
-            workers=count,
-            log_level="info",
-            log_config=None,
-            access_log=False,
-            # Forwarded headers only from the proxies the organiser named (uvicorn's default
-            # trusts any local process, so a client on the same host could pick its address).
-            proxy_headers=bool(settings.trusted_proxies),
-            forwarded_allow_ips=settings.trusted_proxies or "",
-        )
+    code = serve(
+        processes or settings.portal_processes,
+        host=host,
+        port=port,
+        log_level="info",
+        # uvicorn's own lines go through our logging (JSON when asked); the portal writes access
+        # lines.
+        log_config=None,
+        access_log=False,
+        # Forwarded headers only from the proxies the organiser named (uvicorn's default trusts
+        # any local process, so a client on the same host could pick its address).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or "",
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
