@@ -14,7 +14,6 @@ not limited. Over a limit the refusal says exactly when the next upload is allow
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -127,13 +126,8 @@ def _is_waiting() -> ColumnElement[bool]:
     return or_(*(Submission.status == status for status in WAITING))
 
 
-@functools.cache
 def _usage_query() -> Select[int, int]:
-    """Waiting and counted-today submissions of a participant's team in a track, in one pass.
-
-    Built once, with bound parameters: building it took longer than running it, and intake runs
-    it twice per upload.
-    """
+    """Waiting and counted-today submissions of a participant's team in a track, in one pass."""
     since = Submission.created_at > bindparam("since")
     return select(
         func.count().filter(_is_waiting()),
@@ -143,6 +137,11 @@ def _usage_query() -> Select[int, int]:
         Submission.track == bindparam("track"),
         or_(_is_waiting(), since),
     )
+
+
+# Built once, with bound parameters: building it took longer than running it, and intake runs it
+# twice per upload.
+_USAGE = _usage_query()
 
 
 def usage(
@@ -159,7 +158,7 @@ def usage(
     # costs one aggregate, not thousands of rows read back, on each of the two checks of every
     # upload.
     waiting, used = session.execute(
-        _usage_query(), {"user_id": user_id, "track": track, "since": now - DAY}
+        _USAGE, {"user_id": user_id, "track": track, "since": now - DAY}
     ).one()
     used_today = int(used or 0)
     next_allowed_at = None
