@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, not_, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from edc.clock import aware_utc, human_duration
@@ -126,22 +126,26 @@ def _is_waiting() -> ColumnElement[bool]:
     return or_(*(Submission.status == status for status in WAITING))
 
 
-def _usage_query() -> Select[int, int]:
-    """Waiting and counted-today submissions of a participant's team in a track, in one pass."""
-    since = Submission.created_at > bindparam("since")
-    return select(
-        func.count().filter(_is_waiting()),
-        func.count().filter(since, counts_against_limit()),
-    ).where(
-        Submission.user_id.in_(teammates(bindparam("user_id"))),
-        Submission.track == bindparam("track"),
-        or_(_is_waiting(), since),
-    )
-
-
-# Built once, with bound parameters: building it took longer than running it, and intake runs it
-# twice per upload.
-_USAGE = _usage_query()
+# The statements below are built once, with bound parameters (``user_id``, ``track``, ``since``):
+# building them took longer than running them, and intake counts twice per upload.
+_MINE = (
+    Submission.user_id.in_(teammates(bindparam("user_id"))),
+    Submission.track == bindparam("track"),
+)
+_SINCE = Submission.created_at > bindparam("since")
+# Waiting and counted-today submissions of a participant's team in a track, in one pass.
+_USAGE = select(
+    func.count().filter(_is_waiting()),
+    func.count().filter(_SINCE, counts_against_limit()),
+).where(*_MINE, or_(_is_waiting(), _SINCE))
+# The counted-today submission whose leaving the window makes room (``skip`` the ones before it).
+_ROOM_AFTER = (
+    select(Submission.created_at)
+    .where(*_MINE, _SINCE, counts_against_limit())
+    .order_by(Submission.created_at)
+    .offset(bindparam("skip"))
+    .limit(1)
+)
 
 
 def usage(
@@ -157,22 +161,14 @@ def usage(
     # Counted in the database, both in one pass: a participant with thousands of uploads today
     # costs one aggregate, not thousands of rows read back, on each of the two checks of every
     # upload.
-    waiting, used = session.execute(
-        _USAGE, {"user_id": user_id, "track": track, "since": now - DAY}
-    ).one()
+    params = {"user_id": user_id, "track": track, "since": now - DAY}
+    waiting, used = session.execute(_USAGE, params).one()
     used_today = int(used or 0)
     next_allowed_at = None
     if used_today >= limits.per_day:
         # Room comes back when enough of the oldest leave the 24-hour window.
-        mine = (Submission.user_id.in_(teammates(user_id)), Submission.track == track)
-        today = (Submission.created_at > now - DAY, counts_against_limit())
-        oldest_to_leave = session.scalar(
-            select(Submission.created_at)
-            .where(*mine, *today)
-            .order_by(Submission.created_at)
-            .offset(used_today - limits.per_day)
-            .limit(1)
-        )
+        skip = used_today - limits.per_day
+        oldest_to_leave = session.scalar(_ROOM_AFTER, {**params, "skip": skip})
         if oldest_to_leave is not None:
             next_allowed_at = aware_utc(oldest_to_leave) + DAY
     return Usage(
