@@ -16,7 +16,7 @@ from edc.cli.main import app as edc_app
 from edc.config import Settings, get_settings
 from edc.models import FINAL_PHASE, Team
 from edc.portal.app import create_app
-from edc.services import phases
+from edc.services import phases, teams
 from edc.services.tracks import add_track, get_track
 from tests.support.competition import (
     add_submission,
@@ -212,3 +212,8 @@ def test_the_record_history_names_a_team_members_record_by_the_team(
     ]
     board = app_client.get("/api/v1/leaderboard").json()["entries"]
     assert board[0]["participant"] == "record-setters"
+
+
+def test_an_invite_code_never_starts_like_an_option() -> None:
+    # `edc team join CODE` reads a leading "-" as an option; one random code in 64 had one.
+    assert not any(teams._invite_code().startswith("-") for _ in range(2000))

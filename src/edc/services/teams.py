@@ -54,6 +54,14 @@ def team_of(session: Session, settings: Settings, user_id: int) -> TeamInfo | No
     return _info(session, settings, team)
 
 
+def _invite_code() -> str:
+    """A random invite code that does not start with "-": `edc team join CODE` would read that
+    as an option."""
+    while (code := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return code
+
+
 def create_team(session: Session, settings: Settings, *, user: User, name: str) -> TeamInfo:
     """A new team of ``user`` alone, named ``name``."""
     name = name.strip().lower()
@@ -70,7 +78,7 @@ def create_team(session: Session, settings: Settings, *, user: User, name: str) 
     )
     if taken:
         raise Conflict(f"The name {name!r} is taken.")
-    team = Team(name=name, invite_code=secrets.token_urlsafe(18))
+    team = Team(name=name, invite_code=_invite_code())
     session.add(team)
     session.flush()
     user.team_id = team.id
