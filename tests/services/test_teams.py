@@ -3,6 +3,7 @@ phase opens. Over the API, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from edc import db
 from edc.cli.main import app as edc_app
 from edc.config import Settings, get_settings
-from edc.models import FINAL_PHASE, Team
+from edc.models import FINAL_PHASE, Team, utcnow
 from edc.portal.app import create_app
 from edc.services import phases, teams
 from edc.services.tracks import add_track, get_track
@@ -195,6 +196,31 @@ def test_a_team_without_shared_archives_shows_its_best_members_entry(
     assert [(e["participant"], e["submission_id"], e["runs"]) for e in board] == [
         ("apart", best, 1)
     ]
+
+
+@pytest.mark.parametrize("shared_archive", [False, True], ids=["apart", "shared"])
+def test_among_a_teams_equal_entries_the_earliest_submitted_stands_for_it(
+    app_client: TestClient, rules: Settings, people: People, shared_archive: bool
+) -> None:
+    """The board breaks equal scores by who submitted first; a team's row is the entry the board
+    would rank first among its members', not the one whose row the database numbered first."""
+    (alice, alice_token), (bob, bob_token) = people.alice, people.bob
+    team = _create(app_client, alice_token, "even")
+    assert _join(app_client, bob_token, team["invite_code"]).status_code == 200
+    now = utcnow()
+    # Numbered first, submitted last.
+    add_submission(rules, alice, created_at=now, result_metrics=metrics(2.0, (1.9, 2.1)))
+    earlier = now - timedelta(hours=1)
+    first = add_submission(rules, bob, created_at=earlier, result_metrics=metrics(2.0, (1.9, 2.1)))
+    if shared_archive:  # one archive run by both: the team's pools are computed over both
+        sha = "ab" * 32
+        pooled_run = {"sha256": sha, "result_metrics": metrics(2.0, (1.9, 2.1))}
+        first = add_submission(
+            rules, alice, created_at=earlier - timedelta(minutes=1), **pooled_run
+        )
+        add_submission(rules, bob, created_at=earlier, **pooled_run)
+    board = app_client.get("/api/v1/leaderboard").json()["entries"]
+    assert [(e["participant"], e["submission_id"]) for e in board] == [("even", first)]
 
 
 def test_the_record_history_names_a_team_members_record_by_the_team(

@@ -433,17 +433,14 @@ def _as_teams(session: Session, ranking: Ranking, drafts: list[Draft]) -> list[D
             .having(func.count() > 1)
         )
     )
-    sign = 1.0 if ranking.direction == "lower" else -1.0
+    order = _draft_order(ranking)
     best: dict[str, Draft] = {}
     for draft in drafts:
         team = teams.get(draft[0].user_id)
         if team is None or team in shared:
             continue
         held = best.get(team)
-        if held is None or (sign * draft[1].median, draft[0].id) < (
-            sign * held[1].median,
-            held[0].id,
-        ):
+        if held is None or order(draft) < order(held):
             best[team] = draft
     members = [user_id for user_id, name in teams.items() if name in shared & playing]
     if members:
@@ -485,13 +482,15 @@ def _best_pooled_here(
             Submission.score_ci_low,
             Submission.score_ci_high,
             Submission.id,
+            Submission.created_at,
             Submission.review,
         )
         .where(pooled_result(), Submission.track == ranking.track, Submission.user_id.in_(users))
         .order_by(Submission.user_id, Submission.sha256, Submission.id)
     )
     sign = 1.0 if ranking.direction == "lower" else -1.0
-    best: dict[str, tuple[float, int, Pooled, bool]] = {}
+    # Each pool is shown by its first run; among equal pools, as the board orders them.
+    best: dict[str, tuple[float, Any, int, Pooled, bool]] = {}
     ordered = sorted(runs, key=lambda r: (entrant(r.user_id), r.sha256, r.id))
     for (who, _sha), group in itertools.groupby(
         ordered, key=lambda r: (entrant(r.user_id), r.sha256)
@@ -502,13 +501,14 @@ def _best_pooled_here(
         )
         candidate = (
             sign * pooled.median,
+            rows[0].created_at,
             rows[0].id,
             pooled,
             any(r.review == ReviewState.FLAGGED for r in rows),
         )
-        if who not in best or candidate[:2] < best[who][:2]:
+        if who not in best or candidate[:3] < best[who][:3]:
             best[who] = candidate
-    by_first = {first_id: (pooled, flagged) for _, first_id, pooled, flagged in best.values()}
+    by_first = {first_id: (pooled, flagged) for _, _, first_id, pooled, flagged in best.values()}
     shown = session.execute(
         select(*_shown())
         .select_from(Submission)
@@ -592,12 +592,19 @@ def _places(intervals: Sequence[tuple[float, float] | None]) -> list[tuple[int, 
     ]
 
 
+def _draft_order(ranking: Ranking) -> Callable[[Draft], tuple[float, Any, int]]:
+    """The board's order of drafts: best score first, then the earlier submitted, then the lower
+    id. A team's entry is its best draft by the same order, so it is the one the board would
+    rank first among its members'."""
+    sign = 1.0 if ranking.direction == "lower" else -1.0
+    # created_at as stored: from one database, all naive (SQLite) or all aware (PostgreSQL).
+    return lambda draft: (sign * draft[1].median, draft[0].created_at, draft[0].id)
+
+
 def _ranked_pools(ranking: Ranking, drafts: list[Draft]) -> list[Entry]:
     """:func:`ranked` for the pools of :func:`_best_pools`, each entry made once (a thousand
     participants make this the leaderboard's hot loop)."""
-    sign = 1.0 if ranking.direction == "lower" else -1.0
-    # created_at as stored: from one database, all naive (SQLite) or all aware (PostgreSQL).
-    drafts.sort(key=lambda d: (sign * d[1].median, d[0].created_at, d[0].id))
+    drafts.sort(key=_draft_order(ranking))
     intervals = [
         pooled.interval
         if pooled.interval is not None
