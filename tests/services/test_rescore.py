@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from edc import db
 from edc.cli import admin as cli_admin
 from edc.config import Settings, get_settings
-from edc.models import Submission
+from edc.models import DEFAULT_TRACK, Submission, User
 from edc.portal.app import create_app
-from edc.services import leaderboard, rescore
+from edc.services import leaderboard, rescore, teams
 from edc.status import SubmissionStatus
 from edc.tasks.task import Ranking, Task, bundled_task_dir
 from tests.support.competition import add_submission, bearer, make_user, web_login
@@ -278,6 +278,39 @@ def test_edc_admin_rescore_prints_the_counts(new_rules: Settings, tmp_path: Path
     assert "re-scored from stored figures: 0" in second.output
     assert "stale (another ranking rule): 0" in second.output
     assert "stale (another result version): 0" in second.output
+
+
+def _stale(old_score: float) -> dict[str, Any]:
+    """A result gone stale, as rescore leaves it: off the board, its old score kept."""
+    return {
+        "correct": True,
+        "score": None,
+        "stale": True,
+        "superseded": {"version": "old", "score": old_score},
+    }
+
+
+def test_the_best_stale_entries_are_one_per_row_of_the_board(rules: Settings) -> None:
+    """``rescore --top K`` brings back the K best rows of the old board: a participant's many
+    archives, or a team's members' archives, are one row and take one of the K."""
+    alice, _ = make_user(rules, "alice")
+    bob, _ = make_user(rules, "bob")
+    dave, _ = make_user(rules, "dave")
+    erin, _ = make_user(rules, "erin")
+    with db.session_scope(rules) as session:
+        team = teams.create_team(session, rules, user=session.get(User, dave), name="pair")
+        teams.join_team(session, rules, user=session.get(User, erin), code=team.invite_code)
+    best_of_alice = add_submission(rules, alice, result_metrics=_stale(1.0))
+    for old in (1.1, 1.2):  # alice's other archives: better than bob's, but her row is taken
+        add_submission(rules, alice, result_metrics=_stale(old))
+    add_submission(rules, dave, result_metrics=_stale(1.4))
+    best_of_team = add_submission(rules, erin, result_metrics=_stale(1.3))
+    best_of_bob = add_submission(rules, bob, result_metrics=_stale(1.5))
+    add_submission(rules, None, result_metrics=_stale(0.5))  # a deleted account's: no row
+    with db.session_scope(rules) as session:
+        chosen = rescore.stale_entries(session, track=DEFAULT_TRACK, direction="lower")
+    assert [e.submission_id for e in chosen] == [best_of_alice, best_of_team, best_of_bob]
+    assert [e.old_score for e in chosen] == [1.0, 1.3, 1.5]
 
 
 @pytest.mark.parametrize(

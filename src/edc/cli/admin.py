@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Also measure this track's best stale entries again."),
         ] = None,
         top: Annotated[
-            int, typer.Option("--top", min=1, help="With --track: how many entries.")
+            int, typer.Option("--top", min=1, help="With --track: how many leaderboard rows.")
         ] = 10,
     ) -> None:
         """Bring stored results in line with each track's ranking metric and result version (on

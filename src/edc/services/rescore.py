@@ -28,8 +28,9 @@ query that returns no row.
 harness's measurement version and the task's content hash, :mod:`edc.harness.measurement`). A
 track's results of another version are marked stale the same way (kept, with what they held,
 visible to their owners; off the board). Results from before versions were recorded take the
-current one at the first pass. ``edc admin rescore --track NAME --top K`` then measures the best
-stale entries again (:func:`remeasure_stale`), newest first among equals, as re-measurements: on
+current one at the first pass. ``edc admin rescore --track NAME --top K`` then measures again the
+best stale run of each of the K best rows the old board had (:func:`remeasure_stale`), as
+re-measurements: on
 each class's home queue, served after participants' queues, counted against no limit. A
 published final is never touched: its measurements are its own.
 """
@@ -53,6 +54,7 @@ from edc.errors import EdcError
 from edc.harness.measurement import result_version
 from edc.models import DEFAULT_TRACK, Submission
 from edc.scheduler.remeasure_queue import enqueue_remeasure
+from edc.services.leaderboard import team_names
 from edc.services.tracks import get_track, list_tracks
 from edc.status import SubmissionStatus
 from edc.tasks.task import Task, bytes_content_hash_of, content_hash_of, load_task
@@ -290,7 +292,7 @@ def _per_token_figures(metrics: dict[str, Any], *, metric: str, n: int) -> dict[
 
 @dataclass(frozen=True)
 class StaleEntry:
-    """A participant's stale runs of one archive, represented by the run to measure again."""
+    """A leaderboard row's stale runs, represented by the run to measure again."""
 
     submission_id: int
     attempt: int
@@ -299,14 +301,18 @@ class StaleEntry:
 
 
 def stale_entries(session: Session, *, track: str, direction: str) -> list[StaleEntry]:
-    """``track``'s stale results, one per participant and archive (its newest run), best old
-    score first and, among equals, newest first."""
+    """``track``'s stale results, one per leaderboard row they would fill (a participant, or
+    the team it is in): its run with the best old score, the newest among equals; best first
+    and, among equals, newest first. Runs of deleted accounts fill no row and are left out.
+
+    One per row, not per archive: ``--top K`` brings back the best K rows of the old board,
+    where a participant with many archives would otherwise take several of the K.
+    """
     rows = session.execute(
         select(
             Submission.id,
             Submission.attempt,
             Submission.user_id,
-            Submission.sha256,
             Submission.created_at,
             Submission.result_metrics,
         )
@@ -315,23 +321,32 @@ def stale_entries(session: Session, *, track: str, direction: str) -> list[Stale
             Submission.status == SubmissionStatus.COMPLETED,
             Submission.score.is_(None),
             Submission.disqualified.is_(False),
+            Submission.user_id.is_not(None),
         )
         .order_by(Submission.created_at.desc(), Submission.id.desc())
     ).all()
-    newest: dict[tuple[Any, str], StaleEntry] = {}
-    for row in rows:
+    teams = team_names(session)
+    sign = 1.0 if direction == "lower" else -1.0
+
+    def rank(entry: StaleEntry) -> tuple[bool, float]:
+        return entry.old_score is None, sign * (entry.old_score or 0.0)
+
+    best: dict[tuple[str, Any], StaleEntry] = {}
+    for row in rows:  # newest first: a later run replaces a held one only when it is better
         metrics = row.result_metrics
         if not isinstance(metrics, dict) or metrics.get("stale") is not True:
             continue
         superseded = metrics.get("superseded")
         old = _number(superseded.get("score")) if isinstance(superseded, dict) else None
-        newest.setdefault(
-            (row.user_id, row.sha256), StaleEntry(row.id, row.attempt, old, row.created_at)
-        )
-    sign = 1.0 if direction == "lower" else -1.0
+        entry = StaleEntry(row.id, row.attempt, old, row.created_at)
+        team = teams.get(row.user_id)
+        entrant = ("team", team) if team is not None else ("user", row.user_id)
+        held = best.get(entrant)
+        if held is None or rank(entry) < rank(held):
+            best[entrant] = entry
     # Stable sorts: newest first among equal scores; an entry with no old score last.
-    ordered = sorted(newest.values(), key=lambda e: e.created_at, reverse=True)
-    return sorted(ordered, key=lambda e: (e.old_score is None, sign * (e.old_score or 0.0)))
+    ordered = sorted(best.values(), key=lambda e: e.created_at, reverse=True)
+    return sorted(ordered, key=rank)
 
 
 def remeasure_stale(settings: Settings, track_name: str | None, *, top_k: int) -> list[int]:
