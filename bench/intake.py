@@ -1,6 +1,10 @@
 """Intake benchmark: `edc up` on PostgreSQL and Redis, measured from outside over HTTP.
 
-Prints three figures, each measured in this one run (the machine is shared and noisy):
+Prints these figures, each measured in this one run (the machine is shared and noisy):
+0. the yardsticks: the plain FastAPI upload app (bench/bare_upload_app.py), and its floor
+   (bench/floor_upload_app.py): the plain app that also does what no intake that keeps its
+   uploads can skip (sha256, fsync and rename, one row inserted, one enqueue) and no check. Their
+   ratio bounds what any such intake could reach against the plain app on this machine;
 1. accepted uploads per second, 1 MB zips from 20 concurrent clients, each a participant of its
    own (no worker running), and in the same run the same client against a plain FastAPI upload app
    (bench/bare_upload_app.py): their ratio is the figure (goal: at least 0.70), with each
@@ -169,14 +173,22 @@ def cpu_s_of(server: psutil.Process) -> float:
     return sum(t.user + t.system for t in (p.cpu_times() for p in tree))
 
 
-def bare_app_rate(scratch: Path, uploads: int, clients: int) -> tuple[float, float]:
-    """The same client against bench/bare_upload_app.py under one uvicorn process."""
+def yardstick_rate(
+    scratch: Path, module: str, uploads: int, clients: int, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """The same client against ``module``'s app (bench/bare_upload_app.py, or its floor) under
+    one uvicorn process; ``env`` adds to its environment."""
     port = free_port()
-    store = scratch / "bare"
+    store = scratch / module
     store.mkdir()
-    env = {**os.environ, "BARE_UPLOAD_DIR": str(store)}
+    env = {
+        **os.environ,
+        "BARE_UPLOAD_DIR": str(store),
+        "FLOOR_UPLOAD_DIR": str(store),
+        **(env or {}),
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bare_upload_app:app", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", f"{module}:app", "--port", str(port)],
         cwd=Path(__file__).parent,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -191,10 +203,24 @@ def bare_app_rate(scratch: Path, uploads: int, clients: int) -> tuple[float, flo
         process.wait(timeout=30)
 
 
+def floor_rate(scratch: Path, uploads: int, clients: int) -> tuple[float, float]:
+    """bench/floor_upload_app.py: the plain app plus what no intake that keeps uploads can skip."""
+    database = fresh_database("edc_bench_intake_floor").replace("+psycopg", "")
+    env = {"FLOOR_DATABASE_URL": database, "FLOOR_REDIS_URL": REDIS_URL}
+    return yardstick_rate(scratch, "floor_upload_app", uploads, clients, env)
+
+
 def bench_accept_rate(
     platforms: list[Platform], uploads: int, clients: int, scratch: Path, one_participant: bool
 ) -> None:
-    bare, bare_cpu = bare_app_rate(scratch, uploads, clients)
+    bare, bare_cpu = yardstick_rate(scratch, "bare_upload_app", uploads, clients)
+    floor, floor_cpu = floor_rate(scratch, uploads, clients)
+    print(
+        f"0. {uploads} uploads of 1 MB from {clients} clients: plain FastAPI app {bare:.1f}/s "
+        f"(CPU {bare_cpu:.1f} ms per upload); its floor, the plain app that also hashes, syncs, "
+        f"inserts a row and enqueues it, with no check, {floor:.1f}/s (CPU {floor_cpu:.1f} ms), "
+        f"ratio {floor / bare:.2f}: the most any intake that keeps its uploads could reach here"
+    )
     for platform in platforms:
         if one_participant:
             senders, who = [platform.headers], "one participant"
@@ -215,6 +241,8 @@ def bench_accept_rate(
 
 
 def bench_claim_latency(url: str, headers: dict[str, str], count: int) -> None:
+    if count < 1:
+        return
     payload = zip_bytes(1024)
     waits = []
     with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
