@@ -482,15 +482,14 @@ def _best_pooled_here(
             Submission.score_ci_low,
             Submission.score_ci_high,
             Submission.id,
-            Submission.created_at,
             Submission.review,
         )
         .where(pooled_result(), Submission.track == ranking.track, Submission.user_id.in_(users))
         .order_by(Submission.user_id, Submission.sha256, Submission.id)
     )
     sign = 1.0 if ranking.direction == "lower" else -1.0
-    # Each pool is shown by its first run; among equal pools, as the board orders them.
-    best: dict[str, tuple[float, Any, int, Pooled, bool]] = {}
+    # Equal pools: the one first uploaded (its first run's id), as PostgreSQL's pool query picks.
+    best: dict[str, tuple[float, int, Pooled, bool]] = {}
     ordered = sorted(runs, key=lambda r: (entrant(r.user_id), r.sha256, r.id))
     for (who, _sha), group in itertools.groupby(
         ordered, key=lambda r: (entrant(r.user_id), r.sha256)
@@ -501,14 +500,13 @@ def _best_pooled_here(
         )
         candidate = (
             sign * pooled.median,
-            rows[0].created_at,
             rows[0].id,
             pooled,
             any(r.review == ReviewState.FLAGGED for r in rows),
         )
-        if who not in best or candidate[:3] < best[who][:3]:
+        if who not in best or candidate[:2] < best[who][:2]:
             best[who] = candidate
-    by_first = {first_id: (pooled, flagged) for _, _, first_id, pooled, flagged in best.values()}
+    by_first = {first_id: (pooled, flagged) for _, first_id, pooled, flagged in best.values()}
     shown = session.execute(
         select(*_shown())
         .select_from(Submission)
@@ -594,8 +592,9 @@ def _places(intervals: Sequence[tuple[float, float] | None]) -> list[tuple[int, 
 
 def _draft_order(ranking: Ranking) -> Callable[[Draft], tuple[float, Any, int]]:
     """The board's order of drafts: best score first, then the earlier submitted, then the lower
-    id. A team's entry is its best draft by the same order, so it is the one the board would
-    rank first among its members'."""
+    id. A team whose members share no archive is shown by its best member's draft in the same
+    order: the one the board would rank first among them. (Within one entrant, equal pools are
+    told apart by upload order, the first run's id, on both databases.)"""
     sign = 1.0 if ranking.direction == "lower" else -1.0
     # created_at as stored: from one database, all naive (SQLite) or all aware (PostgreSQL).
     return lambda draft: (sign * draft[1].median, draft[0].created_at, draft[0].id)
