@@ -26,7 +26,7 @@ from edc.portal.app import create_app
 from edc.services import leaderboard, rescore, teams
 from edc.status import SubmissionStatus
 from edc.tasks.task import Ranking, Task, bundled_task_dir
-from tests.support.competition import add_submission, bearer, make_user, web_login
+from tests.support.competition import add_submission, bearer, make_user, metrics, web_login
 from tests.support.live_server import People
 from tests.support.rows import get_submission
 
@@ -292,11 +292,12 @@ def _stale(old_score: float) -> dict[str, Any]:
 
 def test_the_best_stale_entries_are_one_per_row_of_the_board(rules: Settings) -> None:
     """``rescore --top K`` brings back the K best rows of the old board: a participant's many
-    archives, or a team's members' archives, are one row and take one of the K."""
-    alice, _ = make_user(rules, "alice")
-    bob, _ = make_user(rules, "bob")
-    dave, _ = make_user(rules, "dave")
-    erin, _ = make_user(rules, "erin")
+    archives, or a team's members' archives, are one row and take one of the K; an archive's runs
+    pool by their median, as on the board; each baseline is a row of its own."""
+    alice, bob, carol, dave, erin, frank, root = (
+        make_user(rules, name)[0]
+        for name in ("alice", "bob", "carol", "dave", "erin", "frank", "root")
+    )
     with db.session_scope(rules) as session:
         team = teams.create_team(session, rules, user=session.get(User, dave), name="pair")
         teams.join_team(session, rules, user=session.get(User, erin), code=team.invite_code)
@@ -306,11 +307,31 @@ def test_the_best_stale_entries_are_one_per_row_of_the_board(rules: Settings) ->
     add_submission(rules, dave, result_metrics=_stale(1.4))
     best_of_team = add_submission(rules, erin, result_metrics=_stale(1.3))
     best_of_bob = add_submission(rules, bob, result_metrics=_stale(1.5))
+    # One lucky run of three: carol's row stood at their median, 3.0; her newest run stands for it.
+    lucky = "ab" * 32
+    for old in (0.5, 3.0):
+        add_submission(rules, carol, sha256=lucky, result_metrics=_stale(old))
+    newest_of_carol = add_submission(rules, carol, sha256=lucky, result_metrics=_stale(3.0))
+    # Measured again already: nothing to gain from measuring it once more.
+    again = "cd" * 32
+    add_submission(rules, frank, sha256=again, result_metrics=_stale(0.9))
+    add_submission(rules, frank, sha256=again, result_metrics=metrics(1.0))
+    baselines = [
+        add_submission(rules, owner, is_baseline=True, result_metrics=_stale(old))
+        for owner, old in ((root, 1.05), (root, 1.25), (None, 1.45))
+    ]
     add_submission(rules, None, result_metrics=_stale(0.5))  # a deleted account's: no row
     with db.session_scope(rules) as session:
         chosen = rescore.stale_entries(session, track=DEFAULT_TRACK, direction="lower")
-    assert [e.submission_id for e in chosen] == [best_of_alice, best_of_team, best_of_bob]
-    assert [e.old_score for e in chosen] == [1.0, 1.3, 1.5]
+    assert [(e.submission_id, e.old_score) for e in chosen] == [
+        (best_of_alice, 1.0),
+        (baselines[0], 1.05),
+        (baselines[1], 1.25),
+        (best_of_team, 1.3),
+        (baselines[2], 1.45),
+        (best_of_bob, 1.5),
+        (newest_of_carol, 3.0),
+    ]
 
 
 @pytest.mark.parametrize(

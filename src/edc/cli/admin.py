@@ -154,14 +154,14 @@ def register(app: typer.Typer) -> None:
     def rescore_command(
         track: Annotated[
             str | None,
-            typer.Option(help="Also measure this track's best stale entries again."),
+            typer.Option(help="Also measure again the best rows of this track's old board."),
         ] = None,
         top: Annotated[
             int, typer.Option("--top", min=1, help="With --track: how many leaderboard rows.")
         ] = 10,
     ) -> None:
         """Bring stored results in line with each track's ranking metric and result version (on
-        this server's database); with --track, queue the best stale entries' re-measurements.
+        this server's database); with --track, queue re-measurements of the best stale rows.
 
         Results ranked under another metric are converted from their stored figures where that
         is exact, else marked stale; results of another task content or measurement version are

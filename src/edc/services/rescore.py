@@ -29,8 +29,7 @@ harness's measurement version and the task's content hash, :mod:`edc.harness.mea
 track's results of another version are marked stale the same way (kept, with what they held,
 visible to their owners; off the board). Results from before versions were recorded take the
 current one at the first pass. ``edc admin rescore --track NAME --top K`` then measures again the
-best stale run of each of the K best rows the old board had (:func:`remeasure_stale`), as
-re-measurements: on
+K best rows of the old board that are still stale (:func:`stale_entries`), as re-measurements: on
 each class's home queue, served after participants' queues, counted against no limit. A
 published final is never touched: its measurements are its own.
 """
@@ -40,8 +39,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,7 +52,7 @@ from edc import db
 from edc.config import Settings
 from edc.errors import EdcError
 from edc.harness.measurement import result_version
-from edc.models import DEFAULT_TRACK, Submission
+from edc.models import DEFAULT_TRACK, Submission, pooled_result
 from edc.scheduler.remeasure_queue import enqueue_remeasure
 from edc.services.leaderboard import team_names
 from edc.services.tracks import get_track, list_tracks
@@ -292,27 +292,33 @@ def _per_token_figures(metrics: dict[str, Any], *, metric: str, n: int) -> dict[
 
 @dataclass(frozen=True)
 class StaleEntry:
-    """A leaderboard row's stale runs, represented by the run to measure again."""
+    """A leaderboard row gone stale, represented by the run to measure again."""
 
     submission_id: int
     attempt: int
-    old_score: float | None  # what it scored before it went stale
+    # What the row stood at before it went stale: its archive's median old score (a baseline's
+    # own), None when no old score was kept.
+    old_score: float | None
     created_at: Any
 
 
 def stale_entries(session: Session, *, track: str, direction: str) -> list[StaleEntry]:
-    """``track``'s stale results, one per leaderboard row they would fill (a participant, or
-    the team it is in): its run with the best old score, the newest among equals; best first
-    and, among equals, newest first. Runs of deleted accounts fill no row and are left out.
+    """``track``'s stale rows, best old score first and, among equals, newest first.
 
-    One per row, not per archive: ``--top K`` brings back the best K rows of the old board,
-    where a participant with many archives would otherwise take several of the K.
+    A row is a participant's, or its team's, as the board shows them: the entrant's best archive
+    by its runs' median old score (runs of one archive pool, as on the board), represented by its
+    newest run. An archive that has a current ranked run already (measured again, or uploaded
+    again) is not offered. Each baseline is a row of its own. Runs of deleted accounts fill no row
+    and are left out, baselines aside. ``--top K`` then brings back the K best rows of the old
+    board, where a participant with many archives would otherwise take several of the K.
     """
     rows = session.execute(
         select(
             Submission.id,
             Submission.attempt,
             Submission.user_id,
+            Submission.sha256,
+            Submission.is_baseline,
             Submission.created_at,
             Submission.result_metrics,
         )
@@ -321,37 +327,67 @@ def stale_entries(session: Session, *, track: str, direction: str) -> list[Stale
             Submission.status == SubmissionStatus.COMPLETED,
             Submission.score.is_(None),
             Submission.disqualified.is_(False),
-            Submission.user_id.is_not(None),
+            or_(Submission.user_id.is_not(None), Submission.is_baseline.is_(True)),
         )
         .order_by(Submission.created_at.desc(), Submission.id.desc())
     ).all()
     teams = team_names(session)
-    sign = 1.0 if direction == "lower" else -1.0
 
-    def rank(entry: StaleEntry) -> tuple[bool, float]:
-        return entry.old_score is None, sign * (entry.old_score or 0.0)
+    def entrant(user_id: int) -> tuple[str, Any]:
+        team = teams.get(user_id)
+        return ("team", team) if team is not None else ("user", user_id)
 
-    best: dict[tuple[str, Any], StaleEntry] = {}
-    for row in rows:  # newest first: a later run replaces a held one only when it is better
+    current = {
+        (entrant(user_id), sha256)
+        for user_id, sha256 in session.execute(
+            select(Submission.user_id, Submission.sha256)
+            .where(Submission.track == track, pooled_result())
+            .distinct()
+        )
+        if user_id is not None
+    }
+    # Newest first, so each archive's first run seen is the one to measure again.
+    archives: dict[tuple[Any, ...], tuple[StaleEntry, list[float]]] = {}
+    for row in rows:
         metrics = row.result_metrics
         if not isinstance(metrics, dict) or metrics.get("stale") is not True:
             continue
         superseded = metrics.get("superseded")
         old = _number(superseded.get("score")) if isinstance(superseded, dict) else None
-        entry = StaleEntry(row.id, row.attempt, old, row.created_at)
-        team = teams.get(row.user_id)
-        entrant = ("team", team) if team is not None else ("user", row.user_id)
-        held = best.get(entrant)
+        if row.is_baseline:
+            key: tuple[Any, ...] = ("baseline", row.id)
+        else:
+            key = (entrant(row.user_id), row.sha256)
+            if key in current:
+                continue
+        newest, scores = archives.setdefault(
+            key, (StaleEntry(row.id, row.attempt, None, row.created_at), [])
+        )
+        if old is not None:
+            scores.append(old)
+    sign = 1.0 if direction == "lower" else -1.0
+
+    def rank(entry: StaleEntry) -> tuple[bool, float]:
+        return entry.old_score is None, sign * (entry.old_score or 0.0)
+
+    best: dict[Any, StaleEntry] = {}
+    # Archives in the order of their newest runs, newest first: among equal pools, the newer
+    # stands for the row.
+    for key, (newest, scores) in archives.items():
+        entry = replace(newest, old_score=statistics.median(scores) if scores else None)
+        board_row = key if key[0] == "baseline" else key[0]
+        held = best.get(board_row)
         if held is None or rank(entry) < rank(held):
-            best[entrant] = entry
+            best[board_row] = entry
     # Stable sorts: newest first among equal scores; an entry with no old score last.
     ordered = sorted(best.values(), key=lambda e: e.created_at, reverse=True)
     return sorted(ordered, key=rank)
 
 
 def remeasure_stale(settings: Settings, track_name: str | None, *, top_k: int) -> list[int]:
-    """Bring the track's results in line (:func:`rescore_results`), then queue the best
-    ``top_k`` stale entries' re-measurements; returns their submission ids."""
+    """Bring the track's results in line (:func:`rescore_results`), then queue the
+    re-measurements of the ``top_k`` best stale rows (:func:`stale_entries`); returns their
+    submission ids."""
     with db.session_scope(settings) as session:
         track = get_track(session, settings, track_name)
     task = load_task(settings, track.task_dir)
