@@ -1,10 +1,12 @@
-"""The floor of intake: the plain upload app (bench/bare_upload_app.py) plus the least any upload
-that must never be lost has to do, with none of the portal's checks: the file hashed (sha256) as
-it is written, synced and renamed into place, one row inserted (one round trip, autocommit), and
-its id pushed onto a Redis list. No authentication, no limits, no archive check, no ORM.
+"""The plain upload app (bench/bare_upload_app.py) made durable, with none of the portal's checks:
+the file hashed (sha256) as it is written, synced and renamed into place, one row inserted (one
+round trip, autocommit), and its id pushed onto a Redis list. No authentication, no limits, no
+archive check, no ORM.
 
 bench/intake.py runs it under one uvicorn process, as it runs the plain app, so the gap between
-the two is what durability alone costs; what the portal spends beyond the floor is its checks.
+the two is what durability alone costs. It is not a strict floor: like the plain app it takes
+the body through ``UploadFile``, which spools it to a temporary file first, where the portal
+streams it straight to its file.
 Settings from the environment: FLOOR_UPLOAD_DIR, FLOOR_DATABASE_URL (a libpq URL), FLOOR_REDIS_URL.
 """
 
