@@ -7,12 +7,15 @@ BIN := $(VENV)/bin
 
 # The portal's port: `make run PORT=8080` when 8000 is taken.
 PORT ?= 8000
+# pytest processes: each takes its own PostgreSQL database and Redis index (15 at most in all).
+# Most tests wait on real processes, so two share two cores well.
+TEST_WORKERS ?= 2
 
 run: setup system-run
 	$(BIN)/edc up --port $(PORT) --example examples/kvcache
 
 test: setup-test system-test lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check src tests bench tools

@@ -11,6 +11,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -23,8 +24,14 @@ from edc.config import Settings, get_settings
 from edc.models import Base
 from edc.services import accounts
 
+# Under pytest-xdist a worker process starts with COLUMNS=80 in its environment, and rich fixes a
+# console's width from COLUMNS when the console is made (the CLI's, at import): the COLUMNS a test
+# gives its command would be ignored, and long lines wrapped where the test reads them whole.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 # Fixtures more than one folder uses, kept in tests/support so no folder imports another's conftest.
-pytest_plugins = ["tests.support.live_server"]
+pytest_plugins = ["tests.support.live_server", "tests.support.timing_lock"]
 
 PG_ADMIN_DSN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST_URL = os.environ.get("EDC_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -45,9 +52,16 @@ def pg_database_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@dataclass(frozen=True)
+class RedisClaim:
+    url: str
+    token: str  # the claim key's value: whose index it is
+
+
 @pytest.fixture(scope="session")
-def redis_db_url() -> Iterator[str]:
-    """Claim a free Redis database index for this run (1..15); index 0 is left to humans."""
+def redis_claim() -> Iterator[RedisClaim]:
+    """Claim a free Redis database index for this test process (1..15); index 0 is left to
+    humans."""
     token = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
     for index in range(1, 16):
         conn = redis.Redis.from_url(f"{REDIS_HOST_URL}/{index}")
@@ -58,22 +72,26 @@ def redis_db_url() -> Iterator[str]:
     else:
         pytest.fail("every Redis database index 1..15 is claimed by another test run")
     url = f"{REDIS_HOST_URL}/{index}"
-    yield url
+    yield RedisClaim(url, token)
     conn = redis.Redis.from_url(url)
     conn.flushdb()
     conn.close()
 
 
+@pytest.fixture(scope="session")
+def redis_db_url(redis_claim: RedisClaim) -> str:
+    return redis_claim.url
+
+
 @pytest.fixture
-def redis_url(redis_db_url: str) -> Iterator[str]:
-    """The run's Redis database, flushed before each test (the claim key is kept)."""
-    conn = redis.Redis.from_url(redis_db_url)
-    token = conn.get(_CLAIM_KEY)
+def redis_url(redis_claim: RedisClaim) -> str:
+    """The process's Redis database, flushed before each test and claimed again (a test may
+    flush it, claim key and all)."""
+    conn = redis.Redis.from_url(redis_claim.url)
     conn.flushdb()
-    if token is not None:
-        conn.set(_CLAIM_KEY, token, ex=6 * 3600)
+    conn.set(_CLAIM_KEY, redis_claim.token, ex=6 * 3600)
     conn.close()
-    return redis_db_url
+    return redis_claim.url
 
 
 def _clean_tables(settings: Settings) -> None:

@@ -48,7 +48,13 @@ def portal_env(settings: Settings, **more: str) -> dict[str, str]:
 @contextmanager
 def two_processes(settings: Settings) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     log = settings.data_dir / "portal.log"
-    ready = lambda process: len(serving(process)) == 2  # noqa: E731
+
+    def ready(process: subprocess.Popen[bytes]) -> bool:
+        # Both started, not just spawned: one still starting when its supervisor is killed ends
+        # only once its start-up is done, which on a loaded machine is seconds later.
+        started = log.read_text().count("Application startup complete")
+        return len(serving(process)) == 2 and started >= 2
+
     with portal_process(portal_env(settings), log, ready=ready) as (url, supervisor):
         children = serving(supervisor)
         try:

@@ -98,6 +98,7 @@ class Decoder(_Correct):
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # a rate held under the SLO, send lag
 def test_kvcache_passes_the_bundled_task_in_full(
     bwrap_sandbox: Sandbox, worker_settings: Settings, tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_the_kvcache_example_is_the_task_baseline() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # a rate held under the SLO, send lag
 def test_the_serving_task_ranks_by_the_highest_rate_held(
     bwrap_sandbox: Sandbox, worker_settings: Settings, tmp_path: Path
 ) -> None:

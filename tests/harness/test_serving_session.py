@@ -33,6 +33,9 @@ from edc.tasks.task import bundled_task_dir
 
 from .conftest import serial_sleeper, write_native
 
+# Compares sends against their schedule: runs with no other test beside it.
+pytestmark = pytest.mark.timing
+
 FIRST_DELAY_S = 0.02
 STEP_S = 0.005
 

@@ -13,6 +13,9 @@ from edc.tasks.task import bundled_task_dir
 
 from .conftest import serial_sleeper, write_native
 
+# Compares measured latencies against known delays: runs with no other test beside it.
+pytestmark = pytest.mark.timing
+
 TOKENS = 12
 FIRST_DELAY_S = 0.05
 STEP_S = 0.010

@@ -176,7 +176,9 @@ def test_env_build_makes_an_environment_the_sandbox_uses(tmp_path: Path) -> None
     app = typer.Typer()
     cli_runtime.register(app, typer.Typer())
     folder = tmp_path / "env"
-    result = CliRunner().invoke(app, ["env", "build", str(folder), "--with", "mpmath"])
+    # Wide enough that the folder's path, however deep the temporary folder, is on one line.
+    wide = {"COLUMNS": "500"}
+    result = CliRunner().invoke(app, ["env", "build", str(folder), "--with", "mpmath"], env=wide)
     assert result.exit_code == 0, result.output
     assert f'env = "{folder}"' in result.output
     found = probe_imports(

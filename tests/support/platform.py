@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import psutil
+
+from edc.worker.canary import CANARY_PREFIX
 
 
 def free_port() -> int:
@@ -68,6 +71,14 @@ def answers(url: str) -> bool:
 REPO = Path(__file__).resolve().parents[2]
 KVCACHE = REPO / "examples" / "kvcache" / "submission.py"
 BUNDLED_TASK = REPO / "src" / "edc" / "tasks" / "tiny"
+
+
+def copy_of_task(folder: Path, source: Path = BUNDLED_TASK) -> Path:
+    """A copy of the task at ``source`` (default: the bundled one) at ``folder``, less any
+    worker self-test's canary file in it at that moment: a test beside this one may be checking
+    its sandbox against the bundled task, and its canary may go while the copy is made."""
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(f"{CANARY_PREFIX}*"))
+    return folder
 
 
 def quick_task(directory: Path, *, max_new_tokens: int = 16) -> Path:

@@ -4,13 +4,13 @@ wheel), and a copy of the bundled task that names it."""
 from __future__ import annotations
 
 import json
-import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from edc.sandbox.runtime import build_environment
 from edc.tasks.task import bundled_task_dir
+from tests.support.platform import copy_of_task
 
 TORCH_REQUIREMENT = "torch==2.13.0"
 
@@ -22,8 +22,7 @@ def build_torch_environment(folder: Path) -> Path:
 
 def task_with_runtime(folder: Path, runtime: dict[str, Any], source: Path | None = None) -> Path:
     """A copy of ``source`` (default: the bundled task) naming ``runtime``."""
-    shutil.copytree(source or bundled_task_dir(), folder)
-    return add_runtime(folder, runtime)
+    return add_runtime(copy_of_task(folder, source or bundled_task_dir()), runtime)
 
 
 def add_runtime(task_dir: Path, runtime: dict[str, Any]) -> Path:

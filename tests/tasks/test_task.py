@@ -12,6 +12,7 @@ from edc.harness.evaluate import draw_session
 from edc.tasks.init import init_task
 from edc.tasks.sampling import SamplingRule
 from edc.tasks.task import Task, bundled_task_dir, task_hardware_class
+from tests.support.platform import copy_of_task
 
 BUNDLED = bundled_task_dir()
 
@@ -237,7 +238,7 @@ def test_init_task_refuses_too_few_prompts(tmp_path: Path) -> None:
 
 def test_the_task_hardware_class_is_read_again_when_task_toml_changes(tmp_path: Path) -> None:
     root = tmp_path / "task"
-    shutil.copytree(bundled_task_dir(), root)
+    copy_of_task(root)
     settings = Settings(data_dir=tmp_path / "data", task_dir=root)
     assert task_hardware_class(settings) == "cpu"
     toml = root / "task.toml"

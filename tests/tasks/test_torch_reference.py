@@ -1,7 +1,6 @@
 """The numpy reference against transformers' LlamaForCausalLM (the optional torch extra)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from edc.tasks.reference import ReferenceModel  # noqa: E402
 from edc.tasks.task import Task, bundled_task_dir  # noqa: E402
 from edc.tasks.tokenizer import encode  # noqa: E402
 from edc.tasks.torch_reference import TorchReference  # noqa: E402
+from tests.support.platform import copy_of_task  # noqa: E402
 
 pytestmark = pytest.mark.slow  # importing transformers alone takes seconds
 
@@ -121,7 +121,7 @@ def test_torch_reference_output_passes_numpy_verification() -> None:
 
 def _task_with_model(tmp_path: Path, lines: str) -> Path:
     root = tmp_path / "task"
-    shutil.copytree(bundled_task_dir(), root)
+    copy_of_task(root)
     toml = root / "task.toml"
     toml.write_text(toml.read_text().replace('reference = "numpy"', lines))
     return root

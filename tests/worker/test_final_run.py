@@ -87,6 +87,7 @@ def _rows(settings: Settings) -> dict[int, dict[str, Any]]:
 
 
 @pytest.mark.usefixtures("worker_environment")
+@pytest.mark.timing  # an honest decoder ranked against a sleeping one
 @postgres_only
 def test_a_final_remeasures_side_by_side_and_ranks_by_the_pooled_medians(
     worker_settings: Settings,

@@ -19,6 +19,9 @@ from tests.harness.conftest import TaskFactory, write_native
 
 from .cheats import BURST, CHUNKED, KVCACHE, NESTED_JSON, PRECOMPUTED, SNOOP, python_cheat
 
+# Compares an honest run against a cheat's: runs with no other test beside it.
+pytestmark = pytest.mark.timing
+
 # Timing on a shared machine is noisy, and sending a chunk is not free (a burst skips 63 wake-ups
 # of the harness: 8-18% on one core here, more when the cores are contended). A cheat passes only
 # if it is no more than this much "faster" than honest kvcache doing the same work; the old
