@@ -76,6 +76,9 @@ class _PartFile:
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self.part_path, self.final_path)
+            # The rename is on disk only once its folder is: the row inserted next names the
+            # file, and a power cut must not leave a row whose file is still a part file.
+            _fsync_folder(self.final_path.parent)
         return self._hash.hexdigest(), self.size
 
     def discard(self) -> None:
@@ -83,6 +86,14 @@ class _PartFile:
         self.part_path.unlink(missing_ok=True)
         # Also the final name: a cancellation can land just after the rename.
         self.final_path.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 async def store_upload(

@@ -42,6 +42,24 @@ def test_stores_chunks_with_their_hash_and_size(store_settings: Settings) -> Non
     assert leftovers(store_settings) == [stored.path.name]
 
 
+def test_the_file_and_then_its_folder_are_synced_before_the_upload_is_stored(
+    store_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored upload survives a power cut: its bytes, then its new name (the folder's entry),
+    are on disk before the row that names it can be written."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    stored = anyio.run(storage.store_upload, store_settings, [os.urandom(1000)])
+    part = f"{stored.path}{storage.PART_SUFFIX}"
+    assert synced == [part, str(store_settings.uploads_dir.resolve())]
+
+
 def test_stores_an_async_stream_larger_than_one_write_batch(store_settings: Settings) -> None:
     settings = store_settings.model_copy(update={"max_upload_mb": 4})
     data = os.urandom(3 * 1024 * 1024 + 17)
