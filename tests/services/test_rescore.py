@@ -291,12 +291,13 @@ def _stale(old_score: float) -> dict[str, Any]:
 
 
 def test_the_best_stale_entries_are_one_per_row_of_the_board(rules: Settings) -> None:
-    """``rescore --top K`` brings back the K best rows of the old board: a participant's many
-    archives, or a team's members' archives, are one row and take one of the K; an archive's runs
-    pool by their median, as on the board; each baseline is a row of its own."""
-    alice, bob, carol, dave, erin, frank, root = (
-        make_user(rules, name)[0]
-        for name in ("alice", "bob", "carol", "dave", "erin", "frank", "root")
+    """``rescore --top K`` brings back the K best rows of the old board, in its order: a
+    participant's many archives, or a team's members' archives, are one row and take one of the
+    K; an archive's runs pool by their median; a row whose best archive is current again is back
+    and not offered; each baseline is a row of its own."""
+    names = ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivy", "root")
+    alice, bob, carol, dave, erin, frank, gina, hank, ivy, root = (
+        make_user(rules, name)[0] for name in names
     )
     with db.session_scope(rules) as session:
         team = teams.create_team(session, rules, user=session.get(User, dave), name="pair")
@@ -312,10 +313,17 @@ def test_the_best_stale_entries_are_one_per_row_of_the_board(rules: Settings) ->
     for old in (0.5, 3.0):
         add_submission(rules, carol, sha256=lucky, result_metrics=_stale(old))
     newest_of_carol = add_submission(rules, carol, sha256=lucky, result_metrics=_stale(3.0))
-    # Measured again already: nothing to gain from measuring it once more.
+    # Uploaded again since: frank's only archive is current, his row is back.
     again = "cd" * 32
     add_submission(rules, frank, sha256=again, result_metrics=_stale(0.9))
     add_submission(rules, frank, sha256=again, result_metrics=metrics(1.0))
+    # Measured again by an earlier rescore: gina's best archive is current, her row is back,
+    # and her second archive does not take a place.
+    add_submission(rules, gina, result_metrics={**metrics(1.0), "remeasured_from": _stale(1.02)})
+    add_submission(rules, gina, result_metrics=_stale(1.12))
+    # Equal old scores: the earlier uploaded first, as on the board.
+    first_of_equals = add_submission(rules, hank, result_metrics=_stale(2.0))
+    second_of_equals = add_submission(rules, ivy, result_metrics=_stale(2.0))
     baselines = [
         add_submission(rules, owner, is_baseline=True, result_metrics=_stale(old))
         for owner, old in ((root, 1.05), (root, 1.25), (None, 1.45))
@@ -323,6 +331,7 @@ def test_the_best_stale_entries_are_one_per_row_of_the_board(rules: Settings) ->
     add_submission(rules, None, result_metrics=_stale(0.5))  # a deleted account's: no row
     with db.session_scope(rules) as session:
         chosen = rescore.stale_entries(session, track=DEFAULT_TRACK, direction="lower")
+        reversed_board = rescore.stale_entries(session, track=DEFAULT_TRACK, direction="higher")
     assert [(e.submission_id, e.old_score) for e in chosen] == [
         (best_of_alice, 1.0),
         (baselines[0], 1.05),
@@ -330,8 +339,12 @@ def test_the_best_stale_entries_are_one_per_row_of_the_board(rules: Settings) ->
         (best_of_team, 1.3),
         (baselines[2], 1.45),
         (best_of_bob, 1.5),
+        (first_of_equals, 2.0),
+        (second_of_equals, 2.0),
         (newest_of_carol, 3.0),
     ]
+    # Higher is better: each row's best archive is another, the rows come in the other order.
+    assert [e.old_score for e in reversed_board][:3] == [3.0, 2.0, 2.0]
 
 
 @pytest.mark.parametrize(

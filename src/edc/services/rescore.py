@@ -41,18 +41,18 @@ import math
 import re
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from edc import db
 from edc.config import Settings
 from edc.errors import EdcError
 from edc.harness.measurement import result_version
-from edc.models import DEFAULT_TRACK, Submission, pooled_result
+from edc.models import DEFAULT_TRACK, MetricIsTrue, MetricNumber, Submission, pooled_result
 from edc.scheduler.remeasure_queue import enqueue_remeasure
 from edc.services.leaderboard import team_names
 from edc.services.tracks import get_track, list_tracks
@@ -302,35 +302,33 @@ class StaleEntry:
     created_at: Any
 
 
+# What a run scored before it went stale: kept by rescore, or by the re-measurement that made it
+# current again (read in the database: no JSON is loaded).
+_OLD_SCORE = func.coalesce(
+    MetricNumber("superseded", "score"), MetricNumber("remeasured_from", "superseded", "score")
+)
+
+
+@dataclass
+class _Archive:
+    """One board row's candidate: an entrant's archive (or a baseline) and its old runs."""
+
+    first_at: Any  # its first old run's time: among equal rows the earlier goes first
+    old_scores: list[float] = field(default_factory=list)
+    newest_stale: Any = None  # the run to measure again; None once none is stale
+
+
 def stale_entries(session: Session, *, track: str, direction: str) -> list[StaleEntry]:
-    """``track``'s stale rows, best old score first and, among equals, newest first.
+    """``track``'s rows that are still stale, in the old board's order: best old score first,
+    the earlier first among equals.
 
     A row is a participant's, or its team's, as the board shows them: the entrant's best archive
-    by its runs' median old score (runs of one archive pool, as on the board), represented by its
-    newest run. An archive that has a current ranked run already (measured again, or uploaded
-    again) is not offered. Each baseline is a row of its own. Runs of deleted accounts fill no row
-    and are left out, baselines aside. ``--top K`` then brings back the K best rows of the old
-    board, where a participant with many archives would otherwise take several of the K.
+    by the median of its runs' old scores (runs of one archive pool, as on the board),
+    represented by its newest stale run. A row whose best archive is current again (measured
+    again, or uploaded again) is back on the board and not offered, so running ``rescore --top
+    K`` again goes on down the old board. Each baseline is a row of its own. Runs of deleted
+    accounts fill no row and are left out, baselines aside.
     """
-    rows = session.execute(
-        select(
-            Submission.id,
-            Submission.attempt,
-            Submission.user_id,
-            Submission.sha256,
-            Submission.is_baseline,
-            Submission.created_at,
-            Submission.result_metrics,
-        )
-        .where(
-            Submission.track == track,
-            Submission.status == SubmissionStatus.COMPLETED,
-            Submission.score.is_(None),
-            Submission.disqualified.is_(False),
-            or_(Submission.user_id.is_not(None), Submission.is_baseline.is_(True)),
-        )
-        .order_by(Submission.created_at.desc(), Submission.id.desc())
-    ).all()
     teams = team_names(session)
 
     def entrant(user_id: int) -> tuple[str, Any]:
@@ -346,42 +344,62 @@ def stale_entries(session: Session, *, track: str, direction: str) -> list[Stale
         )
         if user_id is not None
     }
-    # Newest first, so each archive's first run seen is the one to measure again.
-    archives: dict[tuple[Any, ...], tuple[StaleEntry, list[float]]] = {}
-    for row in rows:
-        metrics = row.result_metrics
-        if not isinstance(metrics, dict) or metrics.get("stale") is not True:
-            continue
-        superseded = metrics.get("superseded")
-        old = _number(superseded.get("score")) if isinstance(superseded, dict) else None
-        if row.is_baseline:
-            key: tuple[Any, ...] = ("baseline", row.id)
-        else:
-            key = (entrant(row.user_id), row.sha256)
-            if key in current:
-                continue
-        newest, scores = archives.setdefault(
-            key, (StaleEntry(row.id, row.attempt, None, row.created_at), [])
+    stale = and_(Submission.score.is_(None), MetricIsTrue("stale"))
+    runs = session.execute(
+        select(
+            Submission.id,
+            Submission.attempt,
+            Submission.user_id,
+            Submission.sha256,
+            Submission.is_baseline,
+            Submission.created_at,
+            stale.label("stale"),
+            _OLD_SCORE.label("old_score"),
         )
-        if old is not None:
-            scores.append(old)
+        .where(
+            Submission.track == track,
+            Submission.status == SubmissionStatus.COMPLETED,
+            Submission.disqualified.is_(False),
+            or_(Submission.user_id.is_not(None), Submission.is_baseline.is_(True)),
+            or_(stale, MetricNumber("remeasured_from", "superseded", "score").is_not(None)),
+        )
+        .order_by(Submission.created_at, Submission.id)
+    )
+    archives: dict[tuple[Any, ...], _Archive] = {}
+    for run in runs:  # oldest first
+        if run.is_baseline:
+            key: tuple[Any, ...] = ("baseline", run.id)
+        else:
+            key = (entrant(run.user_id), run.sha256)
+        archive = archives.setdefault(key, _Archive(first_at=run.created_at))
+        if run.old_score is not None:
+            archive.old_scores.append(float(run.old_score))
+        if run.stale:
+            archive.newest_stale = run
     sign = 1.0 if direction == "lower" else -1.0
 
-    def rank(entry: StaleEntry) -> tuple[bool, float]:
-        return entry.old_score is None, sign * (entry.old_score or 0.0)
+    def median(archive: _Archive) -> float | None:
+        return statistics.median(archive.old_scores) if archive.old_scores else None
 
-    best: dict[Any, StaleEntry] = {}
-    # Archives in the order of their newest runs, newest first: among equal pools, the newer
-    # stands for the row.
-    for key, (newest, scores) in archives.items():
-        entry = replace(newest, old_score=statistics.median(scores) if scores else None)
+    def standing(archive: _Archive) -> tuple[bool, float, Any]:
+        old = median(archive)
+        return old is None, sign * (old or 0.0), archive.first_at
+
+    best: dict[Any, tuple[tuple[Any, ...], _Archive]] = {}
+    for key, archive in archives.items():  # in the order of their first runs
         board_row = key if key[0] == "baseline" else key[0]
         held = best.get(board_row)
-        if held is None or rank(entry) < rank(held):
-            best[board_row] = entry
-    # Stable sorts: newest first among equal scores; an entry with no old score last.
-    ordered = sorted(best.values(), key=lambda e: e.created_at, reverse=True)
-    return sorted(ordered, key=rank)
+        if held is None or standing(archive)[:2] < standing(held[1])[:2]:
+            best[board_row] = (key, archive)
+    chosen = sorted(
+        (archive for key, archive in best.values() if key not in current),
+        key=standing,
+    )
+    return [
+        StaleEntry(run.id, run.attempt, median(archive), run.created_at)
+        for archive in chosen
+        if (run := archive.newest_stale) is not None
+    ]
 
 
 def remeasure_stale(settings: Settings, track_name: str | None, *, top_k: int) -> list[int]:
