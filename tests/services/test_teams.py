@@ -198,19 +198,26 @@ def test_a_team_without_shared_archives_shows_its_best_members_entry(
     ]
 
 
-def test_among_a_teams_equal_entries_the_earliest_submitted_stands_for_it(
-    app_client: TestClient, rules: Settings, people: People
+@pytest.mark.parametrize("shared_archive", [False, True], ids=["apart", "shared"])
+def test_among_a_teams_equal_entries_the_first_uploaded_stands_for_it(
+    app_client: TestClient, rules: Settings, people: People, shared_archive: bool
 ) -> None:
-    """The board breaks equal scores by who submitted first; a team's row is the entry the board
-    would rank first among its members', not the one whose row the database numbered first."""
+    """A team is one entrant: among its equal entries, as among one participant's equal pools,
+    the first uploaded stands for it, whether or not its members share an archive (two ways of
+    computing its row) and whatever times the rows carry."""
     (alice, alice_token), (bob, bob_token) = people.alice, people.bob
     team = _create(app_client, alice_token, "even")
     assert _join(app_client, bob_token, team["invite_code"]).status_code == 200
     now = utcnow()
-    # Numbered first, submitted last.
-    add_submission(rules, alice, created_at=now, result_metrics=metrics(2.0, (1.9, 2.1)))
+    # Uploaded first, stamped last (the stamp is taken before the insert, so concurrent uploads
+    # can disagree).
+    first = add_submission(rules, alice, created_at=now, result_metrics=metrics(2.0, (1.9, 2.1)))
     earlier = now - timedelta(hours=1)
-    first = add_submission(rules, bob, created_at=earlier, result_metrics=metrics(2.0, (1.9, 2.1)))
+    add_submission(rules, bob, created_at=earlier, result_metrics=metrics(2.0, (1.9, 2.1)))
+    if shared_archive:  # one archive run by both: the team's pools are computed over both
+        pooled_run = {"sha256": "ab" * 32, "result_metrics": metrics(2.0, (1.9, 2.1))}
+        add_submission(rules, alice, created_at=earlier, **pooled_run)
+        add_submission(rules, bob, created_at=earlier, **pooled_run)
     board = app_client.get("/api/v1/leaderboard").json()["entries"]
     assert [(e["participant"], e["submission_id"]) for e in board] == [("even", first)]
 

@@ -433,14 +433,18 @@ def _as_teams(session: Session, ranking: Ranking, drafts: list[Draft]) -> list[D
             .having(func.count() > 1)
         )
     )
-    order = _draft_order(ranking)
+    # Within one entrant, as among one participant's pools: equal medians go by upload order.
+    sign = 1.0 if ranking.direction == "lower" else -1.0
     best: dict[str, Draft] = {}
     for draft in drafts:
         team = teams.get(draft[0].user_id)
         if team is None or team in shared:
             continue
         held = best.get(team)
-        if held is None or order(draft) < order(held):
+        if held is None or (sign * draft[1].median, draft[0].id) < (
+            sign * held[1].median,
+            held[0].id,
+        ):
             best[team] = draft
     members = [user_id for user_id, name in teams.items() if name in shared & playing]
     if members:
@@ -590,20 +594,12 @@ def _places(intervals: Sequence[tuple[float, float] | None]) -> list[tuple[int, 
     ]
 
 
-def _draft_order(ranking: Ranking) -> Callable[[Draft], tuple[float, Any, int]]:
-    """The board's order of drafts: best score first, then the earlier submitted, then the lower
-    id. A team whose members share no archive is shown by its best member's draft in the same
-    order: the one the board would rank first among them. (Within one entrant, equal pools are
-    told apart by upload order, the first run's id, on both databases.)"""
-    sign = 1.0 if ranking.direction == "lower" else -1.0
-    # created_at as stored: from one database, all naive (SQLite) or all aware (PostgreSQL).
-    return lambda draft: (sign * draft[1].median, draft[0].created_at, draft[0].id)
-
-
 def _ranked_pools(ranking: Ranking, drafts: list[Draft]) -> list[Entry]:
     """:func:`ranked` for the pools of :func:`_best_pools`, each entry made once (a thousand
     participants make this the leaderboard's hot loop)."""
-    drafts.sort(key=_draft_order(ranking))
+    sign = 1.0 if ranking.direction == "lower" else -1.0
+    # created_at as stored: from one database, all naive (SQLite) or all aware (PostgreSQL).
+    drafts.sort(key=lambda d: (sign * d[1].median, d[0].created_at, d[0].id))
     intervals = [
         pooled.interval
         if pooled.interval is not None
