@@ -92,6 +92,10 @@ def _fsync_folder(folder: Path) -> None:
     descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)
+    except OSError as exc:
+        # Some filesystems cannot sync a folder (as PostgreSQL, go on without: the file is).
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
     finally:
         os.close(descriptor)
 

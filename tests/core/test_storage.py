@@ -47,17 +47,19 @@ def test_the_file_and_then_its_folder_are_synced_before_the_upload_is_stored(
 ) -> None:
     """A stored upload survives a power cut: its bytes, then its new name (the folder's entry),
     are on disk before the row that names it can be written."""
-    synced: list[str] = []
+    synced: list[tuple[str, list[str]]] = []
     real_fsync = os.fsync
 
     def fsync(descriptor: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        path = os.readlink(f"/proc/self/fd/{descriptor}")
+        synced.append((path, sorted(os.listdir(path)) if os.path.isdir(path) else []))
         real_fsync(descriptor)
 
     monkeypatch.setattr(os, "fsync", fsync)
     stored = anyio.run(storage.store_upload, store_settings, [os.urandom(1000)])
     part = f"{stored.path}{storage.PART_SUFFIX}"
-    assert synced == [part, str(store_settings.uploads_dir.resolve())]
+    # The folder once it holds the final name, and no part file.
+    assert synced == [(part, []), (str(store_settings.uploads_dir.resolve()), [stored.path.name])]
 
 
 def test_stores_an_async_stream_larger_than_one_write_batch(store_settings: Settings) -> None:
