@@ -11,18 +11,17 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 from sqlalchemy import text
 
 from edc import db
 from edc.config import Settings, get_settings
 from edc.models import Base
 from edc.services import accounts
+from tests.support.redis_claim import RedisClaim
 
 # Under pytest-xdist a worker process starts with COLUMNS=80 in its environment, and rich fixes a
 # console's width from COLUMNS when the console is made (the CLI's, at import): the COLUMNS a test
@@ -35,7 +34,6 @@ pytest_plugins = ["tests.support.live_server", "tests.support.timing_lock"]
 
 PG_ADMIN_DSN = os.environ.get("EDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST_URL = os.environ.get("EDC_TEST_REDIS", "redis://127.0.0.1:6379")
-_CLAIM_KEY = "edc:test-run-owner"
 
 
 @pytest.fixture(scope="session")
@@ -52,45 +50,21 @@ def pg_database_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@dataclass(frozen=True)
-class RedisClaim:
-    url: str
-    token: str  # the claim key's value: whose index it is
-
-
 @pytest.fixture(scope="session")
 def redis_claim() -> Iterator[RedisClaim]:
-    """Claim a free Redis database index for this test process (1..15); index 0 is left to
-    humans."""
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    for index in range(1, 16):
-        conn = redis.Redis.from_url(f"{REDIS_HOST_URL}/{index}")
-        if conn.set(_CLAIM_KEY, token, nx=True, ex=6 * 3600):
-            conn.close()
-            break
-        conn.close()
-    else:
+    """This test process's own Redis database index."""
+    claim = RedisClaim.take(REDIS_HOST_URL)
+    if claim is None:
         pytest.fail("every Redis database index 1..15 is claimed by another test run")
-    url = f"{REDIS_HOST_URL}/{index}"
-    yield RedisClaim(url, token)
-    conn = redis.Redis.from_url(url)
-    conn.flushdb()
-    conn.close()
-
-
-@pytest.fixture(scope="session")
-def redis_db_url(redis_claim: RedisClaim) -> str:
-    return redis_claim.url
+    yield claim
+    claim.release()
 
 
 @pytest.fixture
 def redis_url(redis_claim: RedisClaim) -> str:
-    """The process's Redis database, flushed before each test and claimed again (a test may
-    flush it, claim key and all)."""
-    conn = redis.Redis.from_url(redis_claim.url)
-    conn.flushdb()
-    conn.set(_CLAIM_KEY, redis_claim.token, ex=6 * 3600)
-    conn.close()
+    """The process's Redis database, flushed before each test (and claimed again: a test may
+    have flushed it, claim key and all)."""
+    redis_claim.flush()
     return redis_claim.url
 
 

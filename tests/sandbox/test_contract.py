@@ -233,6 +233,7 @@ def test_memory_hog_ends_with_memory_limit(sandbox: Sandbox, submission: Path) -
     assert "nobody stopped me" not in result.stdout
 
 
+@pytest.mark.timing  # the wall time measured against the limit
 def test_endless_cpu_spin_times_out_at_the_wall_limit(sandbox: Sandbox, submission: Path) -> None:
     result = sandbox.run(spec_for(sandbox, submission, "cpu_spin.py", wall_timeout_s=1.5))
 

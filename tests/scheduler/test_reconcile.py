@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pytest
 import redis
 
 from edc.config import Settings
@@ -121,6 +122,7 @@ def test_the_lock_is_free_again_by_the_time_a_heartbeat_goes_stale(settings: Set
         assert ttl <= max(timeout, interval + 1)  # a dead holder's lock expires by then
 
 
+@pytest.mark.timing  # recovery timed against its documented bound
 @postgres_only
 def test_a_dead_reconcilers_lock_delays_no_recovery(settings: Settings) -> None:
     """The worker killed mid-run may be the one that held the lock: its job must still be back in

@@ -19,8 +19,6 @@ from typing import Any
 import httpx
 import psutil
 
-from edc.worker.canary import CANARY_PREFIX
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -77,6 +75,8 @@ def copy_of_task(folder: Path, source: Path = BUNDLED_TASK) -> Path:
     """A copy of the task at ``source`` (default: the bundled one) at ``folder``, less any
     worker self-test's canary file in it at that moment: a test beside this one may be checking
     its sandbox against the bundled task, and its canary may go while the copy is made."""
+    from edc.worker.canary import CANARY_PREFIX  # here: this module is imported without edc too
+
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns(f"{CANARY_PREFIX}*"))
     return folder
 

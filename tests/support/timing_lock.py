@@ -28,7 +28,7 @@ LOCK = FOLDER / "edc-tests-timing.lock"
 TURNSTILE = FOLDER / "edc-tests-timing.turnstile"
 # Far longer than any test holds it: past this, something outside the run holds it (a test run
 # stopped at a debugger prompt), and the run stops saying so rather than hanging.
-WAIT_LIMIT_S = 15 * 60
+WAIT_LIMIT_S = float(os.environ.get("EDC_TEST_TIMING_LOCK_WAIT_S") or 15 * 60)
 
 
 def _open(path: Path) -> int:
@@ -43,6 +43,7 @@ def _open(path: Path) -> int:
 
 
 def _take(descriptor: int, mode: int, path: Path) -> None:
+    """Take the lock on ``descriptor``; TimeoutError past WAIT_LIMIT_S."""
     deadline = time.monotonic() + WAIT_LIMIT_S
     while True:
         try:
@@ -50,22 +51,31 @@ def _take(descriptor: int, mode: int, path: Path) -> None:
             return
         except BlockingIOError:
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"waited {WAIT_LIMIT_S} s for the tests' timing lock {path}: a process "
+                raise TimeoutError(
+                    f"waited {WAIT_LIMIT_S:g} s for the tests' timing lock {path}: a process "
                     f"outside this run holds it (see `fuser {path}`)"
                 ) from None
             time.sleep(0.05)
 
 
-@pytest.hookimpl(hookwrapper=True)
+_NOT_TAKEN = pytest.StashKey[str]()
+
+
+# tryfirst: the outermost wrapper, so the wait is not counted in the test's own timeout.
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     """Hold the lock through the test's set-up, call and tear-down."""
     timed = item.get_closest_marker("timing") is not None
     lock = _open(LOCK)
     turnstile = _open(TURNSTILE)
     try:
-        _take(turnstile, fcntl.LOCK_EX, TURNSTILE)
-        _take(lock, fcntl.LOCK_EX if timed else fcntl.LOCK_SH, LOCK)
+        try:
+            _take(turnstile, fcntl.LOCK_EX, TURNSTILE)
+            _take(lock, fcntl.LOCK_EX if timed else fcntl.LOCK_SH, LOCK)
+        except TimeoutError as exc:
+            # The test fails at its set-up, saying why, and the run stops after it.
+            item.stash[_NOT_TAKEN] = str(exc)
+            item.session.shouldstop = str(exc)
         os.close(turnstile)  # closing releases it
         turnstile = -1
         yield
@@ -73,3 +83,10 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         if turnstile >= 0:
             os.close(turnstile)
         os.close(lock)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    message = item.stash.get(_NOT_TAKEN, None)
+    if message is not None:
+        pytest.fail(message, pytrace=False)

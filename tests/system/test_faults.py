@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import redis
 
 from tests.support.own_postgres import OwnPostgres
 from tests.support.platform import (
@@ -21,6 +20,7 @@ from tests.support.platform import (
     start_platform,
     stop_platform,
 )
+from tests.support.redis_claim import RedisClaim
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +79,7 @@ def worker_process(platform: RunningPlatform, worker_id: str) -> psutil.Process:
     raise AssertionError(f"no worker process for {worker_id}")
 
 
+@pytest.mark.timing  # recovery timed against its documented bound
 def test_kill_9_of_a_worker_mid_run_completes_once_elsewhere(
     tmp_path: Path, redis_url: str
 ) -> None:
@@ -119,11 +120,13 @@ def test_kill_9_of_a_worker_mid_run_completes_once_elsewhere(
         stop_platform(platform)
 
 
-def test_redis_flushed_with_20_queued_all_complete(tmp_path: Path, redis_url: str) -> None:
+def test_redis_flushed_with_20_queued_all_complete(
+    tmp_path: Path, redis_url: str, redis_claim: RedisClaim
+) -> None:
     platform = start_platform(tmp_path, ("EDC_REDIS_URL", redis_url), *FAST, workers=2)
     try:
         ids = [platform.upload(f"s{i}.zip", sleeper(0)).json()["id"] for i in range(20)]
-        redis.Redis.from_url(redis_url).flushdb()
+        redis_claim.flush()  # everything but the test run's claim on the index
         flushed_at = time.monotonic()
         finals = [platform.wait_final(i, timeout_s=120) for i in ids]
         assert [f["status"] for f in finals] == ["completed"] * 20
@@ -232,6 +235,7 @@ def test_portal_killed_mid_upload_leaves_no_row_without_file_or_file_without_row
         stop_platform(platform)
 
 
+@pytest.mark.timing  # the hand-back timed against the run it cuts short
 def test_sigterm_to_a_busy_worker_hands_its_submission_back(tmp_path: Path, redis_url: str) -> None:
     # Heartbeats judged only after a minute: the hand-back, not the reconciler, must requeue it.
     platform = start_platform(
