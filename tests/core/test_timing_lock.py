@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
+from tests.support.platform import REPO
 
-REPO = Path(__file__).resolve().parents[2]
+pytest_plugins = ["pytester"]
 
 SUITE = """
 import os

@@ -71,13 +71,15 @@ KVCACHE = REPO / "examples" / "kvcache" / "submission.py"
 BUNDLED_TASK = REPO / "src" / "edc" / "tasks" / "tiny"
 
 
-def copy_of_task(folder: Path, source: Path = BUNDLED_TASK) -> Path:
-    """A copy of the task at ``source`` (default: the bundled one) at ``folder``, less any
-    worker self-test's canary file in it at that moment: a test beside this one may be checking
-    its sandbox against the bundled task, and its canary may go while the copy is made."""
+def copy_of_task(folder: Path, source: Path = BUNDLED_TASK, *, leave_out: str = "") -> Path:
+    """A copy of the task at ``source`` (default: the bundled one) at ``folder``, without
+    ``leave_out`` (a name) nor any worker self-test's canary file in it at that moment: a test
+    beside this one may be checking its sandbox against the bundled task, and its canary may go
+    while the copy is made."""
     from edc.worker.canary import CANARY_PREFIX  # here: this module is imported without edc too
 
-    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(f"{CANARY_PREFIX}*"))
+    patterns = [f"{CANARY_PREFIX}*", *([leave_out] if leave_out else [])]
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(*patterns))
     return folder
 
 

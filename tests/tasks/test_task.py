@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from edc.harness.evaluate import draw_session
 from edc.tasks.init import init_task
 from edc.tasks.sampling import SamplingRule
 from edc.tasks.task import Task, bundled_task_dir, task_hardware_class
-from edc.worker.canary import CANARY_PREFIX
 from tests.support.platform import copy_of_task
 
 BUNDLED = bundled_task_dir()
@@ -21,9 +19,7 @@ BUNDLED = bundled_task_dir()
 @pytest.fixture
 def task_copy(tmp_path: Path) -> Path:
     """A writable copy of the bundled task (the model symlinked: it is only read)."""
-    root = tmp_path / "task"
-    # Another test's worker may have a self-test canary in the bundled task for a moment.
-    shutil.copytree(BUNDLED, root, ignore=shutil.ignore_patterns("model", f"{CANARY_PREFIX}*"))
+    root = copy_of_task(tmp_path / "task", BUNDLED, leave_out="model")
     (root / "model").mkdir()
     for f in (BUNDLED / "model").iterdir():
         (root / "model" / f.name).symlink_to(f)
