@@ -55,6 +55,11 @@ app = FastAPI(lifespan=lifespan)
 
 def _keep(part: str, final: str, sha256: str, size: int) -> int:
     os.replace(part, final)
+    folder = os.open(DIRECTORY, os.O_RDONLY | os.O_DIRECTORY)  # the rename on disk, as the portal
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
     row = _connection().execute(
         "INSERT INTO floor_uploads (path, sha256, size) VALUES (%s, %s, %s) RETURNING id",
         (final, sha256, size),
