@@ -168,6 +168,9 @@ class Reconciler(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.is_set():
+            # Passes start an interval apart, however long each takes: waiting a whole interval
+            # after each would add a pass's duration to every period, and to the recovery bound.
+            started = time.monotonic()
             try:
                 # Every pass, lock or not: contact with the database is what lets heartbeats be
                 # judged, and a reconciler taking over a dead holder's lock must be ready to.
@@ -183,7 +186,8 @@ class Reconciler(threading.Thread):
                 log.warning("reconciler: %s", exc.message)
             except Exception:
                 log.exception("reconciler pass failed; will try again")
-            self._stopping.wait(self.settings.reconcile_interval_s)
+            elapsed = time.monotonic() - started
+            self._stopping.wait(max(0.0, self.settings.reconcile_interval_s - elapsed))
 
     def stop(self) -> None:
         self._stopping.set()
